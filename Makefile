@@ -1,0 +1,31 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+DEMO    = $(BIN)/bluegreen
+DEMO_CONFIG = examples/local/bluegreen.yml
+
+.PHONY: demo test bench schema lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test,kubernetes]'
+	touch $@
+
+demo: $(VENV)/.installed
+	@$(BIN)/python examples/demo.py $(DEMO_CONFIG)
+
+test: $(VENV)/.installed
+	$(BIN)/pytest
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/switch_under_load.py
+
+schema: $(VENV)/.installed
+	$(BIN)/bluegreen schema > schema/bluegreen.schema.json
+
+clean:
+	rm -rf $(VENV) .bluegreen examples/local/.bluegreen bluegreen-report.json

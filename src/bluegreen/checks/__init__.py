@@ -1,0 +1,1 @@
+"""Checks against a colour: HTTP smoke checks and the user's test suite."""

@@ -1,0 +1,93 @@
+"""The user's test suite, run against the idle colour before any traffic reaches it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+from xml.etree import ElementTree as ET
+
+from ..config import TestSuite, render
+from ..report import CheckResult
+
+
+def run_test_suite(
+    suite: TestSuite,
+    *,
+    base_dir: Path,
+    env: dict[str, str],
+    values: dict[str, str],
+    log: Callable[[str], None],
+) -> CheckResult:
+    """Run the suite with a timeout, streaming its output; a non-zero exit or a timeout fails it."""
+    cwd = base_dir / suite.working_directory if suite.working_directory else base_dir
+    command = [suite.command] if isinstance(suite.command, str) else suite.command
+    command = [render(part, **values) for part in command]
+    argv = ["/bin/sh", "-c", command[0]] if suite.shell else command
+    junit = (cwd / suite.junit) if suite.junit else None
+    if junit is not None:
+        junit.unlink(missing_ok=True)  # a stale file from an earlier run must not pass for this one
+    started = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            argv, cwd=cwd, env={**os.environ, **suite.env, **env}, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, errors="replace",
+            start_new_session=True,  # so a timeout kills the whole process group, children included
+        )
+    except OSError as exc:
+        return CheckResult(name="test suite", kind="test_suite", target="preview", passed=False,
+                           detail=f"cannot start {argv[0]!r}: {exc.strerror}")
+    tail: list[str] = []
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            log(line)
+            tail.append(line)
+            del tail[:-20]
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        code = proc.wait(timeout=suite.timeout)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        code, timed_out = proc.wait(), True
+    reader.join(timeout=5)
+    duration = time.monotonic() - started
+
+    tests = failures = None
+    junit_note = ""
+    if junit is not None:
+        if junit.exists():
+            tests, failures, junit_note = _read_junit(junit)
+        else:
+            junit_note = f"; no JUnit file at {suite.junit}"
+    if timed_out:
+        detail, passed = f"timed out after {suite.timeout:g}s", False
+    elif code != 0:
+        last = next((line for line in reversed(tail) if line.strip()), "")
+        detail, passed = f"exited with code {code}" + (f": {last.strip()[:200]}" if last else ""), False
+    else:
+        detail, passed = "exited with code 0", True
+    return CheckResult(
+        name="test suite", kind="test_suite", target="preview", passed=passed, attempts=1, duration=duration,
+        detail=detail + junit_note, tests=tests, failures=failures,
+    )
+
+
+def _read_junit(path: Path) -> tuple[int | None, int | None, str]:
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as exc:
+        return None, None, f"; unreadable JUnit file: {exc}"
+    suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+    tests = sum(int(s.get("tests", 0)) for s in suites)
+    failures = sum(int(s.get("failures", 0)) + int(s.get("errors", 0)) for s in suites)
+    return tests, failures, f"; {tests} tests, {failures} failed"

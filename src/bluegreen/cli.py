@@ -1,0 +1,229 @@
+"""The command line: parse, run one command over the engine, print, exit with a documented code.
+
+Exit codes: 0 done; 1 failed before the switch (live untouched); 2 invalid usage or
+config; 3 the deploy lock is held by another run; 4 failed after the switch and
+rolled back automatically; 5 failed after the switch and the rollback failed too.
+
+Only argparse is imported at start-up, so `bluegreen --help` answers at once; the
+engine, pydantic and httpx load when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .events import Events
+    from .pipeline import Pipeline, RunInfo
+    from .report import Result
+
+EXIT_CODES_HELP = """\
+exit codes:
+  0  done
+  1  failed before the switch; live traffic untouched
+  2  invalid usage or config
+  3  the deploy lock is held by another run
+  4  failed after the switch; switched back automatically
+  5  failed after the switch and switching back failed: a human must act
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bluegreen",
+        description="Blue-green deployments: deploy to the idle colour, test it, switch traffic atomically, "
+        "roll back in one command.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"bluegreen {_package_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help: str, hidden: bool = False) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name, help=None if hidden else help, description=help, epilog=EXIT_CODES_HELP,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sub.add_argument("-c", "--config", default=None, help="config file (default .bluegreen.yml)")
+        sub.add_argument("-e", "--environment", help="environment in the config (needed when it has several)")
+        sub.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+        return sub
+
+    def changes(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--report", default="bluegreen-report.json", help="where to write the JSON report")
+        sub.add_argument("--force-unlock", action="store_true", help="remove a stuck deploy lock first")
+
+    deploy = command("deploy", "deploy a version to the idle colour, test it, switch traffic, verify")
+    deploy.add_argument("--version", dest="release_version", required=True, metavar="V", help="the version to deploy")
+    deploy.add_argument("--no-switch", action="store_true", help="stop after the checks (approve with `promote`)")
+    deploy.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
+    changes(deploy)
+
+    changes(command("promote", "switch to the idle colour prepared by `deploy --no-switch`, after re-checking it"))
+
+    rollback = command("rollback", "switch back to the previous colour, after checking it is healthy")
+    rollback.add_argument("--force", action="store_true", help="switch without checking the previous colour")
+    changes(rollback)
+
+    command("status", "the live colour, the version on each colour, the lock, the last releases")
+    command("validate", "check the config file")
+    command("schema", "print the JSON Schema of the config file")
+    command("down", "stop everything the local target started")
+
+    scale_down = command("_scale-down", "(internal) stop the old colour after a delay", hidden=True)
+    scale_down.add_argument("--colour", required=True, choices=["blue", "green"])
+    scale_down.add_argument("--release-id", required=True)
+    scale_down.add_argument("--after", type=float, required=True)
+    return parser
+
+
+def _package_version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .events import Events
+
+    return run(args, Events(), run_url=None, actor=os.environ.get("USER"))
+
+
+def run(args: argparse.Namespace, events: Events, *, run_url: str | None, actor: str | None,
+        rollback_command: str | None = None, on_result: Callable[[Result], None] | None = None) -> int:
+    """Run one parsed command; CI adapters call this with their own Events and run facts."""
+    from .errors import BluegreenError, ExitCode
+
+    try:
+        if args.command == "schema":
+            return _schema()
+        settings = _settings(args)
+        if args.command == "validate":
+            target = settings.target
+            print(f"{settings.source}: ok (app {settings.app}, environment {settings.environment}, target {target.kind})",
+                  file=sys.stderr)
+            return ExitCode.OK
+        from .pipeline import Pipeline, RunInfo
+        from .targets import make_target
+
+        target = make_target(settings)
+        try:
+            command = rollback_command or default_rollback_command(args)
+            pipeline = Pipeline(settings, target, events, RunInfo(rollback_command=command, run_url=run_url, actor=actor))
+            if args.command == "status":
+                return _status(pipeline, args.json)
+            if args.command == "down":
+                stopped = target.stop_all()
+                print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running", file=sys.stderr)
+                return ExitCode.OK
+            if args.command == "_scale-down":
+                return _scale_down(target, args)
+            return _change(pipeline, args, on_result)
+        finally:
+            target.close()
+    except BluegreenError as exc:
+        print(f"bluegreen: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("bluegreen: interrupted", file=sys.stderr)
+        return 130
+
+
+def default_rollback_command(args: argparse.Namespace) -> str:
+    argv = ["bluegreen", "rollback"]
+    if args.config:
+        argv += ["-c", args.config]
+    if args.environment:
+        argv += ["-e", args.environment]
+    return shlex.join(argv)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    from .config import DEFAULT_CONFIG, load_config
+
+    return load_config(args.config or DEFAULT_CONFIG, args.environment)
+
+
+def _change(pipeline: Pipeline, args: argparse.Namespace, on_result: Callable[[Result], None] | None) -> int:
+    from pathlib import Path
+
+    from .report import write_atomic
+
+    if getattr(args, "force_unlock", False):
+        removed = pipeline.target.state.force_unlock()
+        if removed:
+            pipeline.events.warning(f"--force-unlock removed the lock held by {removed.holder}")
+    if args.command == "deploy":
+        result = pipeline.deploy(args.release_version, switch=not args.no_switch, dry_run=args.dry_run)
+    elif args.command == "promote":
+        result = pipeline.promote()
+    else:
+        result = pipeline.rollback(force=args.force)
+    pipeline.events.finished(result)
+    if args.report and not getattr(args, "dry_run", False):
+        write_atomic(Path(args.report), result.to_json() + "\n")
+    if on_result:
+        on_result(result)
+    if args.json:
+        print(result.to_json())
+    return result.exit_code
+
+
+def _status(pipeline: Pipeline, as_json: bool) -> int:
+    status = pipeline.status()
+    if as_json:
+        from pydantic import TypeAdapter
+
+        from .pipeline import Status
+
+        print(TypeAdapter(Status).dump_json(status, indent=2).decode())
+        return 0
+    live = next((c for c in status.colours if c.colour == status.live), None)
+    head = f"live: {status.live} (version {live.version})" if live else "live: nothing yet"
+    lines = [f"{status.app}/{status.environment}  {head}  {status.live_url}"]
+    for c in status.colours:
+        role = "live" if c.colour == status.live else "idle"
+        health = "ready" if c.ready else ("running" if c.running else "stopped")
+        lines.append(f"  {c.colour:<6} {role:<5} version {c.version or '-':<16} {health:<8} {c.detail}")
+    lock = status.lock
+    lines.append(
+        f"  lock: held by {lock.holder} since {lock.acquired_at:%Y-%m-%d %H:%M:%S} UTC"
+        + (" (expired)" if lock.expired() else "")
+        if lock else "  lock: free"
+    )
+    if status.history:
+        lines.append("  recent releases:")
+        for r in status.history[:5]:
+            lines.append(
+                f"    {r.at:%Y-%m-%d %H:%M:%S}  {r.action:<8} {r.version or '-':<12} -> {r.colour or '-':<5} "
+                f"{r.outcome}" + (f"  {r.run_url}" if r.run_url else "")
+            )
+    print("\n".join(lines))
+    return 0
+
+
+def _schema() -> int:
+    import json
+
+    from .config import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+def _scale_down(target: object, args: argparse.Namespace) -> int:
+    import time
+
+    from .targets.local import LocalProcessTarget, finish_scale_down
+
+    time.sleep(args.after)
+    if not isinstance(target, LocalProcessTarget):
+        return 2
+    print(finish_scale_down(target, args.colour, args.release_id), file=sys.stderr)
+    return 0

@@ -1,0 +1,439 @@
+"""The models of bluegreen.yml, and loading them with errors that name file, line and field.
+
+A file holds an app and one or more environments. Settings at the top level
+(test suite, smoke checks, verification, timeouts...) are defaults that an
+environment may override key by key; `Config.settings_for(name)` merges them
+into the `Settings` one run works with.
+
+Strings may use `${VAR}` / `${VAR:-default}` (expanded at load time, for the
+selected environment only) and the run-time placeholders `{colour}`,
+`{version}`, `{port}` (expanded by `render`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from .errors import ConfigError
+
+Colour = Literal["blue", "green"]
+COLOURS: tuple[Colour, Colour] = ("blue", "green")
+DEFAULT_CONFIG = ".bluegreen.yml"
+SCHEMA_URL = "https://raw.githubusercontent.com/bluegreen-dev/bluegreen/main/schema/bluegreen.schema.json"
+
+
+def other_colour(colour: Colour) -> Colour:
+    return "green" if colour == "blue" else "blue"
+
+
+# --- value types ---------------------------------------------------------------------------
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}
+
+
+def parse_duration(value: Any) -> Any:
+    """`30`, `2.5`, `"30s"`, `"500ms"`, `"5m"`, `"1h"` -> seconds as a float."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30, '30s' or '5m'")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    raise ValueError(f"expected a duration such as 30, '30s' or '5m', got {value!r}")
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h)?\s*$"},
+            ],
+            "description": "Seconds, or a string such as '500ms', '30s', '5m', '1h'.",
+        }
+    ),
+]
+
+
+class Model(BaseModel):
+    """Every config model refuses unknown keys: a typo must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# --- checks ----------------------------------------------------------------------------------
+
+
+class Expect(Model):
+    """What a response must look like. Strings may use `{version}` and `{colour}`."""
+
+    status: int | list[int] = Field(200, description="Expected status code, or a list of accepted codes.")
+    body_contains: str | None = Field(None, description="The body must contain this text.")
+    body_regex: str | None = Field(None, description="The body must match this regular expression (search).")
+    json_fields: dict[str, Any] = Field(
+        default_factory=dict,
+        alias="json",
+        description="Dotted paths into a JSON body and the value each must have, e.g. {'version': '{version}'}.",
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Response headers that must contain these values (names are case-insensitive)."
+    )
+    max_latency: Duration | None = Field(None, description="Slowest acceptable response time.")
+
+    @field_validator("body_regex")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+
+class SmokeCheck(Model):
+    name: str = Field(description="Shown in logs and reports.")
+    path: str = Field("/", description="Request path, appended to the preview or live URL.")
+    method: str = Field("GET", pattern=r"^[A-Z]+$")
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Request headers. Their values never appear in logs or reports."
+    )
+    body: str | None = Field(None, description="Request body.")
+    expect: Expect = Field(default_factory=Expect)
+
+
+class SmokeSettings(Model):
+    checks: list[SmokeCheck] = Field(default_factory=list, description="Run concurrently against the idle colour.")
+    timeout: Duration = Field(60, description="Deadline for all checks to pass, retries included.")
+    interval: Duration = Field(0.5, description="First delay between retries; doubles up to 5 s.")
+    consecutive_successes: int = Field(2, ge=1, description="A check passes after this many successes in a row.")
+    request_timeout: Duration = Field(5, description="Timeout of one request.")
+
+
+def _default_version_check() -> SmokeCheck:
+    return SmokeCheck(name="version", path="/version", expect=Expect(body_contains="{version}"))
+
+
+class VerifySettings(Model):
+    """After the switch, through the live URL: the new version must answer, and keep passing."""
+
+    version_check: SmokeCheck | None = Field(
+        default_factory=_default_version_check,
+        description="Proves the new version answers through the live URL; null skips it.",
+    )
+    consecutive_successes: int = Field(3, ge=1, description="The version check must pass this many times in a row.")
+    failure_limit: int = Field(
+        3, ge=1, description="Switch back after this many failed version checks (live users see the failures)."
+    )
+    window: Duration = Field(5, description="How long the smoke checks must keep passing through the live URL.")
+    interval: Duration = Field(0.25, description="Delay between verification rounds.")
+    timeout: Duration = Field(30, description="Deadline for the version check to pass.")
+
+
+class TestSuite(Model):
+    command: list[str] | str = Field(
+        description="argv list; a single string is run by /bin/sh -c and needs `shell: true`."
+    )
+    shell: bool = False
+    timeout: Duration = 600
+    env: dict[str, str] = Field(default_factory=dict)
+    working_directory: str | None = Field(None, description="Relative to the config file; default its folder.")
+    junit: str | None = Field(None, description="A JUnit XML file the suite writes; its results join the report.")
+
+    @model_validator(mode="after")
+    def _shell_string(self) -> TestSuite:
+        if isinstance(self.command, str) and not self.shell:
+            raise ValueError("a string command runs through /bin/sh only with `shell: true`; or give an argv list")
+        if isinstance(self.command, list) and not self.command:
+            raise ValueError("command must not be empty")
+        return self
+
+
+class Timeouts(Model):
+    ready: Duration = Field(120, description="Deadline for the idle colour to become ready.")
+    switch: Duration = Field(30, description="Deadline for the router to send new requests to the new colour.")
+    lock: Duration = Field(900, description="A lock not renewed for this long expires and may be taken over.")
+
+
+# --- targets ---------------------------------------------------------------------------------
+
+
+class ColourPorts(Model):
+    blue: int = Field(ge=1, le=65535)
+    green: int = Field(ge=1, le=65535)
+
+
+class CaddyRouter(Model):
+    """A real Caddy proxy whose upstream is read from a file on every request."""
+
+    kind: Literal["caddy"] = "caddy"
+    listen: str = Field("127.0.0.1:8080", description="host:port the proxy listens on: the live URL.")
+    manage: bool = Field(True, description="Start the proxy when it is not running (false: it is run by others).")
+    upstream_file: str | None = Field(
+        None, description="The file the proxy reads its upstream from; default <state_dir>/upstream."
+    )
+
+
+class LocalTarget(Model):
+    """Each colour is a local process; a real proxy switches between them (the embedded default)."""
+
+    kind: Literal["local"]
+    command: list[str] = Field(
+        description="argv that starts one colour; {port}, {version} and {colour} are filled in.", min_length=1
+    )
+    ports: ColourPorts = Field(default_factory=lambda: ColourPorts(blue=8081, green=8082))
+    host: str = "127.0.0.1"
+    health_path: str = Field("/healthz", description="Readiness: this path answers 2xx.")
+    env: dict[str, str] = Field(default_factory=dict)
+    working_directory: str | None = Field(None, description="Relative to the config file; default its folder.")
+    state_dir: str = Field(
+        ".bluegreen/{environment}",
+        description="pids, logs, lock and history; relative to the config file. {environment} is filled in.",
+    )
+    router: CaddyRouter = Field(default_factory=CaddyRouter)
+
+
+# Each target kind adds its model here and to the union below.
+TargetConfig = Annotated[Union[LocalTarget], Field(discriminator="kind")]
+
+
+# --- files -----------------------------------------------------------------------------------
+
+
+class Overridable(Model):
+    """Settings an environment may override."""
+
+    test_suite: TestSuite | None = None
+    smoke: SmokeSettings | None = None
+    verify: VerifySettings | None = None
+    timeouts: Timeouts | None = None
+    auto_rollback: bool | None = Field(None, description="Switch back by itself when verification fails.")
+    scale_down_delay: Duration | Literal["never"] | None = Field(
+        None, description="Seconds the old colour keeps running after a switch; 'never' keeps it."
+    )
+    history_limit: int | None = Field(None, ge=1)
+
+
+class Environment(Overridable):
+    target: TargetConfig
+    url: str | None = Field(None, description="The public URL users reach; default the target's live URL.")
+
+
+class Config(Overridable):
+    app: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$", description="Lower-case name, DNS-label style.")
+    environments: dict[str, Environment] = Field(min_length=1)
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "bluegreen.yml"},
+    )
+
+    def settings_for(self, environment: str | None, source: Path) -> Settings:
+        if environment is None:
+            if len(self.environments) > 1:
+                names = ", ".join(self.environments)
+                raise ConfigError(f"{source}: several environments ({names}); choose one with -e")
+            environment = next(iter(self.environments))
+        if environment not in self.environments:
+            names = ", ".join(self.environments)
+            raise ConfigError(f"{source}: no environment {environment!r} (have: {names})")
+        env = self.environments[environment]
+        merged = {
+            name: getattr(env, name) if getattr(env, name) is not None else getattr(self, name)
+            for name in Overridable.model_fields
+        }
+        return Settings(
+            app=self.app,
+            environment=environment,
+            source=source,
+            target=env.target,
+            url=env.url,
+            **{k: v for k, v in merged.items() if v is not None},
+        )
+
+
+class Settings(BaseModel):
+    """Everything one run needs: the merged view of one environment."""
+
+    app: str
+    environment: str
+    source: Path
+    target: Any
+    url: str | None = None
+    test_suite: TestSuite | None = None
+    smoke: SmokeSettings = Field(default_factory=SmokeSettings)
+    verify: VerifySettings = Field(default_factory=VerifySettings)
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    auto_rollback: bool = True
+    scale_down_delay: float | Literal["never"] = 30.0
+    history_limit: int = 50
+
+    @property
+    def base_dir(self) -> Path:
+        return self.source.resolve().parent
+
+    def path(self, value: str) -> Path:
+        """A path from the config, relative to the config file's folder."""
+        path = Path(value.replace("{environment}", self.environment))
+        return path if path.is_absolute() else self.base_dir / path
+
+
+# --- placeholders ----------------------------------------------------------------------------
+
+
+def render(template: str, **values: object) -> str:
+    """Fill `{name}` placeholders; other braces (JSON, regexes) are left alone."""
+    for name, value in values.items():
+        template = template.replace("{" + name + "}", str(value))
+    return template
+
+
+_ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand_env(value: Any, where: tuple, missing: list[tuple]) -> Any:
+    if isinstance(value, str):
+
+        def sub(match: re.Match) -> str:
+            if match.group(0) == "$$":
+                return "$"
+            name, default = match.group(1), match.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            missing.append((where, name))
+            return ""
+
+        return _ENV_REF.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _expand_env(v, (*where, k), missing) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v, (*where, i), missing) for i, v in enumerate(value)]
+    return value
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
+    """The 1-based line of the deepest YAML node along a pydantic error location."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == str(part):
+                    node, line = value, key.start_mark.line + 1
+                    break
+            # else: a union's tag (e.g. 'local') in the location; stay on this node
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+    return line
+
+
+def _dotted(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _describe(error: dict) -> str:
+    kind, msg = error["type"], error["msg"]
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "union_tag_invalid":
+        return msg.replace("Input tag", "kind").replace("found using 'kind' ", "")
+    if kind == "union_tag_not_found":
+        return "needs a 'kind'"
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if kind not in ("value_error", "assertion_error") and "input" in error and not isinstance(error["input"], dict):
+        msg += f" (got {error['input']!r})"
+    return msg
+
+
+def load_config(path: str | Path, environment: str | None = None) -> Settings:
+    """Read, validate and merge; every failure is a ConfigError of one line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found (choose one with -c)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+    if data is None:
+        raise ConfigError(f"{path}: the file is empty; expected a mapping with 'app' and 'environments'")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: expected a mapping with 'app' and 'environments', got a {type(data).__name__}")
+
+    # ${VAR} references are expanded for the defaults and the selected environment only,
+    # so a secret another environment needs does not have to be set.
+    missing: list[tuple] = []
+    selected = environment if environment is not None else _only_environment(data)
+    for key in list(data):
+        if key != "environments":
+            data[key] = _expand_env(data[key], (key,), missing)
+    envs = data.get("environments")
+    if isinstance(envs, dict) and selected in envs:
+        envs[selected] = _expand_env(envs[selected], ("environments", selected), missing)
+    if missing:
+        where, name = missing[0]
+        raise ConfigError(
+            f"{path}:{_line_of(node, where)}: {_dotted(where)}: environment variable {name} is not set"
+        )
+
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = errors[0]
+        line = _line_of(node, first["loc"])
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        where = f"{path}:{line}" if line else str(path)
+        raise ConfigError(f"{where}: {_dotted(first['loc'])}: {_describe(first)}{more}") from None
+    return config.settings_for(environment, path)
+
+
+def _only_environment(data: dict) -> str | None:
+    envs = data.get("environments")
+    if isinstance(envs, dict) and len(envs) == 1:
+        return next(iter(envs))
+    return None
+
+
+def json_schema() -> dict:
+    schema = Config.model_json_schema(by_alias=True)
+    schema["$id"] = SCHEMA_URL
+    return schema

@@ -1,0 +1,61 @@
+"""What the engine tells the outside world while it runs.
+
+The pipeline emits events and never prints; a CI adapter (plain terminal,
+GitHub, GitLab) decides how they look: lines, log groups, sections.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from .report import Phase, Result
+
+
+class Events:
+    """The default sink: human lines on stderr, one per phase with its duration."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+
+    def write(self, line: str) -> None:
+        print(line, file=self.stream, flush=True)
+
+    def phase_started(self, name: str) -> None:
+        pass
+
+    def phase_finished(self, phase: Phase) -> None:
+        mark = {"succeeded": "ok  ", "failed": "FAIL", "skipped": "skip"}.get(phase.status, "    ")
+        detail = f"  {phase.detail}" if phase.detail else ""
+        self.write(f"  {mark} {phase.name:<28} {phase.duration:7.2f}s{detail}")
+
+    def log(self, message: str) -> None:
+        """Progress inside a phase (a check's retry, the test suite's output)."""
+        self.write(f"       {message}")
+
+    def warning(self, message: str) -> None:
+        self.write(f"  warning: {message}")
+
+    def started(self, title: str) -> None:
+        self.write(title)
+
+    def finished(self, result: Result) -> None:
+        self.write(summary_line(result))
+
+
+def summary_line(result: Result) -> str:
+    r = result
+    if r.status == "succeeded" and r.switched:
+        was = f" (was {r.previous_colour} with {r.previous_version})" if r.previous_colour else ""
+        line = f"{r.command} succeeded: {r.live_colour} is live with version {r.version}{was}"
+    elif r.status == "prepared":
+        line = f"prepared: version {r.version} is ready on {r.idle_colour} at {r.preview_url}; live stays {r.live_colour}"
+    elif r.status == "planned":
+        line = f"dry run: nothing changed; {r.reason or ''}".rstrip("; ")
+    elif r.status == "succeeded":
+        line = f"{r.command}: {r.reason or 'done'}"
+    else:
+        line = f"{r.command} {r.status.replace('_', ' ')}: {r.reason}"
+    if r.rollback_command and r.switched and r.status == "succeeded":
+        line += f"\nroll back with: {r.rollback_command}"
+    return line

@@ -1,0 +1,408 @@
+"""The run, phase by phase, over a Target.
+
+deploy:   lock -> resolve live -> deploy idle -> wait ready -> test suite -> smoke checks
+          -> switch -> verify through the live URL -> (switch back on failure) -> record -> scale down old
+promote:  lock -> resolve live -> re-check the prepared idle colour -> switch -> verify -> record
+rollback: lock -> resolve live -> start the previous colour if stopped -> check it -> switch -> verify -> record
+
+Live routing is touched only by `Target.switch`, and only after the idle colour is
+ready and checked. Every wait has a deadline. Every phase is an event.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import threading
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Iterator
+
+from .checks import smoke
+from .checks.suite import run_test_suite
+from .config import Colour, Settings, other_colour
+from .errors import BluegreenError, CheckFailed, LockHeldError
+from .events import Events
+from .report import Phase, Result
+from .targets import ColourState, LockInfo, Release, Target
+
+
+@dataclass
+class RunInfo:
+    """Who runs this and how to undo it; filled in by the CI adapter."""
+
+    rollback_command: str  # the exact command that switches back after this run
+    run_url: str | None = None  # the CI job, kept in the release history
+    actor: str | None = None
+
+
+@dataclass
+class Status:
+    app: str
+    environment: str
+    live: Colour | None
+    live_url: str
+    colours: list[ColourState]
+    lock: LockInfo | None
+    history: list[Release]
+
+
+class _AfterSwitchFailure(BluegreenError):
+    """Verification failed after live traffic moved."""
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, target: Target, events: Events, run: RunInfo) -> None:
+        self.settings = settings
+        self.target = target
+        self.events = events
+        self.run = run
+        self.release_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
+        self.result: Result
+
+    # --- commands --------------------------------------------------------------------------
+
+    def deploy(self, version: str, *, switch: bool = True, dry_run: bool = False) -> Result:
+        self._begin("deploy", f"deploy {version} to {self.settings.app}/{self.settings.environment}")
+        self.result.version = version
+        if dry_run:
+            return self._plan(version, switch)
+        with self._guarded(), self._locked():
+            live, live_version = self._resolve_live()
+            idle = other_colour(live) if live else "blue"
+            self.result.idle_colour = idle
+
+            with self._phase(f"deploy {idle}") as p:
+                self.target.deploy(idle, version)
+                p.detail = f"version {version}"
+            self._wait_ready(idle)
+            self.result.preview_url = self.target.preview_url(idle)
+            self._test_suite(idle, version)
+            self._smoke_checks(idle, version)
+
+            if not switch:
+                self._record("prepare", "prepared", idle, version, live, live_version)
+                return self._finish("prepared")
+            self._release("deploy", idle, version, live, live_version)
+        return self.result
+
+    def promote(self) -> Result:
+        self._begin("promote", f"promote the prepared colour of {self.settings.app}/{self.settings.environment}")
+        with self._guarded(), self._locked():
+            live, live_version = self._resolve_live()
+            idle = other_colour(live) if live else "blue"
+            self.result.idle_colour = idle
+            with self._phase("find prepared release") as p:
+                prepared = next(iter(self.target.state.history()), None)
+                state = self.target.colour_state(idle)
+                if prepared is None or prepared.action != "prepare" or prepared.colour != idle:
+                    raise BluegreenError(f"nothing is prepared on {idle}: run `deploy --no-switch` first")
+                if state.version != prepared.version or not state.running:
+                    raise BluegreenError(
+                        f"{idle} no longer runs the prepared version {prepared.version} (it runs {state.version})"
+                    )
+                p.detail = f"version {prepared.version} on {idle}"
+            version = prepared.version or ""
+            self.result.version = version
+            self.result.preview_url = self.target.preview_url(idle)
+            self._wait_ready(idle)
+            self._smoke_checks(idle, version)
+            self._release("promote", idle, version, live, live_version)
+        return self.result
+
+    def rollback(self, *, force: bool = False) -> Result:
+        self._begin("rollback", f"roll back {self.settings.app}/{self.settings.environment}")
+        with self._guarded(), self._locked():
+            live, live_version = self._resolve_live()
+            if live is None:
+                raise BluegreenError("nothing is live yet: there is nothing to roll back")
+            previous = other_colour(live)
+            self.result.idle_colour = previous
+            state = self.target.colour_state(previous)
+            if state.version is None:
+                raise BluegreenError(f"{previous} has never been deployed: there is nothing to roll back to")
+            self.result.version = state.version
+            if not state.running:
+                with self._phase(f"start {previous}") as p:
+                    replicas = max(1, self.target.colour_state(live).replicas)
+                    self.target.scale(previous, replicas)
+                    p.detail = f"version {state.version}, {replicas} replica(s)"
+            self._wait_ready(previous)
+            self.result.preview_url = self.target.preview_url(previous)
+            if force:
+                self.events.warning("--force: switching without checking the previous colour")
+            else:
+                self._smoke_checks(previous, state.version)
+            self._release("rollback", previous, state.version, live, live_version)
+        return self.result
+
+    def status(self) -> Status:
+        colours = [self.target.colour_state(c) for c in ("blue", "green")]
+        return Status(
+            app=self.settings.app,
+            environment=self.settings.environment,
+            live=self.target.live(),
+            live_url=self.settings.url or self.target.live_url(),
+            colours=colours,
+            lock=self.target.state.read_lock(),
+            history=self.target.state.history(),
+        )
+
+    # --- the switch and what follows it ----------------------------------------------------
+
+    def _release(self, action: str, to: Colour, version: str, live: Colour | None, live_version: str | None) -> None:
+        """Switch to `to`, verify through the live URL, switch back if that fails; record; scale down."""
+        with self._phase(f"switch {live or 'none'} -> {to}"):
+            try:
+                self.target.switch(to, time.monotonic() + self.settings.timeouts.switch)
+            except BluegreenError:
+                # A router that failed mid-change must be read, not assumed: carry on only if it moved.
+                if self.target.live() != to:
+                    raise
+        self.result.switched = True
+        self.result.live_colour, self.result.idle_colour = to, live
+
+        try:
+            with self._phase("verify live"):
+                self._verify(to, version)
+        except _AfterSwitchFailure as failure:
+            self._after_failed_verify(action, to, version, live, live_version, str(failure))
+            return
+
+        self._record(action, "succeeded", to, version, live, live_version)
+        self._finish("succeeded")
+        if live is not None:
+            delay = self.settings.scale_down_delay
+            with self._phase(f"scale down {live}") as p:
+                if delay == "never":
+                    p.status, p.detail = "skipped", "scale_down_delay: never keeps it running"
+                else:
+                    try:
+                        self.target.schedule_scale_down(live, delay, self.release_id)
+                        p.detail = f"after {delay:g}s" if delay else "now"
+                    except BluegreenError as exc:  # the release stands; an idle colour left running is cheap
+                        p.status, p.detail = "failed", str(exc)
+                        self.events.warning(f"could not scale {live} down: {exc}")
+
+    def _after_failed_verify(
+        self, action: str, to: Colour, version: str, live: Colour | None, live_version: str | None, reason: str
+    ) -> None:
+        if action == "rollback" or live is None or not self.settings.auto_rollback:
+            why = (
+                "auto_rollback is off" if not self.settings.auto_rollback
+                else "there is no previous colour" if live is None
+                else "this was the rollback"
+            )
+            self.result.reason = f"{reason}; {to} stays live ({why}): a human must act"
+            self._record(action, "rollback_failed", to, version, live, live_version)
+            self._finish("rollback_failed", keep_reason=True)
+            return
+        try:
+            with self._phase(f"roll back {to} -> {live}"):
+                self.target.switch(live, time.monotonic() + self.settings.timeouts.switch)
+        except BluegreenError as exc:
+            self.result.reason = f"{reason}; switching back to {live} failed too: {exc}"
+            self._record(action, "rollback_failed", to, version, live, live_version)
+            self._finish("rollback_failed", keep_reason=True)
+            return
+        self.result.switched = False
+        self.result.live_colour, self.result.idle_colour = live, to
+        self.result.reason = f"{reason}; switched back to {live} (version {live_version})"
+        self._record(action, "rolled_back", to, version, live, live_version)
+        self._finish("rolled_back", keep_reason=True)
+
+    def _verify(self, colour: Colour, version: str) -> None:
+        verify = self.settings.verify
+        live_url = self.target.live_url()
+        values = {"version": version, "colour": colour}
+        if verify.version_check is not None:
+            check = smoke.run_until_passing(
+                verify.version_check, live_url, values, consecutive=verify.consecutive_successes,
+                interval=verify.interval, deadline=time.monotonic() + verify.timeout,
+                request_timeout=self.settings.smoke.request_timeout, kind="verify", label="live",
+                failure_limit=verify.failure_limit, log=self.events.log,
+            )
+            self.result.checks.append(check)
+            if not check.passed:
+                raise _AfterSwitchFailure(f"verify: the new version does not answer through {live_url}: {check.detail}")
+        results = smoke.hold(
+            self.settings.smoke.checks, live_url, values, window=verify.window, interval=verify.interval,
+            request_timeout=self.settings.smoke.request_timeout,
+        )
+        self.result.checks.extend(results)
+        failed = next((c for c in results if not c.passed), None)
+        if failed:
+            raise _AfterSwitchFailure(f"verify: smoke check {failed.name!r} failed through {live_url}: {failed.detail}")
+
+    # --- phases before the switch ----------------------------------------------------------
+
+    def _resolve_live(self) -> tuple[Colour | None, str | None]:
+        with self._phase("resolve live") as p:
+            live = self.target.live()
+            live_version = self.target.colour_state(live).version if live else None
+            p.detail = f"{live} (version {live_version})" if live else "nothing live yet"
+        self.result.live_colour = self.result.previous_colour = live
+        self.result.previous_version = live_version
+        self.result.live_url = self.settings.url or self.target.live_url()
+        return live, live_version
+
+    def _wait_ready(self, colour: Colour) -> None:
+        with self._phase(f"wait ready {colour}"):
+            self.target.wait_ready(colour, time.monotonic() + self.settings.timeouts.ready)
+
+    def _test_suite(self, colour: Colour, version: str) -> None:
+        suite = self.settings.test_suite
+        if suite is None:
+            return
+        with self._phase("test suite") as p:
+            env = {
+                "BLUEGREEN_PREVIEW_URL": self.target.preview_url(colour),
+                "BLUEGREEN_COLOUR": colour,
+                "BLUEGREEN_VERSION": version,
+                "BLUEGREEN_APP": self.settings.app,
+                "BLUEGREEN_ENVIRONMENT": self.settings.environment,
+            }
+            values = {"version": version, "colour": colour, "python": sys.executable}
+            check = run_test_suite(suite, base_dir=self.settings.base_dir, env=env, values=values, log=self.events.log)
+            self.result.checks.append(check)
+            p.detail = check.detail
+            if not check.passed:
+                raise CheckFailed(f"test suite {check.detail}")
+
+    def _smoke_checks(self, colour: Colour, version: str) -> None:
+        cfg = self.settings.smoke
+        if not cfg.checks:
+            return
+        with self._phase("smoke checks") as p:
+            url = self.target.preview_url(colour)
+            deadline = time.monotonic() + cfg.timeout
+            values = {"version": version, "colour": colour}
+            results = smoke.run_all(
+                cfg.checks,
+                lambda check: smoke.run_until_passing(
+                    check, url, values, consecutive=cfg.consecutive_successes, interval=cfg.interval,
+                    deadline=deadline, request_timeout=cfg.request_timeout, log=self.events.log,
+                ),
+            )
+            self.result.checks.extend(results)
+            passed = sum(r.passed for r in results)
+            p.detail = f"{passed}/{len(results)} passed on {colour}"
+            failed = next((r for r in results if not r.passed), None)
+            if failed:
+                raise CheckFailed(f"smoke check {failed.name!r} failed on {colour} ({url}): {failed.detail}")
+
+    def _plan(self, version: str, switch: bool) -> Result:
+        with self._guarded():
+            live, _ = self._resolve_live()
+            idle = other_colour(live) if live else "blue"
+            self.result.idle_colour = idle
+            self.result.preview_url = self.target.preview_url(idle)
+            steps = [f"deploy {version} to {idle}", f"wait until ready ({self.settings.timeouts.ready:g}s)"]
+            if self.settings.test_suite:
+                steps.append("run the test suite")
+            if self.settings.smoke.checks:
+                steps.append(f"run {len(self.settings.smoke.checks)} smoke check(s) on {idle}")
+            if switch:
+                steps += [f"switch {live or 'none'} -> {idle}", "verify through the live URL"]
+            self.result.reason = "would " + ", ".join(steps)
+            return self._finish("planned", keep_reason=True)
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    def _begin(self, command: str, title: str) -> None:
+        s = self.settings
+        self.result = Result(
+            command=command, status="failed", app=s.app, environment=s.environment,
+            rollback_command=self.run.rollback_command, release_id=self.release_id,
+            raw_rollback_command=None,
+        )
+        self.events.started(title)
+
+    def _finish(self, status: str, keep_reason: bool = False) -> Result:
+        self.result.status = status  # type: ignore[assignment]
+        if not keep_reason:
+            self.result.reason = None
+        if self.result.switched and self.result.previous_colour:
+            self.result.raw_rollback_command = self.target.raw_rollback_command(self.result.previous_colour)
+        return self.result
+
+    def _record(
+        self, action: str, outcome: str, colour: Colour, version: str, live: Colour | None, live_version: str | None
+    ) -> None:
+        release = Release(
+            id=self.release_id, action=action, outcome=outcome, version=version, colour=colour,  # type: ignore[arg-type]
+            previous_colour=live, previous_version=live_version, run_url=self.run.run_url, actor=self.run.actor,
+        )
+        try:
+            self.target.state.record(release, self.settings.history_limit)
+        except BluegreenError as exc:  # history is a record, not a reason to undo a good release
+            self.events.warning(f"could not record the release in the history: {exc}")
+
+    @contextmanager
+    def _phase(self, name: str) -> Iterator[Phase]:
+        phase = Phase(name=name, started_at=datetime.now(timezone.utc))
+        self.result.phases.append(phase)
+        self.events.phase_started(name)
+        started = time.monotonic()
+        try:
+            yield phase
+        except BaseException as exc:
+            phase.status = "failed"
+            phase.detail = str(exc) or type(exc).__name__
+            raise
+        else:
+            if phase.status == "running":
+                phase.status = "succeeded"
+        finally:
+            phase.duration = time.monotonic() - started
+            self.events.phase_finished(phase)
+
+    @contextmanager
+    def _guarded(self) -> Iterator[None]:
+        """A BluegreenError ends the run with a status and a one-line reason instead of a traceback."""
+        try:
+            yield
+        except LockHeldError as exc:
+            self.result.reason = str(exc)
+            self._finish("locked", keep_reason=True)
+        except BluegreenError as exc:
+            self.result.reason = str(exc)
+            self._finish("failed", keep_reason=True)
+        except Exception as exc:  # a bug must still end in a status, and say whether traffic moved
+            if os.environ.get("BLUEGREEN_DEBUG"):
+                traceback.print_exc()
+            self.result.reason = f"internal error: {type(exc).__name__}: {exc} (BLUEGREEN_DEBUG=1 shows the traceback)"
+            self._finish("rollback_failed" if self.result.switched else "failed", keep_reason=True)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the deploy lock for the whole run, renewing it so long waits do not let it expire."""
+        ttl = self.settings.timeouts.lock
+        holder = self.release_id + (f" ({self.run.run_url})" if self.run.run_url else "")
+        with self._phase("lock") as p:
+            info = self.target.state.acquire_lock(holder, ttl)
+            p.detail = f"held until {info.expires_at:%H:%M:%S} UTC"
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(max(1.0, ttl / 3)):
+                try:
+                    self.target.state.renew_lock(holder, ttl)
+                except BluegreenError as exc:
+                    self.events.warning(f"could not renew the deploy lock: {exc}")
+
+        renewer = threading.Thread(target=renew, name="lock-renewer", daemon=True)
+        renewer.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            renewer.join(timeout=5)
+            try:
+                self.target.state.release_lock(holder)
+            except BluegreenError as exc:
+                self.events.warning(f"could not release the deploy lock (it expires by itself): {exc}")

@@ -1,0 +1,188 @@
+"""One Result model for every command, rendered as JSON, a Markdown summary, dotenv and JUnit XML."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+from xml.etree import ElementTree as ET
+
+from pydantic import BaseModel, Field
+
+from .config import Colour
+from .errors import ExitCode
+
+Status = Literal[
+    "succeeded",  # switched and verified (deploy, promote, rollback)
+    "prepared",  # deployed and checked on the idle colour, not switched (--no-switch)
+    "planned",  # --dry-run
+    "failed",  # failed before the switch: live untouched
+    "locked",  # another run holds the lock
+    "rolled_back",  # failed after the switch, switched back automatically
+    "rollback_failed",  # failed after the switch, and switching back failed
+    "invalid",  # bad usage or config
+]
+
+EXIT_CODES: dict[str, ExitCode] = {
+    "succeeded": ExitCode.OK,
+    "prepared": ExitCode.OK,
+    "planned": ExitCode.OK,
+    "failed": ExitCode.FAILED_BEFORE_SWITCH,
+    "invalid": ExitCode.USAGE,
+    "locked": ExitCode.LOCKED,
+    "rolled_back": ExitCode.ROLLED_BACK,
+    "rollback_failed": ExitCode.ROLLBACK_FAILED,
+}
+
+
+class Phase(BaseModel):
+    name: str
+    status: Literal["running", "succeeded", "failed", "skipped"] = "running"
+    started_at: datetime
+    duration: float = 0.0  # seconds
+    detail: str = ""
+
+
+class CheckResult(BaseModel):
+    name: str
+    kind: Literal["smoke", "test_suite", "verify"]
+    target: str = ""  # "preview" or "live"
+    passed: bool
+    detail: str = ""
+    attempts: int = 0
+    duration: float = 0.0
+    tests: int | None = None  # from a test suite's JUnit XML
+    failures: int | None = None
+
+
+class Result(BaseModel):
+    command: str
+    status: Status
+    app: str
+    environment: str
+    live_colour: Colour | None = None
+    previous_colour: Colour | None = None
+    idle_colour: Colour | None = None
+    version: str | None = None
+    previous_version: str | None = None
+    preview_url: str | None = None
+    live_url: str | None = None
+    switched: bool = False
+    rollback_command: str | None = None
+    raw_rollback_command: str | None = None
+    release_id: str | None = None
+    reason: str | None = None  # why it failed, one line
+    phases: list[Phase] = Field(default_factory=list)
+    checks: list[CheckResult] = Field(default_factory=list)
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return EXIT_CODES[self.status]
+
+    # --- renderings ----------------------------------------------------------------------
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    def outputs(self) -> dict[str, str]:
+        """The facts a later CI step needs, as flat strings (GitHub outputs, GitLab dotenv)."""
+        return {
+            "status": self.status,
+            "live-colour": self.live_colour or "",
+            "previous-colour": self.previous_colour or "",
+            "idle-colour": self.idle_colour or "",
+            "version": self.version or "",
+            "previous-version": self.previous_version or "",
+            "preview-url": self.preview_url or "",
+            "live-url": self.live_url or "",
+            "switched": "true" if self.switched else "false",
+            "rollback-command": self.rollback_command or "",
+            "reason": self.reason or "",
+        }
+
+    def to_dotenv(self, prefix: str = "BLUEGREEN_") -> str:
+        # GitLab's dotenv report takes one line per variable: newlines are flattened.
+        lines = []
+        for key, value in self.outputs().items():
+            value = " ".join(value.split("\n"))
+            lines.append(f"{prefix}{key.upper().replace('-', '_')}={value}")
+        return "\n".join(lines) + "\n"
+
+    def to_markdown(self) -> str:
+        icon = {"succeeded": "✅", "prepared": "⏸️", "planned": "📝"}.get(self.status, "❌")
+        rows = [
+            ("status", f"{icon} {self.status}"),
+            ("app / environment", f"{self.app} / {self.environment}"),
+            ("live colour", self.live_colour),
+            ("previous colour", self.previous_colour),
+            ("version", self.version),
+            ("previous version", self.previous_version),
+            ("live URL", self.live_url),
+            ("preview URL", self.preview_url),
+            ("switched", "yes" if self.switched else "no"),
+        ]
+        out = [f"### bluegreen {self.command}: {self.app} ({self.environment})", ""]
+        if self.reason:
+            out += [f"> **{self.reason}**", ""]
+        out += ["| | |", "| --- | --- |"]
+        out += [f"| {k} | {_md_cell(v)} |" for k, v in rows if v is not None]
+        if self.rollback_command:
+            out += ["", "Roll back:", "", "```sh", self.rollback_command, "```"]
+        if self.checks:
+            out += ["", "| check | on | result | attempts | detail |", "| --- | --- | --- | --- | --- |"]
+            for c in self.checks:
+                out.append(
+                    f"| {_md_cell(c.name)} | {c.kind} {c.target} | {'✅' if c.passed else '❌'} | {c.attempts} "
+                    f"| {_md_cell(c.detail)} |"
+                )
+        if self.phases:
+            out += ["", "```mermaid", "gantt", "  dateFormat x", "  axisFormat %M:%S", f"  title {self.command} phases"]
+            for p in self.phases:
+                start = int(p.started_at.timestamp() * 1000)
+                end = start + max(1, int(p.duration * 1000))
+                tag = "crit, " if p.status == "failed" else ""
+                name = p.name.replace(":", " ")
+                out.append(f"  {name} ({p.duration:.2f}s) :{tag}{start}, {end}")
+            out.append("```")
+        return "\n".join(out) + "\n"
+
+    def to_junit(self) -> str:
+        suite = ET.Element(
+            "testsuite",
+            name=f"bluegreen {self.command} {self.app}/{self.environment}",
+            tests=str(len(self.checks)),
+            failures=str(sum(not c.passed for c in self.checks)),
+            time=f"{sum(c.duration for c in self.checks):.3f}",
+        )
+        for c in self.checks:
+            case = ET.SubElement(
+                suite, "testcase", classname=f"bluegreen.{c.kind}", name=f"{c.name} ({c.target or c.kind})",
+                time=f"{c.duration:.3f}",
+            )
+            if not c.passed:
+                ET.SubElement(case, "failure", message=c.detail[:500]).text = c.detail
+        return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
+
+
+def _md_cell(value: object) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a file so that readers never see half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_result(path: Path) -> Result:
+    return Result.model_validate(json.loads(path.read_text(encoding="utf-8")))

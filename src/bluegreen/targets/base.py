@@ -1,0 +1,142 @@
+"""The narrow interface every target implements, and the state it keeps.
+
+A target answers few questions (which colour is live, what runs on a colour,
+where to reach it) and does few things (deploy, wait until ready, scale,
+switch). Its `state` keeps the deploy lock and the release history on the
+target itself, so a rollback dispatched days later, from a fresh process,
+needs no artifacts.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from datetime import datetime, timezone
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from ..config import Colour
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class LockInfo(BaseModel):
+    holder: str  # who: a deploy id, with the CI job URL or user@host
+    acquired_at: datetime
+    renewed_at: datetime
+    expires_at: datetime
+
+    def expired(self) -> bool:
+        return utcnow() >= self.expires_at
+
+
+class Release(BaseModel):
+    """One line of history: what happened to live traffic."""
+
+    id: str
+    action: Literal["deploy", "promote", "rollback", "prepare"]
+    outcome: str  # a Result status: succeeded, prepared, rolled_back, failed...
+    at: datetime = Field(default_factory=utcnow)
+    version: str | None = None
+    colour: Colour | None = None  # the colour this release made live (or prepared)
+    previous_colour: Colour | None = None
+    previous_version: str | None = None
+    run_url: str | None = None  # the CI job that did it, when known
+    actor: str | None = None
+
+
+class ColourState(BaseModel):
+    """What runs on one colour, as the target sees it now."""
+
+    colour: Colour
+    version: str | None = None  # None: nothing deployed
+    running: bool = False  # serving (possibly scaled to zero replicas = False)
+    ready: bool = False
+    replicas: int = 0  # instances serving now
+    detail: str = ""  # e.g. "pid 123, port 8081" or "2/2 replicas available"
+
+
+class StateStore(ABC):
+    """Lock and history, kept where the target lives."""
+
+    @abstractmethod
+    def acquire_lock(self, holder: str, ttl: float) -> LockInfo:
+        """Take the lock, or take over an expired one; raise LockHeldError naming holder and since."""
+
+    @abstractmethod
+    def renew_lock(self, holder: str, ttl: float) -> None:
+        """Push the expiry forward; raise TargetError when the lock is no longer ours."""
+
+    @abstractmethod
+    def release_lock(self, holder: str) -> None:
+        """Release the lock if we hold it; never fails on a missing lock."""
+
+    @abstractmethod
+    def read_lock(self) -> LockInfo | None: ...
+
+    @abstractmethod
+    def force_unlock(self) -> LockInfo | None:
+        """Remove whoever's lock; returns what was removed."""
+
+    @abstractmethod
+    def history(self) -> list[Release]:
+        """Releases, newest first."""
+
+    @abstractmethod
+    def record(self, release: Release, limit: int) -> None:
+        """Add a release, keeping at most `limit` entries."""
+
+
+class Target(ABC):
+    """One environment's pair of colours and the router in front of them."""
+
+    state: StateStore
+
+    @abstractmethod
+    def live(self) -> Colour | None:
+        """The colour the router sends traffic to, read from the router itself; None before the first release."""
+
+    @abstractmethod
+    def colour_state(self, colour: Colour) -> ColourState: ...
+
+    @abstractmethod
+    def deploy(self, colour: Colour, version: str) -> None:
+        """Put `version` on `colour` (which takes no live traffic) and start it; returns without waiting."""
+
+    @abstractmethod
+    def wait_ready(self, colour: Colour, deadline: float) -> None:
+        """Block until `colour` serves (health path, rollout complete); NotReadyError with the reason at `deadline`
+        (a time.monotonic() value)."""
+
+    @abstractmethod
+    def scale(self, colour: Colour, replicas: int) -> None:
+        """0 stops the colour (keeping what it runs, so it can be started again); >0 starts it."""
+
+    @abstractmethod
+    def preview_url(self, colour: Colour) -> str:
+        """A URL that reaches `colour` and only `colour`."""
+
+    @abstractmethod
+    def live_url(self) -> str:
+        """The URL the router serves live traffic on."""
+
+    @abstractmethod
+    def switch(self, to: Colour, deadline: float) -> None:
+        """One atomic change of the router; returns once new requests reach `to`."""
+
+    def schedule_scale_down(self, colour: Colour, delay: float, release_id: str) -> None:
+        """Stop `colour` after `delay` seconds unless it is live again by then. Default: at once."""
+        self.scale(colour, 0)
+
+    def raw_rollback_command(self, to: Colour) -> str | None:
+        """A command that switches back without bluegreen, for the incident runbook."""
+        return None
+
+    def stop_all(self) -> list[str]:
+        """Stop everything this target started (the `down` command); returns what was stopped."""
+        raise NotImplementedError(f"{type(self).__name__} has no `down`")
+
+    def close(self) -> None:
+        """Release clients and connections."""

@@ -1,0 +1,181 @@
+"""The local target (the embedded default): each colour is a local process behind a real Caddy.
+
+Processes are detached, with pid and log files in the state directory, so a
+`rollback` or `status` from a new process days later finds them. The state
+directory also holds the router's upstream file, the lock and the history.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from ..config import COLOURS, Colour, LocalTarget, Settings, render
+from ..errors import NotReadyError, TargetError
+from ..report import write_atomic
+from . import proc
+from .base import ColourState, Target
+from .caddy import CaddyFileRouter
+from .filestate import FileStateStore
+
+
+class LocalProcessTarget(Target):
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.config: LocalTarget = settings.target
+        self.state_dir = settings.path(self.config.state_dir)
+        self.state = FileStateStore(self.state_dir)
+        self.ports: dict[Colour, int] = {"blue": self.config.ports.blue, "green": self.config.ports.green}
+        upstreams = {c: f"{self.config.host}:{p}" for c, p in self.ports.items()}
+        self.router = CaddyFileRouter(self.config.router, self.state_dir, upstreams)
+
+    # --- questions ---------------------------------------------------------------------------
+
+    def live(self) -> Colour | None:
+        return self.router.live()
+
+    def colour_state(self, colour: Colour) -> ColourState:
+        record = self._record(colour)
+        pid = proc.read_pid(self._pid_file(colour))
+        ready = pid is not None and self._healthy(colour, timeout=1.0) is None
+        return ColourState(
+            colour=colour, version=record.get("version"), running=pid is not None, ready=ready,
+            replicas=1 if pid else 0,
+            detail=f"pid {pid}, port {self.ports[colour]}" if pid else f"stopped (port {self.ports[colour]})",
+        )
+
+    def preview_url(self, colour: Colour) -> str:
+        return f"http://{self.config.host}:{self.ports[colour]}"
+
+    def live_url(self) -> str:
+        return self.router.live_url
+
+    # --- actions -----------------------------------------------------------------------------
+
+    def deploy(self, colour: Colour, version: str) -> None:
+        self.router.ensure_running()
+        self._stop(colour)
+        self._start(colour, version)
+
+    def wait_ready(self, colour: Colour, deadline: float) -> None:
+        pid = proc.read_pid(self._pid_file(colour))
+        last = "not started"
+        while True:
+            if pid is None or not proc.alive(pid):
+                code = proc.exit_code(pid) if pid else None
+                how = f" with code {code}" if code is not None else ""
+                raise NotReadyError(
+                    f"{colour} exited{how} before it was ready; its log ({self._log_file(colour)}) ends: "
+                    f"{proc.tail(self._log_file(colour))}"
+                )
+            failure = self._healthy(colour, timeout=1.0)
+            if failure is None:
+                return
+            last = failure
+            if time.monotonic() >= deadline:
+                raise NotReadyError(f"{colour} not ready before the deadline: {last}")
+            time.sleep(0.1)
+
+    def scale(self, colour: Colour, replicas: int) -> None:
+        running = proc.read_pid(self._pid_file(colour)) is not None
+        if replicas <= 0:
+            self._stop(colour)
+        elif not running:
+            version = self._record(colour).get("version")
+            if version is None:
+                raise TargetError(f"{colour} has never been deployed; nothing to start")
+            self._start(colour, version)
+
+    def switch(self, to: Colour, deadline: float) -> None:
+        self.router.switch(to)
+
+    def schedule_scale_down(self, colour: Colour, delay: float, release_id: str) -> None:
+        """A detached `bluegreen _scale-down` stops the colour after `delay`, unless a release came since."""
+        if delay <= 0:
+            self.scale(colour, 0)
+            return
+        argv = [
+            sys.executable, "-m", "bluegreen", "_scale-down", "-c", str(self.settings.source.resolve()),
+            "-e", self.settings.environment, "--colour", colour, "--release-id", release_id, "--after", str(delay),
+        ]
+        pid = proc.spawn(argv, log_file=self.state_dir / "scale-down.log", env=dict(os.environ))
+        proc.write_pid(self.state_dir / f"scale-down-{colour}.pid", pid)
+
+    def stop_all(self) -> list[str]:
+        stopped = []
+        for colour in COLOURS:
+            for pid_file in (self.state_dir / f"scale-down-{colour}.pid",):
+                pid = proc.read_pid(pid_file)
+                if pid:
+                    proc.stop(pid, grace=1)
+            if self._stop(colour):
+                stopped.append(f"{colour} (port {self.ports[colour]})")
+        if self.router.stop():
+            stopped.append(f"proxy ({self.config.router.listen})")
+        self.router.upstream_file.unlink(missing_ok=True)  # nothing is live any more
+        return stopped
+
+    # --- processes ---------------------------------------------------------------------------
+
+    def _start(self, colour: Colour, version: str) -> None:
+        values = {"port": self.ports[colour], "version": version, "colour": colour, "python": sys.executable}
+        argv = [render(arg, **values) for arg in self.config.command]
+        cwd = self.settings.path(self.config.working_directory) if self.config.working_directory else self.settings.base_dir
+        env = {**os.environ, **{k: render(v, **values) for k, v in self.config.env.items()}}
+        log = self._log_file(colour)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as handle:
+            handle.write(f"--- bluegreen: starting {colour} version {version} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        try:
+            pid = proc.spawn(argv, log_file=log, env=env, cwd=cwd)
+        except OSError as exc:
+            raise TargetError(f"cannot start {colour}: {argv[0]}: {exc.strerror}") from None
+        proc.write_pid(self._pid_file(colour), pid)
+        write_atomic(self._record_file(colour), json.dumps({"version": version, "port": self.ports[colour]}))
+
+    def _stop(self, colour: Colour) -> bool:
+        pid = proc.read_pid(self._pid_file(colour))
+        self._pid_file(colour).unlink(missing_ok=True)
+        return proc.stop(pid) if pid else False
+
+    def _healthy(self, colour: Colour, timeout: float) -> str | None:
+        url = self.preview_url(colour) + self.config.health_path
+        try:
+            response = httpx.get(url, timeout=timeout)
+        except httpx.HTTPError as exc:
+            return f"GET {url}: {type(exc).__name__}"
+        return None if response.is_success else f"GET {url}: status {response.status_code}"
+
+    def _record(self, colour: Colour) -> dict:
+        try:
+            return json.loads(self._record_file(colour).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _record_file(self, colour: Colour) -> Path:
+        return self.state_dir / f"{colour}.json"
+
+    def _pid_file(self, colour: Colour) -> Path:
+        return self.state_dir / f"{colour}.pid"
+
+    def _log_file(self, colour: Colour) -> Path:
+        return self.state_dir / f"{colour}.log"
+
+
+def finish_scale_down(target: LocalProcessTarget, colour: Colour, release_id: str) -> str:
+    """Run by the detached `_scale-down`: stop `colour` if nothing happened since `release_id`."""
+    latest = next(iter(target.state.history()), None)
+    if latest is None or latest.id != release_id:
+        return f"skipped: a later release ({latest.id if latest else 'none'}) superseded {release_id}"
+    if target.live() == colour:
+        return f"skipped: {colour} is live again"
+    lock = target.state.read_lock()
+    if lock is not None and not lock.expired():
+        return f"skipped: a run holds the lock ({lock.holder})"
+    target.scale(colour, 0)
+    return f"stopped {colour}"
