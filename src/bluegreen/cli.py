@@ -14,13 +14,12 @@ import argparse
 import os
 import shlex
 import sys
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from .ci import Adapter
     from .config import Settings
-    from .events import Events
-    from .pipeline import Pipeline, RunInfo
-    from .report import Result
+    from .pipeline import Pipeline
 
 EXIT_CODES_HELP = """\
 exit codes:
@@ -64,16 +63,23 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
     changes(deploy)
 
-    changes(command("promote", "switch to the idle colour prepared by `deploy --no-switch`, after re-checking it"))
+    promote = command("promote", "switch to the idle colour prepared by `deploy --no-switch`, after re-checking it")
+    promote.add_argument("--expect-version", metavar="V", help="refuse unless V is the prepared version")
+    changes(promote)
 
     rollback = command("rollback", "switch back to the previous colour, after checking it is healthy")
     rollback.add_argument("--force", action="store_true", help="switch without checking the previous colour")
+    rollback.add_argument("--expect-version", metavar="V",
+                          help="refuse unless V is live (a later release must not be undone by mistake)")
     changes(rollback)
+    for sub in (deploy, promote):
+        sub.add_argument("--no-auto-rollback", action="store_true", help="never switch back by itself (overrides the config)")
 
     command("status", "the live colour, the version on each colour, the lock, the last releases")
     command("validate", "check the config file")
     command("schema", "print the JSON Schema of the config file")
-    command("down", "stop everything the local target started")
+    down = command("down", "stop everything the local target started")
+    down.add_argument("--purge", action="store_true", help="also delete its state: history, lock, logs")
 
     scale_down = command("_scale-down", "(internal) stop the old colour after a delay", hidden=True)
     scale_down.add_argument("--colour", required=True, choices=["blue", "green"])
@@ -90,16 +96,16 @@ def _package_version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .events import Events
+    from .ci import detect
 
-    return run(args, Events(), run_url=None, actor=os.environ.get("USER"))
+    return run(args, detect())
 
 
-def run(args: argparse.Namespace, events: Events, *, run_url: str | None, actor: str | None,
-        rollback_command: str | None = None, on_result: Callable[[Result], None] | None = None) -> int:
-    """Run one parsed command; CI adapters call this with their own Events and run facts."""
+def run(args: argparse.Namespace, adapter: Adapter) -> int:
+    """Run one parsed command, presented by a CI adapter (plain terminal, GitHub, GitLab)."""
     from .errors import BluegreenError, ExitCode
 
+    events = adapter.events
     try:
         if args.command == "schema":
             return _schema()
@@ -114,17 +120,18 @@ def run(args: argparse.Namespace, events: Events, *, run_url: str | None, actor:
 
         target = make_target(settings)
         try:
-            command = rollback_command or default_rollback_command(args)
-            pipeline = Pipeline(settings, target, events, RunInfo(rollback_command=command, run_url=run_url, actor=actor))
+            command = adapter.rollback_command(args) or default_rollback_command(args)
+            run_info = RunInfo(rollback_command=command, run_url=adapter.run_url, actor=adapter.actor)
+            pipeline = Pipeline(settings, target, events, run_info)
             if args.command == "status":
                 return _status(pipeline, args.json)
             if args.command == "down":
-                stopped = target.stop_all()
+                stopped = target.stop_all(purge=args.purge)
                 print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running", file=sys.stderr)
                 return ExitCode.OK
             if args.command == "_scale-down":
                 return _scale_down(target, args)
-            return _change(pipeline, args, on_result)
+            return _change(pipeline, args, adapter)
         finally:
             target.close()
     except BluegreenError as exc:
@@ -147,10 +154,13 @@ def default_rollback_command(args: argparse.Namespace) -> str:
 def _settings(args: argparse.Namespace) -> Settings:
     from .config import DEFAULT_CONFIG, load_config
 
-    return load_config(args.config or DEFAULT_CONFIG, args.environment)
+    settings = load_config(args.config or DEFAULT_CONFIG, args.environment)
+    if getattr(args, "no_auto_rollback", False):
+        settings.auto_rollback = False
+    return settings
 
 
-def _change(pipeline: Pipeline, args: argparse.Namespace, on_result: Callable[[Result], None] | None) -> int:
+def _change(pipeline: Pipeline, args: argparse.Namespace, adapter: Adapter) -> int:
     from pathlib import Path
 
     from .report import write_atomic
@@ -162,14 +172,13 @@ def _change(pipeline: Pipeline, args: argparse.Namespace, on_result: Callable[[R
     if args.command == "deploy":
         result = pipeline.deploy(args.release_version, switch=not args.no_switch, dry_run=args.dry_run)
     elif args.command == "promote":
-        result = pipeline.promote()
+        result = pipeline.promote(expect_version=args.expect_version)
     else:
-        result = pipeline.rollback(force=args.force)
+        result = pipeline.rollback(force=args.force, expect_version=args.expect_version)
     pipeline.events.finished(result)
     if args.report and not getattr(args, "dry_run", False):
         write_atomic(Path(args.report), result.to_json() + "\n")
-    if on_result:
-        on_result(result)
+    adapter.publish(result, args)
     if args.json:
         print(result.to_json())
     return result.exit_code

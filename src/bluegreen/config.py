@@ -23,6 +23,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     WithJsonSchema,
     field_validator,
@@ -151,6 +152,7 @@ class VerifySettings(Model):
 
 
 class TestSuite(Model):
+    __test__ = False  # not a pytest test class, despite the name
     command: list[str] | str = Field(
         description="argv list; a single string is run by /bin/sh -c and needs `shell: true`."
     )
@@ -213,8 +215,72 @@ class LocalTarget(Model):
     router: CaddyRouter = Field(default_factory=CaddyRouter)
 
 
+class KubernetesServiceRouter(Model):
+    """Switch by the live Service's selector: its colour label names the live colour."""
+
+    kind: Literal["service"] = "service"
+    service: str = Field("{app}", description="The live Service; the colour label of its selector is switched.")
+    preview_service: str | None = Field(
+        "{app}-preview", description="A Service pointed at the idle colour once it is ready; null: none."
+    )
+
+
+class KubernetesRouteRouter(Model):
+    """Switch by a Gateway API HTTPRoute's backendRef weights, 100/0 to 0/100 in one update."""
+
+    kind: Literal["httproute"]
+    route: str = Field("{app}", description="The HTTPRoute whose backendRefs name both colours' Services.")
+    services: str = Field("{app}-{colour}", description="Each colour's backend Service; {colour} is filled in.")
+    port: int = Field(80, ge=1, le=65535, description="The backend Services' port.")
+    preview_service: str | None = Field(
+        "{app}-preview", description="A Service pointed at the idle colour once it is ready; null: none."
+    )
+
+
+class KubernetesTarget(Model):
+    """Two Deployments `<app>-blue` / `<app>-green` behind a switched Service selector or HTTPRoute."""
+
+    kind: Literal["kubernetes"]
+    namespace: str | None = Field(None, description="Default: the kubeconfig context's namespace.")
+    context: str | None = Field(None, description="Kubeconfig context; default its current-context.")
+    kubeconfig: SecretStr | None = Field(
+        None,
+        description="Kubeconfig file content, e.g. '${KUBECONFIG_DATA}' from a CI secret; never logged. "
+        "Default: the KUBECONFIG file, ~/.kube/config, then the in-cluster service account.",
+    )
+    deployment: str = Field("{app}-{colour}", description="Each colour's Deployment; {app}, {colour} filled in.")
+    colour_label: str = Field("colour", description="The pod label whose value is blue or green.")
+    image: str | None = Field(
+        None, description="Image of a new version, e.g. 'registry.example.com/app:{version}'; "
+        "default the container's current image with its tag set to the version."
+    )
+    containers: list[str] = Field(default_factory=list, description="Containers that get the image; default the first.")
+    manifests: list[str] = Field(
+        default_factory=list,
+        description="Instead of setting the image: manifest files (relative to the config file) rendered for the "
+        "idle colour ({app}, {colour}, {version}, {image}) and server-side applied with field manager bluegreen.",
+    )
+    replicas: int | None = Field(None, ge=1, description="Replicas of a new release; default the live colour's count.")
+    idle_replicas: int = Field(
+        0, ge=0, description="Replicas the old colour keeps after scale_down_delay (0: scaled to zero; "
+        "a rollback then waits for pods)."
+    )
+    scale_down_wait: Duration = Field(
+        300, description="A scale_down_delay up to this long is waited for in the run; a longer one is recorded "
+        "on the Deployment and applied by the next bluegreen run."
+    )
+    router: Annotated[Union[KubernetesServiceRouter, KubernetesRouteRouter], Field(discriminator="kind")] = Field(
+        default_factory=KubernetesServiceRouter
+    )
+    live_url: str | None = Field(None, description="Where live traffic is served; default the live Service's cluster DNS name.")
+    preview_url: str | None = Field(
+        None, description="Where the preview Service is reached ({colour} allowed); default its cluster DNS name."
+    )
+    request_timeout: Duration = Field(10, description="Timeout of one API request (retried when transient).")
+
+
 # Each target kind adds its model here and to the union below.
-TargetConfig = Annotated[Union[LocalTarget], Field(discriminator="kind")]
+TargetConfig = Annotated[Union[LocalTarget, KubernetesTarget], Field(discriminator="kind")]
 
 
 # --- files -----------------------------------------------------------------------------------
@@ -352,6 +418,26 @@ def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
     return line
 
 
+def _clean_loc(data: Any, loc: tuple) -> tuple:
+    """Drop what pydantic adds that is not in the file: a discriminated union's tag ('local')."""
+    out: list = []
+    for part in loc:
+        if isinstance(data, dict):
+            if part not in data:
+                if isinstance(part, str) and part == data.get("kind"):
+                    continue
+                out.append(part)
+                data = None
+                continue
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+            data = data[part]
+        else:
+            data = None
+        out.append(part)
+    return tuple(out)
+
+
 def _dotted(loc: tuple) -> str:
     out = ""
     for part in loc:
@@ -366,7 +452,8 @@ def _describe(error: dict) -> str:
     if kind == "extra_forbidden":
         return "unknown key"
     if kind == "union_tag_invalid":
-        return msg.replace("Input tag", "kind").replace("found using 'kind' ", "")
+        expected = msg.split("expected tags:")[-1].strip()
+        return f"unknown kind {error['input'].get('kind')!r} (expected one of: {expected})"
     if kind == "union_tag_not_found":
         return "needs a 'kind'"
     if msg.startswith("Value error, "):
@@ -419,6 +506,7 @@ def load_config(path: str | Path, environment: str | None = None) -> Settings:
     except ValidationError as exc:
         errors = exc.errors()
         first = errors[0]
+        first["loc"] = _clean_loc(data, first["loc"])
         line = _line_of(node, first["loc"])
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         where = f"{path}:{line}" if line else str(path)

@@ -90,7 +90,7 @@ class Pipeline:
             self._release("deploy", idle, version, live, live_version)
         return self.result
 
-    def promote(self) -> Result:
+    def promote(self, *, expect_version: str | None = None) -> Result:
         self._begin("promote", f"promote the prepared colour of {self.settings.app}/{self.settings.environment}")
         with self._guarded(), self._locked():
             live, live_version = self._resolve_live()
@@ -105,6 +105,10 @@ class Pipeline:
                     raise BluegreenError(
                         f"{idle} no longer runs the prepared version {prepared.version} (it runs {state.version})"
                     )
+                if expect_version is not None and prepared.version != expect_version:
+                    raise BluegreenError(
+                        f"the prepared version is {prepared.version}, not {expect_version}: a later deploy replaced it"
+                    )
                 p.detail = f"version {prepared.version} on {idle}"
             version = prepared.version or ""
             self.result.version = version
@@ -114,12 +118,17 @@ class Pipeline:
             self._release("promote", idle, version, live, live_version)
         return self.result
 
-    def rollback(self, *, force: bool = False) -> Result:
+    def rollback(self, *, force: bool = False, expect_version: str | None = None) -> Result:
         self._begin("rollback", f"roll back {self.settings.app}/{self.settings.environment}")
         with self._guarded(), self._locked():
             live, live_version = self._resolve_live()
             if live is None:
                 raise BluegreenError("nothing is live yet: there is nothing to roll back")
+            if expect_version is not None and live_version != expect_version:
+                raise BluegreenError(
+                    f"version {live_version} is live, not {expect_version}: a later release replaced it, "
+                    "so rolling back now would undo that one"
+                )
             previous = other_colour(live)
             self.result.idle_colour = previous
             state = self.target.colour_state(previous)
@@ -137,7 +146,7 @@ class Pipeline:
                 self.events.warning("--force: switching without checking the previous colour")
             else:
                 self._smoke_checks(previous, state.version)
-            self._release("rollback", previous, state.version, live, live_version)
+            self._release("rollback", previous, state.version, live, live_version, smoke_window=not force)
         return self.result
 
     def status(self) -> Status:
@@ -154,8 +163,12 @@ class Pipeline:
 
     # --- the switch and what follows it ----------------------------------------------------
 
-    def _release(self, action: str, to: Colour, version: str, live: Colour | None, live_version: str | None) -> None:
-        """Switch to `to`, verify through the live URL, switch back if that fails; record; scale down."""
+    def _release(
+        self, action: str, to: Colour, version: str, live: Colour | None, live_version: str | None,
+        smoke_window: bool = True,
+    ) -> None:
+        """Switch to `to`, verify through the live URL, switch back if that fails; record; scale down.
+        `smoke_window=False` (a forced rollback) checks only that the version answers."""
         with self._phase(f"switch {live or 'none'} -> {to}"):
             try:
                 self.target.switch(to, time.monotonic() + self.settings.timeouts.switch)
@@ -168,7 +181,7 @@ class Pipeline:
 
         try:
             with self._phase("verify live"):
-                self._verify(to, version)
+                self._verify(to, version, smoke_window)
         except _AfterSwitchFailure as failure:
             self._after_failed_verify(action, to, version, live, live_version, str(failure))
             return
@@ -215,7 +228,7 @@ class Pipeline:
         self._record(action, "rolled_back", to, version, live, live_version)
         self._finish("rolled_back", keep_reason=True)
 
-    def _verify(self, colour: Colour, version: str) -> None:
+    def _verify(self, colour: Colour, version: str, smoke_window: bool = True) -> None:
         verify = self.settings.verify
         live_url = self.target.live_url()
         values = {"version": version, "colour": colour}
@@ -229,6 +242,8 @@ class Pipeline:
             self.result.checks.append(check)
             if not check.passed:
                 raise _AfterSwitchFailure(f"verify: the new version does not answer through {live_url}: {check.detail}")
+        if not smoke_window:
+            return
         results = smoke.hold(
             self.settings.smoke.checks, live_url, values, window=verify.window, interval=verify.interval,
             request_timeout=self.settings.smoke.request_timeout,

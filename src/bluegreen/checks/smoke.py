@@ -129,8 +129,9 @@ def run_until_passing(
                 streak, last_failure = 0, failure
                 pause, delay = delay, min(delay * 2, MAX_BACKOFF)
                 failures += 1
-            if time.monotonic() + pause >= deadline or (failure_limit is not None and failures >= failure_limit):
-                if failure_limit is not None and failures >= failure_limit:
+            out_of_time = time.monotonic() >= deadline
+            if out_of_time or (failure_limit is not None and failures >= failure_limit):
+                if not out_of_time:
                     last_failure = f"{last_failure} ({failures} failures)"
                 elif failure is None:
                     last_failure = f"only {streak} of {consecutive} successes in a row before the deadline"
@@ -138,7 +139,7 @@ def run_until_passing(
                     name=check.name, kind=kind, target=label, passed=False, attempts=attempts,
                     duration=time.monotonic() - started, detail=last_failure,
                 )
-            time.sleep(pause)
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
 
 
 def run_all(checks: list[SmokeCheck], run_one: Callable[[SmokeCheck], CheckResult]) -> list[CheckResult]:

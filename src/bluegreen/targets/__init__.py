@@ -12,6 +12,7 @@ __all__ = ["ColourState", "LockInfo", "Release", "StateStore", "Target", "make_t
 # kind -> "module:factory"; a factory takes the Settings and returns a Target.
 _FACTORIES = {
     "local": "bluegreen.targets.local:LocalProcessTarget",
+    "kubernetes": "bluegreen.targets.kubernetes:KubernetesTarget",
 }
 
 

@@ -134,8 +134,9 @@ class Target(ABC):
         """A command that switches back without bluegreen, for the incident runbook."""
         return None
 
-    def stop_all(self) -> list[str]:
-        """Stop everything this target started (the `down` command); returns what was stopped."""
+    def stop_all(self, purge: bool = False) -> list[str]:
+        """Stop everything this target started (the `down` command); returns what was stopped.
+        `purge` also deletes the state it keeps (history, lock)."""
         raise NotImplementedError(f"{type(self).__name__} has no `down`")
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -106,7 +107,7 @@ class LocalProcessTarget(Target):
         pid = proc.spawn(argv, log_file=self.state_dir / "scale-down.log", env=dict(os.environ))
         proc.write_pid(self.state_dir / f"scale-down-{colour}.pid", pid)
 
-    def stop_all(self) -> list[str]:
+    def stop_all(self, purge: bool = False) -> list[str]:
         stopped = []
         for colour in COLOURS:
             for pid_file in (self.state_dir / f"scale-down-{colour}.pid",):
@@ -118,6 +119,8 @@ class LocalProcessTarget(Target):
         if self.router.stop():
             stopped.append(f"proxy ({self.config.router.listen})")
         self.router.upstream_file.unlink(missing_ok=True)  # nothing is live any more
+        if purge:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
         return stopped
 
     # --- processes ---------------------------------------------------------------------------

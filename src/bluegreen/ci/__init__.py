@@ -1,0 +1,61 @@
+"""CI adapters: thin layers that present one engine run in the CI it runs in.
+
+An adapter supplies the Events sink (log groups, sections), the facts of the run
+(job URL, actor), the rollback command a later job or person runs, and writes the
+result where that CI reads it (step outputs, dotenv, job summary). The engine
+never knows which CI it runs in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from importlib import import_module
+
+from ..events import Events
+from ..report import Result
+
+
+class Adapter:
+    """Plain terminal: human lines on stderr; nothing else to write."""
+
+    name = "plain"
+
+    def __init__(self) -> None:
+        self.events = Events()
+
+    @property
+    def run_url(self) -> str | None:
+        return None
+
+    @property
+    def actor(self) -> str | None:
+        return os.environ.get("USER")
+
+    def rollback_command(self, args: argparse.Namespace) -> str | None:
+        """None: the CLI's own `bluegreen rollback -c ... -e ...`."""
+        return None
+
+    def publish(self, result: Result, args: argparse.Namespace) -> None:
+        """Write the result where this CI reads it."""
+
+
+# env var that says "you run in this CI" -> "module:Adapter class"
+_DETECT = {
+    "GITLAB_CI": "bluegreen.ci.gitlab:GitLabAdapter",
+    "GITHUB_ACTIONS": "bluegreen.ci.github:GitHubAdapter",
+}
+
+
+def detect() -> Adapter:
+    """The adapter for the CI this process runs in; BLUEGREEN_CI=plain|gitlab|github overrides."""
+    forced = os.environ.get("BLUEGREEN_CI")
+    for variable, spec in _DETECT.items():
+        module, _, name = spec.partition(":")
+        wanted = forced == module.rsplit(".", 1)[1] if forced else os.environ.get(variable) == "true"
+        if wanted:
+            try:
+                return getattr(import_module(module), name)()
+            except ImportError:  # that adapter is not written yet: plain output still works
+                break
+    return Adapter()

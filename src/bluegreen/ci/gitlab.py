@@ -1,0 +1,81 @@
+"""GitLab CI: collapsible log sections per phase, a dotenv report and a JUnit report.
+
+The component's jobs (gitlab/templates/deploy.yml) run the plain CLI; this adapter is
+chosen because GitLab sets GITLAB_CI=true. It reads only CI_* facts and never prints
+a variable's value: job logs are often public and variables often secret.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import time
+from pathlib import Path
+
+from ..events import Events
+from ..report import Phase, Result, write_atomic
+from . import Adapter
+
+# The files the component's `artifacts: reports:` collect, in the job's working directory.
+DOTENV_FILE = "bluegreen.env"
+JUNIT_FILE = "bluegreen-junit.xml"
+
+_ESC = "\x1b"
+_COLOURS = {"succeeded": "32", "failed": "31;1", "skipped": "33"}
+
+
+class GitLabSections(Events):
+    """Each phase is a collapsed section; its outcome line follows the section, so it shows when collapsed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._count = 0
+        self._open: str | None = None
+
+    def phase_started(self, name: str) -> None:
+        self._close()
+        self._count += 1
+        # Section names allow [A-Za-z0-9_.-] only; the index keeps two phases of one name apart.
+        self._open = f"bluegreen_{self._count}_" + re.sub(r"[^a-z0-9_.-]+", "_", name.lower()).strip("_")
+        self.write(f"{_ESC}[0Ksection_start:{int(time.time())}:{self._open}[collapsed=true]\r{_ESC}[0K{name}")
+
+    def phase_finished(self, phase: Phase) -> None:
+        self._close()
+        colour = _COLOURS.get(phase.status)
+        mark = {"succeeded": "ok  ", "failed": "FAIL", "skipped": "skip"}.get(phase.status, "    ")
+        detail = f"  {phase.detail}" if phase.detail else ""
+        line = f"  {mark} {phase.name:<28} {phase.duration:7.2f}s{detail}"
+        self.write(f"{_ESC}[{colour}m{line}{_ESC}[0m" if colour else line)
+
+    def _close(self) -> None:
+        if self._open:
+            self.write(f"{_ESC}[0Ksection_end:{int(time.time())}:{self._open}\r{_ESC}[0K")
+            self._open = None
+
+
+class GitLabAdapter(Adapter):
+    name = "gitlab"
+
+    def __init__(self) -> None:
+        self.events = GitLabSections()
+
+    @property
+    def run_url(self) -> str | None:
+        return os.environ.get("CI_JOB_URL") or None
+
+    @property
+    def actor(self) -> str | None:
+        return os.environ.get("GITLAB_USER_LOGIN") or None
+
+    def rollback_command(self, args: argparse.Namespace) -> str | None:
+        return None  # the CLI line, copy-pasteable; the manual job is named in the log (publish)
+
+    def publish(self, result: Result, args: argparse.Namespace) -> None:
+        write_atomic(Path(DOTENV_FILE), result.to_dotenv())
+        write_atomic(Path(JUNIT_FILE), result.to_junit())
+        job = os.environ.get("BLUEGREEN_ROLLBACK_JOB")  # set by the component's deploy and promote jobs
+        pipeline = os.environ.get("CI_PIPELINE_URL")
+        if job and result.switched and result.status == "succeeded":
+            where = f" of pipeline {pipeline}" if pipeline else ""
+            self.events.write(f"or run the manual job {job}{where}")
