@@ -277,6 +277,17 @@ def test_rollback_refuses_a_previous_colour_that_fails_its_checks_unless_forced(
     assert local_env.live_version() == "1"
 
 
+def test_rollback_refuses_a_colour_whose_release_never_went_live(local_env):
+    local_env.write(test_suite="")
+    assert local_env.cli("deploy", "--version", "1").returncode == 0
+    assert local_env.cli("deploy", "--version", "2").returncode == 0
+    assert local_env.cli("deploy", "--version", "3+fail-smoke").returncode == 1  # now on blue, never live
+    refused = local_env.cli("rollback")
+    assert refused.returncode == 1
+    assert "blue runs version 3+fail-smoke, which never went live" in refused.stderr
+    assert local_env.live_version() == "2"
+
+
 def test_rollback_with_nothing_to_roll_back_to(local_env):
     nothing_live = local_env.cli("rollback")
     assert nothing_live.returncode == 1 and "nothing is live yet" in nothing_live.stderr
