@@ -41,6 +41,9 @@ def main() -> None:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, like a real app server
+        # Headers and body go out as two small writes: without TCP_NODELAY, Nagle + delayed ACK
+        # stall each response ~40 ms.
+        disable_nagle_algorithm = True
         server_version = "bluegreen-example-app"
 
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
@@ -72,6 +75,8 @@ def main() -> None:
         def log_message(self, format: str, *values: object) -> None:
             pass  # quiet: the load benchmark sends thousands of requests
 
+    # The default backlog (5) drops connections when a proxy opens many at once after a switch.
+    ThreadingHTTPServer.request_queue_size = 128
     server = ThreadingHTTPServer((args.host, args.port), Handler)
     server.daemon_threads = True
     # SIGTERM (scale-down, long after traffic left this colour): exit 0 like a well-behaved server
