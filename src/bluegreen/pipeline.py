@@ -107,7 +107,8 @@ class Pipeline:
                     )
                 if expect_version is not None and prepared.version != expect_version:
                     raise BluegreenError(
-                        f"the prepared version is {prepared.version}, not {expect_version}: a later deploy replaced it"
+                        f"the prepared version is {prepared.version}, not {expect_version}: a later deploy replaced it; "
+                        "nothing changed"
                     )
                 p.detail = f"version {prepared.version} on {idle}"
             version = prepared.version or ""
@@ -126,8 +127,8 @@ class Pipeline:
                 raise BluegreenError("nothing is live yet: there is nothing to roll back")
             if expect_version is not None and live_version != expect_version:
                 raise BluegreenError(
-                    f"version {live_version} is live, not {expect_version}: a later release replaced it, "
-                    "so rolling back now would undo that one"
+                    f"version {live_version} is live, not {expect_version}: traffic moved since (a later release "
+                    "or a rollback), and rolling back now would undo that; nothing changed"
                 )
             previous = other_colour(live)
             self.result.idle_colour = previous
@@ -135,6 +136,11 @@ class Pipeline:
             if state.version is None:
                 raise BluegreenError(f"{previous} has never been deployed: there is nothing to roll back to")
             self.result.version = state.version
+            if not force and not self._was_live(previous, state.version):
+                raise BluegreenError(
+                    f"{previous} runs version {state.version}, which never went live (its release failed or was "
+                    f"only prepared): there is no previous release to roll back to (--force switches anyway)"
+                )
             if not state.running:
                 with self._phase(f"start {previous}") as p:
                     replicas = max(1, self.target.colour_state(live).replicas)
@@ -148,6 +154,13 @@ class Pipeline:
                 self._smoke_checks(previous, state.version)
             self._release("rollback", previous, state.version, live, live_version, smoke_window=not force)
         return self.result
+
+    def _was_live(self, colour: Colour, version: str) -> bool:
+        """Did `version` on `colour` ever serve live traffic successfully (so rolling back to it is going back)?"""
+        return any(
+            r.colour == colour and r.version == version and r.outcome == "succeeded"
+            for r in self.target.state.history()
+        )
 
     def status(self) -> Status:
         colours = [self.target.colour_state(c) for c in ("blue", "green")]

@@ -58,6 +58,7 @@ class GitLabAdapter(Adapter):
     name = "gitlab"
 
     def __init__(self) -> None:
+        super().__init__()
         self.events = GitLabSections()
 
     @property
