@@ -17,7 +17,7 @@ from .conftest import COMPONENT, PIPELINES, ROOT, missing_tool
 TEMPLATES = sorted((COMPONENT / "templates").glob("*.yml"))
 # Every pipeline that includes the component: examples, the component's own CI, the test pipelines.
 PIPELINE_FILES = [ROOT / "examples/workflows/gitlab-ci.yml", COMPONENT / ".gitlab-ci.yml", *sorted(PIPELINES.glob("*.yml"))]
-DOCS = [COMPONENT / "README.md", ROOT / "docs/gitlab.md"]
+DOCS = [COMPONENT / "README.md", ROOT / "README.md"]
 COMPONENT_PATHS = {"bluegreen/bluegreen", "$CI_PROJECT_PATH"}
 GLOBAL_KEYWORDS = {"default", "include", "stages", "variables", "workflow", "image", "services", "cache",
                    "before_script", "after_script"}
@@ -140,7 +140,7 @@ def test_readme_documents_every_input_with_its_default() -> None:
     for name, s in spec_inputs("deploy").items():
         default = "(required)" if "default" not in s else f"`{str(s['default']).lower() if isinstance(s['default'], bool) else s['default']}`"
         assert f"| `{name}` | {default} |" in readme, name
-        assert f"| `{name}` |" in (ROOT / "docs/gitlab.md").read_text(), name
+        assert f"| `{name}` |" in (ROOT / "README.md").read_text(), name
 
 
 # --- JSON Schema (check-jsonschema's builtin vendor.gitlab-ci) -------------------------------
