@@ -279,8 +279,44 @@ class KubernetesTarget(Model):
     request_timeout: Duration = Field(10, description="Timeout of one API request (retried when transient).")
 
 
+class DockerTarget(Model):
+    """Each colour is a container on a Docker engine (Engine API over its socket), published on a host port;
+    a Caddy on the host switches between them through its upstream file."""
+
+    kind: Literal["docker"]
+    image: str = Field(description="Image of one colour; {version} is filled in, e.g. 'ghcr.io/org/app:{version}'.")
+    command: list[str] | None = Field(
+        None, description="Arguments given to the image's entrypoint (its CMD); {port}, {version}, {colour} filled in."
+    )
+    container_port: int = Field(8000, ge=1, le=65535, description="The port the app listens on inside its container.")
+    ports: ColourPorts = Field(
+        default_factory=lambda: ColourPorts(blue=8081, green=8082), description="The host port each colour is published on."
+    )
+    bind: str = Field("127.0.0.1", description="The host address the colours' ports are published on.")
+    host: str = Field("127.0.0.1", description="Where bluegreen and the router reach the published ports.")
+    health_path: str = Field("/healthz", description="Readiness: this path answers 2xx.")
+    env: dict[str, str] = Field(default_factory=dict, description="Container environment; {version}, {colour} filled in.")
+    labels: dict[str, str] = Field(default_factory=dict, description="Extra container labels.")
+    network: str | None = Field(None, description="A Docker network to attach the containers to; default the bridge.")
+    pull: Literal["missing", "always", "never"] = Field("missing", description="When to pull the image.")
+    docker_host: str | None = Field(
+        None, description="unix:///path/docker.sock or tcp://host:port; default $DOCKER_HOST, else /var/run/docker.sock."
+    )
+    stop_timeout: Duration = Field(10, description="Grace between SIGTERM and SIGKILL when a colour is stopped.")
+    scale_down_wait: Duration = Field(
+        60, description="A scale_down_delay up to this long is waited for in the run; a longer one is recorded in "
+        "the state dir and applied by the next bluegreen run that takes the lock (nothing outlives a CI step)."
+    )
+    state_dir: str = Field(
+        ".bluegreen/{environment}",
+        description="Router upstream file, lock and history; relative to the config file. Must be readable by the "
+        "router: in a container action, inside the workspace.",
+    )
+    router: CaddyRouter = Field(default_factory=CaddyRouter)
+
+
 # Each target kind adds its model here and to the union below.
-TargetConfig = Annotated[Union[LocalTarget, KubernetesTarget], Field(discriminator="kind")]
+TargetConfig = Annotated[Union[LocalTarget, KubernetesTarget, DockerTarget], Field(discriminator="kind")]
 
 
 # --- files -----------------------------------------------------------------------------------

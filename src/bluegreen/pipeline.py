@@ -182,13 +182,16 @@ class Pipeline:
     ) -> None:
         """Switch to `to`, verify through the live URL, switch back if that fails; record; scale down.
         `smoke_window=False` (a forced rollback) checks only that the version answers."""
-        with self._phase(f"switch {live or 'none'} -> {to}"):
+        with self._phase(f"switch {live or 'none'} -> {to}") as p:
             try:
                 self.target.switch(to, time.monotonic() + self.settings.timeouts.switch)
-            except BluegreenError:
-                # A router that failed mid-change must be read, not assumed: carry on only if it moved.
+            except BluegreenError as exc:
+                # A router that failed mid-change must be read, not assumed: carry on only if it moved,
+                # and let verification through the live URL decide whether the new colour really serves.
                 if self.target.live() != to:
                     raise
+                p.detail = f"the router points at {to}, but: {exc}"
+                self.events.warning(f"switch: {exc}; the router points at {to}, verifying through the live URL")
         self.result.switched = True
         self.result.live_colour, self.result.idle_colour = to, live
 

@@ -13,6 +13,7 @@ __all__ = ["ColourState", "LockInfo", "Release", "StateStore", "Target", "make_t
 _FACTORIES = {
     "local": "bluegreen.targets.local:LocalProcessTarget",
     "kubernetes": "bluegreen.targets.kubernetes:KubernetesTarget",
+    "docker": "bluegreen.targets.docker:DockerTarget",
 }
 
 

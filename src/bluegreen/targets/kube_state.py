@@ -27,8 +27,14 @@ _ATTEMPTS = 5
 
 
 def microtime(moment: datetime) -> str:
-    """A Lease's MicroTime: the API server requires exactly six fraction digits."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """A Lease's MicroTime: the API server requires exactly six fraction digits.
+
+    lightkube's encoder drops a zero fraction ("...:05Z"), which the API server refuses
+    for a MicroTime: a whole second is nudged by one microsecond so that never happens."""
+    moment = moment.astimezone(timezone.utc)
+    if moment.microsecond == 0:
+        moment = moment.replace(microsecond=1)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _parse_time(value: Any) -> datetime | None:

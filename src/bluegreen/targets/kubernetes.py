@@ -309,43 +309,48 @@ class KubernetesTarget(Target):
                 return True
         return False
 
-    def _pod_problems(self, deployment: Any, limit: int = 3) -> str:
-        """Why pods are not ready, e.g. 'app-green-7d9-x2x: CrashLoopBackOff (back-off 5m0s ...)'."""
+    def _pod_problems(self, deployment: Any) -> str:
+        """Why pods are not ready, grouped by reason:
+        'CrashLoopBackOff on 2 pods (example-green-7d9-x2x: back-off 5m0s restarting failed container...)'."""
         labels = dict(deployment.spec.selector.matchLabels or {})
         try:
             pods = self._list(Pod, labels)
         except TargetError:
             return ""
-        problems = []
+        groups: dict[str, list[tuple[str, str]]] = {}
         for pod in pods:
-            reason = self._pod_reason(pod)
+            reason, message = self._pod_reason(pod)
             if reason:
-                problems.append(f"{pod.metadata.name}: {reason}")
-        more = f" (+{len(problems) - limit} more)" if len(problems) > limit else ""
-        return "; ".join(problems[:limit]) + more
+                groups.setdefault(reason, []).append((pod.metadata.name, message))
+        parts = []
+        for reason, entries in sorted(groups.items(), key=lambda g: -len(g[1])):
+            name, message = entries[0]
+            count = f"{len(entries)} pods" if len(entries) > 1 else "1 pod"
+            parts.append(f"{reason} on {count} ({name}{': ' + message if message else ''})")
+        return "; ".join(parts)
 
     @staticmethod
-    def _pod_reason(pod: Any) -> str:
+    def _pod_reason(pod: Any) -> tuple[str, str]:
+        """(reason, message) of a pod that is not ready; ('', '') for a ready one."""
         status = pod.status
         if status is None:
-            return "no status"
+            return "NoStatus", ""
         for condition in status.conditions or []:
             if condition.type == "PodScheduled" and condition.status == "False":
-                return f"{condition.reason or 'Unschedulable'} ({(condition.message or '').strip()[:160]})"
+                return condition.reason or "Unschedulable", (condition.message or "").strip()[:160]
         for cs in status.containerStatuses or []:
             if cs.ready:
                 continue
             waiting = cs.state.waiting if cs.state else None
             if waiting and waiting.reason:
-                message = f" ({waiting.message.strip()[:160]})" if waiting.message else ""
-                return f"{waiting.reason}{message}"
+                return waiting.reason, (waiting.message or "").strip()[:160]
             terminated = cs.state.terminated if cs.state else None
             if terminated:
-                return f"{terminated.reason or 'Terminated'} (exit code {terminated.exitCode})"
-            return "not ready"
+                return terminated.reason or "Terminated", f"exit code {terminated.exitCode}"
+            return "NotReady", f"container {cs.name} is not ready"
         if any(c.type == "Ready" and c.status != "True" for c in status.conditions or []):
-            return "not ready"
-        return ""
+            return "NotReady", ""
+        return "", ""
 
     def scale(self, colour: Colour, replicas: int) -> None:
         annotations = {_ann("scale-down-at"): None}
@@ -380,6 +385,7 @@ class KubernetesTarget(Target):
             self._switch_service(to, version, deadline)
         self._patch(Deployment, deployment.metadata.name, {"metadata": {"annotations": {_ann("scale-down-at"): None}}},
                     deadline=deadline)
+        self._point_preview(other_colour(to))  # the preview reaches only the idle colour, now the old one
 
     def _state_annotations(self, current: dict, to: Colour, version: str | None) -> dict:
         previous = current.get(_ann("live-colour"))
@@ -538,10 +544,15 @@ class KubernetesTarget(Target):
         if self.config.context:
             prefix += ["--context", self.config.context]
         prefix += ["--namespace", self.namespace]
+        # the previous colour may be scaled down by then: scale it up (a no-op if it runs) and wait for it
+        deployment = self.deployment_name(to)
+        count = self._release_replicas(to)
+        warm_up = (f"{shlex.join([*prefix, 'scale', 'deployment', deployment, f'--replicas={count}'])} && "
+                   f"{shlex.join([*prefix, 'rollout', 'status', 'deployment', deployment, '--timeout=10m'])} && ")
         if self.route_router is None:
             patch = {"spec": {"selector": {self.config.colour_label: to}}}
-            return shlex.join([*prefix, "patch", "service", self.service_name, "--type=merge",
-                               "-p", json.dumps(patch, separators=(",", ":"))])
+            return warm_up + shlex.join([*prefix, "patch", "service", self.service_name, "--type=merge",
+                                         "-p", json.dumps(patch, separators=(",", ":"))])
         name = render(self.route_router.route, app=self.app)
         try:
             route = self._get(HTTPRoute, name)
@@ -554,8 +565,8 @@ class KubernetesTarget(Target):
                     if ref.get("name") == self._backend(colour):
                         ops.append({"op": "replace", "path": f"/spec/rules/{i}/backendRefs/{j}/weight",
                                     "value": 100 if colour == to else 0})
-        return shlex.join([*prefix, "patch", "httproute", name, "--type=json",
-                           "-p", json.dumps(ops, separators=(",", ":"))])
+        return warm_up + shlex.join([*prefix, "patch", "httproute", name, "--type=json",
+                                     "-p", json.dumps(ops, separators=(",", ":"))])
 
     def record_release(self, release: Release) -> None:
         """Deploy id and CI run on the router object, beside the live colour the switch wrote there."""
@@ -567,14 +578,12 @@ class KubernetesTarget(Target):
         else:
             self._patch(Service, self.service_name, {"metadata": {"annotations": annotations}})
 
-    def stop_all(self) -> list[str]:
-        stopped = []
-        for colour in COLOURS:
-            name = self.deployment_name(colour)
-            if self._get(Deployment, name, missing_ok=True) is not None:
-                self.scale(colour, 0)
-                stopped.append(f"Deployment {self.namespace}/{name} scaled to 0")
-        return stopped
+    def stop_all(self, purge: bool = False) -> list[str]:
+        # One word that scales production to zero is a footgun; the Deployments are the user's.
+        ns = self.namespace
+        raise TargetError(f"`down` is not offered for Kubernetes: scale the Deployments yourself "
+                          f"(kubectl --namespace {ns} scale deployment {self.deployment_name('blue')} "
+                          f"{self.deployment_name('green')} --replicas=0)")
 
     def close(self) -> None:
         self.kube.close()

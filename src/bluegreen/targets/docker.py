@@ -1,0 +1,367 @@
+"""The docker target: each colour is a container on a Docker engine, a Caddy on the host switches.
+
+Containers are driven through the Docker Engine API with httpx over the engine's unix
+socket (or `DOCKER_HOST`), so no docker CLI is needed: in a GitHub container action the
+runner mounts the host's socket, and the containers it starts live on the host, not in
+the step. Each colour is the container `<app>-<environment>-<colour>`, labelled with its
+app, environment, colour and version (the labels are the truth about what runs where),
+and published on its own host port for the router.
+
+The router is the local target's Caddy upstream file: one atomic rename switches, and
+Caddy reads it per request. The lock and the history are a FileStateStore in the same
+state dir, beside that file. Why files and not container labels: the upstream file has
+to be a file the host's Caddy reads anyway, so the router state, the lock and the
+history share one place and one lifetime; labels cannot change after a container is
+created, so a lock could not be renewed. In a container action the state dir must be
+in the workspace (the only host directory both sides see; act with -b mounts it at its
+host path).
+
+Scaling the old colour down: nothing may outlive a CI step (a process started in the
+action's container dies with it), so the due time is written to `scale-down.json` in
+the state dir; a delay up to `scale_down_wait` is then waited for in the run itself
+and applied, a longer one is applied by the next bluegreen run that takes the lock. A
+colour that became live again in the meantime is never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import struct
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from ..config import COLOURS, Colour, Settings, render
+from ..config import DockerTarget as DockerConfig
+from ..errors import NotReadyError, TargetError
+from ..report import write_atomic
+from .base import ColourState, LockInfo, Target, utcnow
+from .caddy import CaddyFileRouter
+from .filestate import FileStateStore
+
+LABEL = "dev.bluegreen."
+DEFAULT_SOCKET = "/var/run/docker.sock"
+
+
+class DockerAPI:
+    """The few Engine API calls we need; every failure is a TargetError of one line."""
+
+    def __init__(self, docker_host: str | None, timeout: float = 30.0) -> None:
+        url = docker_host or os.environ.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}"
+        if url.startswith("unix://"):
+            self.where = url[len("unix://"):]
+            transport = httpx.HTTPTransport(uds=self.where)
+            base = "http://docker"
+        elif url.startswith("tcp://"):
+            self.where = url[len("tcp://"):]
+            transport, base = httpx.HTTPTransport(), "http://" + self.where
+        else:
+            raise TargetError(f"docker: unsupported docker host {url!r} (use unix:///path/docker.sock or tcp://host:port)")
+        self.client = httpx.Client(transport=transport, base_url=base, timeout=timeout)
+
+    def call(self, method: str, path: str, *, ok: tuple[int, ...] = (200, 201, 204), timeout: float | None = None,
+             **kwargs: Any) -> httpx.Response:
+        try:
+            extra = {"timeout": timeout} if timeout is not None else {}
+            response = self.client.request(method, path, **kwargs, **extra)
+        except httpx.TransportError as exc:
+            raise TargetError(f"docker: cannot reach the engine at {self.where}: {exc or type(exc).__name__}") from None
+        if response.status_code not in ok:
+            raise TargetError(f"docker: {method} {path.split('?')[0]}: {response.status_code} {_message(response)}")
+        return response
+
+    def inspect(self, name: str) -> dict | None:
+        response = self.call("GET", f"/containers/{quote(name)}/json", ok=(200, 404))
+        return response.json() if response.status_code == 200 else None
+
+    def image_exists(self, image: str) -> bool:
+        return self.call("GET", f"/images/{quote(image, safe='/:@')}/json", ok=(200, 404)).status_code == 200
+
+    def pull(self, image: str) -> None:
+        name, tag = _split_image(image)
+        # The engine streams JSON progress lines and reports a failure in the stream (or as a 404/500).
+        response = self.call("POST", "/images/create", params={"fromImage": name, "tag": tag}, timeout=600,
+                             ok=(200, 404, 500))
+        if response.status_code != 200:
+            raise TargetError(f"docker: cannot pull {image}: {_message(response)}")
+        for line in response.text.splitlines():
+            try:
+                error = json.loads(line).get("error")
+            except ValueError:
+                continue
+            if error:
+                raise TargetError(f"docker: cannot pull {image}: {error}")
+
+    def logs_tail(self, name: str, lines: int = 5) -> str:
+        try:
+            response = self.call("GET", f"/containers/{quote(name)}/logs",
+                                 params={"stdout": 1, "stderr": 1, "tail": lines})
+        except TargetError:
+            return "(no logs)"
+        text = " | ".join(line.strip() for line in _demux(response.content).splitlines() if line.strip())
+        return text or "(empty log)"
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class DockerStateStore(FileStateStore):
+    """Lock and history in files beside the router's upstream file; runs callbacks once the lock is ours."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.on_locked: list = []
+
+    def acquire_lock(self, holder: str, ttl: float) -> LockInfo:
+        info = super().acquire_lock(holder, ttl)
+        for callback in self.on_locked:
+            callback()
+        return info
+
+
+class DockerTarget(Target):
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.config: DockerConfig = settings.target
+        self.state_dir = settings.path(self.config.state_dir)
+        self.state = DockerStateStore(self.state_dir)
+        self.state.on_locked.append(self._apply_due_scale_downs)
+        self.ports: dict[Colour, int] = {"blue": self.config.ports.blue, "green": self.config.ports.green}
+        upstreams = {c: f"{self.config.host}:{p}" for c, p in self.ports.items()}
+        self.router = CaddyFileRouter(self.config.router, self.state_dir, upstreams)
+        self.api = DockerAPI(self.config.docker_host)
+        self.due_file = self.state_dir / "scale-down.json"
+
+    def container_name(self, colour: Colour) -> str:
+        # Docker names allow [a-zA-Z0-9][a-zA-Z0-9_.-]; an environment name may hold anything else.
+        return re.sub(r"[^a-zA-Z0-9_.-]", "-", f"{self.settings.app}-{self.settings.environment}-{colour}")
+
+    def image(self, version: str) -> str:
+        return render(self.config.image, version=version)
+
+    # --- questions ---------------------------------------------------------------------------
+
+    def live(self) -> Colour | None:
+        return self.router.live()
+
+    def colour_state(self, colour: Colour) -> ColourState:
+        info = self.api.inspect(self.container_name(colour))
+        port = self.ports[colour]
+        if info is None:
+            return ColourState(colour=colour, detail=f"no container (port {port})")
+        labels = info["Config"].get("Labels") or {}
+        state = info["State"]
+        running = bool(state.get("Running"))
+        ready = running and self._healthy(colour, timeout=1.0) is None
+        how = "running" if running else f"{state.get('Status', 'stopped')} (exit code {state.get('ExitCode')})"
+        due = self._due().get(colour)
+        return ColourState(
+            colour=colour, version=labels.get(LABEL + "version"), running=running, ready=ready,
+            replicas=1 if running else 0,
+            detail=f"container {info['Name'].lstrip('/')} {info['Id'][:12]} {how}, port {port}"
+            + (f", scale-down due {due['at']}" if due and running else ""),
+        )
+
+    def preview_url(self, colour: Colour) -> str:
+        return f"http://{self.config.host}:{self.ports[colour]}"
+
+    def live_url(self) -> str:
+        return self.router.live_url
+
+    # --- actions -----------------------------------------------------------------------------
+
+    def deploy(self, colour: Colour, version: str) -> None:
+        self.router.ensure_running()
+        image = self.image(version)
+        if self.config.pull == "always" or (self.config.pull == "missing" and not self.api.image_exists(image)):
+            self.api.pull(image)
+        elif not self.api.image_exists(image):
+            raise TargetError(f"docker: image {image} is not on the engine (pull: never)")
+        name = self.container_name(colour)
+        self._drop_due(colour)
+        self._remove(name)
+        values = {"port": self.config.container_port, "version": version, "colour": colour}
+        port_key = f"{self.config.container_port}/tcp"
+        body: dict[str, Any] = {
+            "Image": image,
+            "Env": [f"{k}={render(v, **values)}" for k, v in self.config.env.items()],
+            "Labels": {
+                **self.config.labels,
+                LABEL + "app": self.settings.app,
+                LABEL + "environment": self.settings.environment,
+                LABEL + "colour": colour,
+                LABEL + "version": version,
+                LABEL + "deployed-at": utcnow().isoformat(timespec="seconds"),
+            },
+            "ExposedPorts": {port_key: {}},
+            "StopTimeout": int(self.config.stop_timeout),
+            "HostConfig": {
+                "PortBindings": {port_key: [{"HostIp": self.config.bind, "HostPort": str(self.ports[colour])}]},
+                # A reboot of the host brings a colour back as it was; a stopped (scaled-down) one stays stopped.
+                "RestartPolicy": {"Name": "unless-stopped"},
+                **({"NetworkMode": self.config.network} if self.config.network else {}),
+            },
+        }
+        if self.config.command is not None:
+            body["Cmd"] = [render(arg, **values) for arg in self.config.command]
+        self.api.call("POST", "/containers/create", params={"name": name}, json=body)
+        self._start(name)
+
+    def wait_ready(self, colour: Colour, deadline: float) -> None:
+        name = self.container_name(colour)
+        last = "not started"
+        while True:
+            info = self.api.inspect(name)
+            if info is None:
+                raise NotReadyError(f"{colour}: container {name} does not exist")
+            state = info["State"]
+            # The restart policy brings a crashed container back: a restart before ready is a crash too.
+            if not state.get("Running") or state.get("Restarting") or info.get("RestartCount", 0) > 0:
+                logs = self.api.logs_tail(name)
+                # Stopped, not removed: no crash loop on the host, and `docker logs` still shows why.
+                self.api.call("POST", f"/containers/{quote(name)}/stop", params={"t": 0}, ok=(204, 304), timeout=30)
+                if state.get("Running") or state.get("Restarting"):  # caught between a crash and its restart
+                    how = f"crashed (restarted {info.get('RestartCount', 0)} time(s))"
+                else:
+                    how = f"exited with code {state.get('ExitCode')}"
+                raise NotReadyError(f"{colour}: container {name} {how} before it was ready; its log ends: {logs}")
+            failure = self._healthy(colour, timeout=1.0)
+            if failure is None:
+                return
+            last = failure
+            if time.monotonic() >= deadline:
+                raise NotReadyError(f"{colour} not ready before the deadline: {last}")
+            time.sleep(0.2)
+
+    def scale(self, colour: Colour, replicas: int) -> None:
+        """One container per colour: 0 stops it (kept, so it can start again), anything else starts it."""
+        name = self.container_name(colour)
+        info = self.api.inspect(name)
+        if replicas <= 0:
+            if info is not None and info["State"].get("Running"):
+                self.api.call("POST", f"/containers/{quote(name)}/stop", params={"t": int(self.config.stop_timeout)},
+                              ok=(204, 304), timeout=self.config.stop_timeout + 30)
+            self._drop_due(colour)
+            return
+        if info is None:
+            raise TargetError(f"{colour} has never been deployed (no container {name}); nothing to start")
+        self._drop_due(colour)
+        self._start(name)
+
+    def switch(self, to: Colour, deadline: float) -> None:
+        self.router.switch(to)
+        self._drop_due(to)  # live again: a scale-down planned for it no longer applies
+
+    def schedule_scale_down(self, colour: Colour, delay: float, release_id: str) -> None:
+        due = utcnow() + timedelta(seconds=delay)
+        with self.state._mutex():
+            entries = self._due()
+            entries[colour] = {"at": due.isoformat(timespec="seconds"), "release": release_id}
+            write_atomic(self.due_file, json.dumps(entries, indent=2))
+        if delay > self.config.scale_down_wait:
+            return  # the next run that takes the lock applies it
+        time.sleep(delay)  # we still hold the lock, so nothing else changed traffic meanwhile
+        self._scale_down_if_due(colour)
+
+    def stop_all(self, purge: bool = False) -> list[str]:
+        stopped = []
+        for colour in COLOURS:
+            name = self.container_name(colour)
+            if self._remove(name):
+                stopped.append(f"{colour} (container {name}, port {self.ports[colour]})")
+        if self.router.stop():
+            stopped.append(f"proxy ({self.config.router.listen})")
+        self.router.upstream_file.unlink(missing_ok=True)  # nothing is live any more
+        self.due_file.unlink(missing_ok=True)
+        if purge:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+        return stopped
+
+    def close(self) -> None:
+        self.api.close()
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _start(self, name: str) -> None:
+        self.api.call("POST", f"/containers/{quote(name)}/start", ok=(204, 304))
+
+    def _remove(self, name: str) -> bool:
+        response = self.api.call("DELETE", f"/containers/{quote(name)}", params={"force": "true"}, ok=(204, 404),
+                                 timeout=60)
+        return response.status_code == 204
+
+    def _healthy(self, colour: Colour, timeout: float) -> str | None:
+        url = self.preview_url(colour) + self.config.health_path
+        try:
+            response = httpx.get(url, timeout=timeout)
+        except httpx.HTTPError as exc:
+            return f"GET {url}: {type(exc).__name__}"
+        return None if response.is_success else f"GET {url}: status {response.status_code}"
+
+    def _due(self) -> dict[str, dict]:
+        try:
+            data = json.loads(self.due_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _drop_due(self, colour: Colour) -> None:
+        if colour not in self._due():
+            return
+        with self.state._mutex():
+            entries = self._due()
+            entries.pop(colour, None)
+            write_atomic(self.due_file, json.dumps(entries, indent=2))
+
+    def _scale_down_if_due(self, colour: Colour) -> bool:
+        entry = self._due().get(colour)
+        if entry is None or datetime.fromisoformat(entry["at"]) > datetime.now(timezone.utc):
+            return False
+        if self.live() != colour:
+            self.scale(colour, 0)
+            return True
+        self._drop_due(colour)  # live again (a rollback) since the scale-down was planned
+        return False
+
+    def _apply_due_scale_downs(self) -> None:
+        for colour in COLOURS:
+            try:
+                self._scale_down_if_due(colour)
+            except TargetError:
+                pass  # the next run tries again; never a reason to fail this one
+
+
+def _split_image(image: str) -> tuple[str, str]:
+    """'registry:5000/app:1.2' -> ('registry:5000/app', '1.2'); a digest stays in the name."""
+    if "@" in image:
+        return image, ""
+    name, sep, tag = image.rpartition(":")
+    if not sep or "/" in tag:
+        return image, "latest"
+    return name, tag
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("message", "")).strip() or response.reason_phrase
+    except ValueError:
+        return " ".join(response.text.split())[:200] or response.reason_phrase
+
+
+def _demux(data: bytes) -> str:
+    """Docker's multiplexed log stream (8-byte frame headers) -> text; a TTY's raw stream passes through."""
+    out, i = [], 0
+    while i + 8 <= len(data) and data[i] in (0, 1, 2) and data[i + 1:i + 4] == b"\0\0\0":
+        (size,) = struct.unpack(">I", data[i + 4:i + 8])
+        out.append(data[i + 8:i + 8 + size])
+        i += 8 + size
+    if i == 0:
+        return data.decode(errors="replace")
+    return b"".join(out).decode(errors="replace")
