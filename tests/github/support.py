@@ -1,0 +1,148 @@
+"""Helpers for the GitHub Action tests: the real Docker engine, act, the tools, free ports.
+
+Tests that need Docker or act skip with the reason when it is missing, and fail instead when
+BLUEGREEN_REQUIRE_DOCKER=1 (CI sets it: a run must never pass by skipping).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent  # the venv's tools (actionlint, hadolint, check-jsonschema, caddy)
+EXAMPLE_IMAGE = "bluegreen-example"
+ACTION_IMAGE = "bluegreen-action:test"
+ACT_JOB_IMAGE = os.environ.get("BLUEGREEN_ACT_IMAGE", "bluegreen-runner:bookworm")
+SOCKET = "/var/run/docker.sock"
+
+
+def require(ok: bool, reason: str) -> None:
+    if ok:
+        return
+    if os.environ.get("BLUEGREEN_REQUIRE_DOCKER") == "1":
+        pytest.fail(f"{reason} (BLUEGREEN_REQUIRE_DOCKER=1: not skipping)")
+    pytest.skip(reason)
+
+
+def docker_client() -> httpx.Client:
+    """The Engine API over the socket, as the docker target talks to it."""
+    return httpx.Client(transport=httpx.HTTPTransport(uds=SOCKET), base_url="http://docker", timeout=30)
+
+
+def docker_up() -> bool:
+    try:
+        with docker_client() as client:
+            return client.get("/_ping").status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def need_docker() -> None:
+    require(docker_up(), f"no Docker engine answers on {SOCKET} (run .ci/setup-docker.sh)")
+    require(shutil.which("docker") is not None, "the docker CLI is not installed (tests build images with it)")
+    with docker_client() as client:
+        have_base = client.get("/images/python:3.12-slim/json").status_code == 200
+    require(have_base, "image python:3.12-slim is missing (run .ci/setup-docker.sh)")
+
+
+def find_act() -> str | None:
+    for candidate in (os.environ.get("ACT"), shutil.which("act"), "/tmp/offline-docker/venv/bin/act"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def need_act() -> str:
+    need_docker()
+    act = find_act()
+    require(act is not None, "act is not installed (run .ci/setup-docker.sh)")
+    with docker_client() as client:
+        have_job_image = client.get(f"/images/{ACT_JOB_IMAGE}/json").status_code == 200
+    require(have_job_image, f"act's job image {ACT_JOB_IMAGE} is missing (run .ci/setup-docker.sh)")
+    return act  # type: ignore[return-value]
+
+
+def free_port() -> int:
+    """A free port below Linux's ephemeral range (32768+), where outgoing connections take their ports:
+    a published port there can fail with 'address already in use' at any time."""
+    for _ in range(200):
+        port = random.randint(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-32000")
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+def docker(*args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def remove_containers(app: str) -> None:
+    """Remove every container the docker target started for `app` (found by its label)."""
+    with docker_client() as client:
+        found = client.get("/containers/json", params={"all": 1, "filters": f'{{"label":["dev.bluegreen.app={app}"]}}'})
+        for container in found.json():
+            client.delete(f"/containers/{container['Id']}", params={"force": "true"})
+
+
+@pytest.fixture(scope="session")
+def example_image() -> str:
+    """The example app's image, built here FROM python:3.12-slim; tag it per version with `tag_example`."""
+    need_docker()
+    docker("build", "-q", "-t", f"{EXAMPLE_IMAGE}:base", str(ROOT / "examples" / "app"))
+    return f"{EXAMPLE_IMAGE}:base"
+
+
+def tag_example(repository: str, version: str, source: str = f"{EXAMPLE_IMAGE}:base") -> str:
+    docker("tag", source, f"{repository}:{version}")
+    return f"{repository}:{version}"
+
+
+def parse_github_output(text: str) -> dict[str, str]:
+    """Read a $GITHUB_OUTPUT file the way the runner does (name=value and name<<DELIMITER blocks)."""
+    outputs: dict[str, str] = {}
+    lines = text.split("\n")
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if "<<" in line and ("=" not in line or line.index("<<") < line.index("=")):
+            name, delimiter = line.split("<<", 1)
+            value: list[str] = []
+            i += 1
+            while lines[i] != delimiter:
+                value.append(lines[i])
+                i += 1
+            outputs[name] = "\n".join(value)
+        elif "=" in line:
+            name, value_text = line.split("=", 1)
+            outputs[name] = value_text
+        i += 1
+    return outputs
+
+
+@pytest.fixture(scope="session")
+def action_image() -> str:
+    """The action's image, built from the repository's Dockerfile as the runner builds it."""
+    need_docker()
+    docker("build", "-q", "-t", ACTION_IMAGE, str(ROOT))
+    return ACTION_IMAGE

@@ -1,0 +1,220 @@
+"""The action end to end with act and the Docker engine, through the example workflows.
+
+A workspace (a git repository in a temp dir) holds the action (action.yml, Dockerfile, src/), the
+example workflows with `uses: bluegreen-dev/bluegreen@v1` replaced by `uses: ./`, and a .bluegreen.yml
+for the docker target. Outside it, on the host: a real Caddy reading the upstream file in the workspace
+(act -b mounts the workspace at its host path), and the colours' containers, which the action starts
+through the host's Docker socket. Traffic is checked from outside, through that Caddy.
+
+The tests run in order and share the workspace: deploy, deploy again, roll back, a failing deploy,
+deploy-then-promote, and the prebuilt image by `docker://` reference.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bluegreen.config import CaddyRouter
+from bluegreen.targets.caddy import CaddyFileRouter
+
+from .support import ACT_JOB_IMAGE, ROOT, docker, free_port, need_act, remove_containers, tag_example, unique
+
+ENVIRONMENT = "production"  # the example workflows deploy this environment
+
+
+class Workspace:
+    def __init__(self, root: Path, act: str, app: str, repository: str, proxy: int, ports: dict[str, int]) -> None:
+        self.root, self.act_bin, self.app, self.repository = root, act, app, repository
+        self.proxy, self.ports = proxy, ports
+        self.durations: list[str] = []
+
+    def git(self, *args: str) -> str:
+        return subprocess.run(
+            ["git", "-c", "user.name=test", "-c", "user.email=test@example.com", *args], cwd=self.root,
+            check=True, capture_output=True, text=True,
+        ).stdout.strip()
+
+    def commit(self, message: str, image: str) -> str:
+        """A new commit (a push to main); its SHA is the version, `image` is tagged as that version."""
+        self.git("commit", "-q", "--allow-empty", "-m", message)
+        sha = self.git("rev-parse", "HEAD")
+        tag_example(self.repository, sha, source=image)
+        return sha
+
+    def act(self, event: str, workflow: str, *inputs: str, timeout: float = 280) -> subprocess.CompletedProcess:
+        argv = [self.act_bin, event, "-W", f".github/workflows/{workflow}", "-P", f"ubuntu-latest={ACT_JOB_IMAGE}",
+                "--pull=false", "-b", "--rm"]
+        for item in inputs:
+            argv += ["--input", item]
+        started = time.monotonic()
+        result = subprocess.run(argv, cwd=self.root, capture_output=True, text=True, timeout=timeout)
+        self.durations.append(f"{workflow} {time.monotonic() - started:.1f}s")
+        return result
+
+    def live_version(self) -> str:
+        return httpx.get(f"http://127.0.0.1:{self.proxy}/version", timeout=5).text.strip()
+
+
+def log_lines(result: subprocess.CompletedProcess, prefix: str = "bluegreen: ") -> list[str]:
+    """The lines the workflow's own `echo "bluegreen: ..."` steps printed (act prefixes them with `| `)."""
+    return [m.group(1) for m in re.finditer(r"\|\s+(" + re.escape(prefix) + r".*)", result.stdout)]
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory, example_image):
+    act = need_act()
+    root = tmp_path_factory.mktemp("act") / "repo"
+    root.mkdir()
+    for name in ("action.yml", "Dockerfile", ".dockerignore", "pyproject.toml"):
+        shutil.copy(ROOT / name, root / name)
+    shutil.copytree(ROOT / "requirements", root / "requirements")
+    shutil.copytree(ROOT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    workflows = root / ".github" / "workflows"
+    workflows.mkdir(parents=True)
+    for name in ("deploy.yml", "rollback.yml", "promote.yml"):
+        text = (ROOT / "examples" / "workflows" / name).read_text()
+        assert "uses: bluegreen-dev/bluegreen@v1" in text
+        (workflows / name).write_text(text.replace("uses: bluegreen-dev/bluegreen@v1", "uses: ./"))
+
+    space = Workspace(root, act, app=unique("e2e"), repository=unique("bluegreen-example-"),
+                      proxy=free_port(), ports={"blue": free_port(), "green": free_port()})
+    (root / ".bluegreen.yml").write_text(textwrap.dedent(f"""\
+        app: {space.app}
+        environments:
+          {ENVIRONMENT}:
+            target:
+              kind: docker
+              image: "{space.repository}:{{version}}"
+              command: ["--version", "{{version}}", "--colour", "{{colour}}"]
+              ports: {{blue: {space.ports['blue']}, green: {space.ports['green']}}}
+              pull: never
+              stop_timeout: 2
+              router:
+                listen: 127.0.0.1:{space.proxy}
+                manage: false  # the Caddy below runs on the host, outside the action's container
+        timeouts: {{ready: 30s}}
+        smoke:
+          timeout: 5s
+          interval: 0.2
+          checks:
+            - name: version
+              path: /version
+              expect: {{status: 200, body_contains: "{{version}}"}}
+        verify: {{consecutive_successes: 2, window: 1s}}
+        scale_down_delay: 1s
+        """))
+    (root / ".gitignore").write_text(".bluegreen/\nbluegreen-report.json\n")
+    space.git("init", "-q", "-b", "main")
+    space.git("add", "-A")
+    space.git("commit", "-q", "-m", "the action and its workflows")
+
+    # The host's Caddy, as an operator runs it: upstream read per request from the workspace's state dir.
+    router = CaddyFileRouter(
+        CaddyRouter(listen=f"127.0.0.1:{space.proxy}", upstream_file=str(root / ".bluegreen" / ENVIRONMENT / "upstream")),
+        root.parent / "caddy", {c: f"127.0.0.1:{p}" for c, p in space.ports.items()},
+    )
+    router.ensure_running()
+    yield space
+    router.stop()
+    remove_containers(space.app)
+    tags = docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", space.repository, check=False).stdout.split()
+    if tags:
+        docker("rmi", *tags, check=False)
+    print(f"\nact runs: {', '.join(space.durations)}")
+
+
+def test_deploy_workflow_builds_the_action_and_switches_traffic(ws, example_image):
+    sha = ws.commit("first release", example_image)
+    result = ws.act("push", "deploy.yml")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert f"docker build -t act-dockeraction:latest {ws.root}" in result.stdout  # the image from ./Dockerfile
+    assert "Success - Main Blue-green deploy" in result.stdout
+    assert ws.live_version() == sha  # from outside, through the host's proxy
+    assert log_lines(result)[0] == "bluegreen: status=succeeded live-colour=blue previous-colour="
+
+
+def test_a_later_step_reads_the_outputs(ws, example_image):
+    first = ws.live_version()
+    sha = ws.commit("second release", example_image)
+    result = ws.act("push", "deploy.yml")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert ws.live_version() == sha
+    assert log_lines(result) == [
+        "bluegreen: status=succeeded live-colour=green previous-colour=blue",
+        f"bluegreen: version={sha} previous-version={first}",
+        f"bluegreen: rollback-command=bluegreen rollback -c .bluegreen.yml -e {ENVIRONMENT}",
+    ]
+    assert "Main Roll back" not in result.stdout  # nothing failed: the rollback step was skipped
+
+
+def test_rollback_workflow_dispatched_with_act_switches_back(ws):
+    history = ws.root / ".bluegreen" / ENVIRONMENT / "history.json"
+    previous = json.loads(history.read_text())[0]["previous_version"]
+    result = ws.act("workflow_dispatch", "rollback.yml", f"environment={ENVIRONMENT}", "reason=e2e test", "force=false")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert ws.live_version() == previous
+    assert log_lines(result) == [
+        f"bluegreen: rollback status=succeeded live-colour=blue version={previous}",
+        "bluegreen: reason=e2e test",
+    ]
+
+
+def test_failing_smoke_check_fails_the_step_and_leaves_live_alone(ws, example_image):
+    live = ws.live_version()
+    broken = f"{ws.repository}:broken"
+    # A release whose every page but /healthz answers 500: ready, but failing its smoke checks.
+    subprocess.run(
+        ["docker", "build", "-q", "-t", broken, "-"], check=True, capture_output=True, text=True, timeout=300,
+        input=f'FROM {example_image}\nENTRYPOINT ["python", "/app/app.py", "--host", "0.0.0.0", "--port", "8000", "--fail", "smoke"]\n',
+    )
+    sha = ws.commit("broken release", broken)
+    result = ws.act("push", "deploy.yml")
+    assert result.returncode != 0
+    assert "Failure - Main Blue-green deploy" in result.stdout
+    assert re.search(r"::error title=bluegreen deploy failed::smoke check 'version' failed on green .*status 500",
+                     result.stdout), result.stdout[-4000:]
+    assert ws.live_version() == live  # live traffic untouched
+    lines = log_lines(result)
+    assert lines[0] == "bluegreen: status=failed live-colour=blue previous-colour=blue"
+    assert lines[1].startswith(f"bluegreen: version={sha} ")
+    assert "Main Roll back" not in result.stdout  # switched is false: nothing to roll back
+
+
+def test_promote_workflow_prepares_then_promotes(ws, example_image):
+    live = ws.live_version()
+    sha = ws.commit("approved release", example_image)
+    result = ws.act("push", "promote.yml")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert re.search(rf"prepared: version {sha} is ready on green at http://127.0.0.1:{ws.ports['green']}; "
+                     r"live stays blue", result.stdout), result.stdout[-3000:]
+    assert "Success - Main Switch to the prepared colour (re-checked first)" in result.stdout
+    assert ws.live_version() == sha != live
+
+
+def test_prebuilt_image_by_docker_reference(ws, action_image):
+    """`uses: docker://<image>` (the prebuilt variant): no action.yml, so no defaults; `with:` still arrives as
+    INPUT_*, and the entrypoint's own defaults (config .bluegreen.yml) apply."""
+    (ws.root / ".github" / "workflows" / "prebuilt.yml").write_text(textwrap.dedent(f"""\
+        on: workflow_dispatch
+        jobs:
+          status:
+            runs-on: ubuntu-latest
+            steps:
+              - uses: docker://{action_image}
+                with:
+                  command: status
+                  environment: {ENVIRONMENT}
+        """))
+    live = ws.live_version()
+    result = ws.act("workflow_dispatch", "prebuilt.yml")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert re.search(rf"\|\s+{ws.app}/{ENVIRONMENT}\s+live: green \(version {live}\)", result.stdout), result.stdout[-3000:]
