@@ -11,7 +11,6 @@ engine, pydantic and httpx load when a command runs.
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 from typing import TYPE_CHECKING

@@ -42,9 +42,9 @@ from ..config import COLOURS, Colour, Settings, render
 from ..config import DockerTarget as DockerConfig
 from ..errors import NotReadyError, TargetError
 from ..report import write_atomic
-from .base import ColourState, LockInfo, Target, utcnow
-from .caddy import CaddyFileRouter
+from .base import ColourState, LockInfo, utcnow
 from .filestate import FileStateStore
+from .hostports import HostPortTarget
 
 LABEL = "dev.bluegreen."
 DEFAULT_SOCKET = "/var/run/docker.sock"
@@ -126,16 +126,13 @@ class DockerStateStore(FileStateStore):
         return info
 
 
-class DockerTarget(Target):
+class DockerTarget(HostPortTarget):
+    config: DockerConfig
+
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.config: DockerConfig = settings.target
-        self.state_dir = settings.path(self.config.state_dir)
+        super().__init__(settings)
         self.state = DockerStateStore(self.state_dir)
         self.state.on_locked.append(self._apply_due_scale_downs)
-        self.ports: dict[Colour, int] = {"blue": self.config.ports.blue, "green": self.config.ports.green}
-        upstreams = {c: f"{self.config.host}:{p}" for c, p in self.ports.items()}
-        self.router = CaddyFileRouter(self.config.router, self.state_dir, upstreams)
         self.api = DockerAPI(self.config.docker_host)
         self.due_file = self.state_dir / "scale-down.json"
 
@@ -148,9 +145,6 @@ class DockerTarget(Target):
 
     # --- questions ---------------------------------------------------------------------------
 
-    def live(self) -> Colour | None:
-        return self.router.live()
-
     def colour_state(self, colour: Colour) -> ColourState:
         info = self.api.inspect(self.container_name(colour))
         port = self.ports[colour]
@@ -159,7 +153,7 @@ class DockerTarget(Target):
         labels = info["Config"].get("Labels") or {}
         state = info["State"]
         running = bool(state.get("Running"))
-        ready = running and self._healthy(colour, timeout=1.0) is None
+        ready = running and self.health(colour, timeout=1.0) is None
         how = "running" if running else f"{state.get('Status', 'stopped')} (exit code {state.get('ExitCode')})"
         due = self._due().get(colour)
         return ColourState(
@@ -168,12 +162,6 @@ class DockerTarget(Target):
             detail=f"container {info['Name'].lstrip('/')} {info['Id'][:12]} {how}, port {port}"
             + (f", scale-down due {due['at']}" if due and running else ""),
         )
-
-    def preview_url(self, colour: Colour) -> str:
-        return f"http://{self.config.host}:{self.ports[colour]}"
-
-    def live_url(self) -> str:
-        return self.router.live_url
 
     # --- actions -----------------------------------------------------------------------------
 
@@ -214,31 +202,22 @@ class DockerTarget(Target):
         self.api.call("POST", "/containers/create", params={"name": name}, json=body)
         self._start(name)
 
-    def wait_ready(self, colour: Colour, deadline: float) -> None:
+    def check_running(self, colour: Colour) -> None:
         name = self.container_name(colour)
-        last = "not started"
-        while True:
-            info = self.api.inspect(name)
-            if info is None:
-                raise NotReadyError(f"{colour}: container {name} does not exist")
-            state = info["State"]
-            # The restart policy brings a crashed container back: a restart before ready is a crash too.
-            if not state.get("Running") or state.get("Restarting") or info.get("RestartCount", 0) > 0:
-                logs = self.api.logs_tail(name)
-                # Stopped, not removed: no crash loop on the host, and `docker logs` still shows why.
-                self.api.call("POST", f"/containers/{quote(name)}/stop", params={"t": 0}, ok=(204, 304), timeout=30)
-                if state.get("Running") or state.get("Restarting"):  # caught between a crash and its restart
-                    how = f"crashed (restarted {info.get('RestartCount', 0)} time(s))"
-                else:
-                    how = f"exited with code {state.get('ExitCode')}"
-                raise NotReadyError(f"{colour}: container {name} {how} before it was ready; its log ends: {logs}")
-            failure = self._healthy(colour, timeout=1.0)
-            if failure is None:
-                return
-            last = failure
-            if time.monotonic() >= deadline:
-                raise NotReadyError(f"{colour} not ready before the deadline: {last}")
-            time.sleep(0.2)
+        info = self.api.inspect(name)
+        if info is None:
+            raise NotReadyError(f"{colour}: container {name} does not exist")
+        state = info["State"]
+        # The restart policy brings a crashed container back: a restart before ready is a crash too.
+        if not state.get("Running") or state.get("Restarting") or info.get("RestartCount", 0) > 0:
+            logs = self.api.logs_tail(name)
+            # Stopped, not removed: no crash loop on the host, and `docker logs` still shows why.
+            self.api.call("POST", f"/containers/{quote(name)}/stop", params={"t": 0}, ok=(204, 304), timeout=30)
+            if state.get("Running") or state.get("Restarting"):  # caught between a crash and its restart
+                how = f"crashed (restarted {info.get('RestartCount', 0)} time(s))"
+            else:
+                how = f"exited with code {state.get('ExitCode')}"
+            raise NotReadyError(f"{colour}: container {name} {how} before it was ready; its log ends: {logs}")
 
     def scale(self, colour: Colour, replicas: int) -> None:
         """One container per colour: 0 stops it (kept, so it can start again), anything else starts it."""
@@ -256,7 +235,7 @@ class DockerTarget(Target):
         self._start(name)
 
     def switch(self, to: Colour, deadline: float) -> None:
-        self.router.switch(to)
+        super().switch(to, deadline)
         self._drop_due(to)  # live again: a scale-down planned for it no longer applies
 
     def schedule_scale_down(self, colour: Colour, delay: float, release_id: str) -> None:
@@ -296,14 +275,6 @@ class DockerTarget(Target):
         response = self.api.call("DELETE", f"/containers/{quote(name)}", params={"force": "true"}, ok=(204, 404),
                                  timeout=60)
         return response.status_code == 204
-
-    def _healthy(self, colour: Colour, timeout: float) -> str | None:
-        url = self.preview_url(colour) + self.config.health_path
-        try:
-            response = httpx.get(url, timeout=timeout)
-        except httpx.HTTPError as exc:
-            return f"GET {url}: {type(exc).__name__}"
-        return None if response.is_success else f"GET {url}: status {response.status_code}"
 
     def _due(self) -> dict[str, dict]:
         try:

@@ -14,47 +14,33 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
-
 from ..config import COLOURS, Colour, LocalTarget, Settings, render
 from ..errors import NotReadyError, TargetError
 from ..report import write_atomic
 from . import proc
-from .base import ColourState, Target
-from .caddy import CaddyFileRouter
+from .base import ColourState
 from .filestate import FileStateStore
+from .hostports import HostPortTarget
 
 
-class LocalProcessTarget(Target):
+class LocalProcessTarget(HostPortTarget):
+    config: LocalTarget
+
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.config: LocalTarget = settings.target
-        self.state_dir = settings.path(self.config.state_dir)
+        super().__init__(settings)
         self.state = FileStateStore(self.state_dir)
-        self.ports: dict[Colour, int] = {"blue": self.config.ports.blue, "green": self.config.ports.green}
-        upstreams = {c: f"{self.config.host}:{p}" for c, p in self.ports.items()}
-        self.router = CaddyFileRouter(self.config.router, self.state_dir, upstreams)
 
     # --- questions ---------------------------------------------------------------------------
-
-    def live(self) -> Colour | None:
-        return self.router.live()
 
     def colour_state(self, colour: Colour) -> ColourState:
         record = self._record(colour)
         pid = proc.read_pid(self._pid_file(colour))
-        ready = pid is not None and self._healthy(colour, timeout=1.0) is None
+        ready = pid is not None and self.health(colour, timeout=1.0) is None
         return ColourState(
             colour=colour, version=record.get("version"), running=pid is not None, ready=ready,
             replicas=1 if pid else 0,
             detail=f"pid {pid}, port {self.ports[colour]}" if pid else f"stopped (port {self.ports[colour]})",
         )
-
-    def preview_url(self, colour: Colour) -> str:
-        return f"http://{self.config.host}:{self.ports[colour]}"
-
-    def live_url(self) -> str:
-        return self.router.live_url
 
     # --- actions -----------------------------------------------------------------------------
 
@@ -63,24 +49,15 @@ class LocalProcessTarget(Target):
         self._stop(colour)
         self._start(colour, version)
 
-    def wait_ready(self, colour: Colour, deadline: float) -> None:
-        pid = proc.read_pid(self._pid_file(colour))
-        last = "not started"
-        while True:
-            if pid is None or not proc.alive(pid):
-                code = proc.exit_code(pid) if pid else None
-                how = f" with code {code}" if code is not None else ""
-                raise NotReadyError(
-                    f"{colour} exited{how} before it was ready; its log ({self._log_file(colour)}) ends: "
-                    f"{proc.tail(self._log_file(colour))}"
-                )
-            failure = self._healthy(colour, timeout=1.0)
-            if failure is None:
-                return
-            last = failure
-            if time.monotonic() >= deadline:
-                raise NotReadyError(f"{colour} not ready before the deadline: {last}")
-            time.sleep(0.1)
+    def check_running(self, colour: Colour) -> None:
+        if proc.read_pid(self._pid_file(colour)) is None:
+            pid = proc.read_pid(self._pid_file(colour), running=False)
+            code = proc.exit_code(pid) if pid else None
+            how = f" with code {code}" if code is not None else ""
+            raise NotReadyError(
+                f"{colour} exited{how} before it was ready; its log ({self._log_file(colour)}) ends: "
+                f"{proc.tail(self._log_file(colour))}"
+            )
 
     def scale(self, colour: Colour, replicas: int) -> None:
         running = proc.read_pid(self._pid_file(colour)) is not None
@@ -91,9 +68,6 @@ class LocalProcessTarget(Target):
             if version is None:
                 raise TargetError(f"{colour} has never been deployed; nothing to start")
             self._start(colour, version)
-
-    def switch(self, to: Colour, deadline: float) -> None:
-        self.router.switch(to)
 
     def schedule_scale_down(self, colour: Colour, delay: float, release_id: str) -> None:
         """A detached `bluegreen _scale-down` stops the colour after `delay`, unless a release came since."""
@@ -145,14 +119,6 @@ class LocalProcessTarget(Target):
         pid = proc.read_pid(self._pid_file(colour))
         self._pid_file(colour).unlink(missing_ok=True)
         return proc.stop(pid) if pid else False
-
-    def _healthy(self, colour: Colour, timeout: float) -> str | None:
-        url = self.preview_url(colour) + self.config.health_path
-        try:
-            response = httpx.get(url, timeout=timeout)
-        except httpx.HTTPError as exc:
-            return f"GET {url}: {type(exc).__name__}"
-        return None if response.is_success else f"GET {url}: status {response.status_code}"
 
     def _record(self, colour: Colour) -> dict:
         try:

@@ -57,13 +57,15 @@ def write_pid(path: Path, pid: int) -> None:
     path.write_text(f"{pid} {_start_time(pid) or ''}\n")
 
 
-def read_pid(path: Path) -> int | None:
-    """The pid in `path` if that very process still runs."""
+def read_pid(path: Path, *, running: bool = True) -> int | None:
+    """The pid in `path` if that very process still runs (`running=False`: whether or not it does)."""
     try:
         pid_text, _, started = path.read_text().strip().partition(" ")
         pid = int(pid_text)
     except (OSError, ValueError):
         return None
+    if not running:
+        return pid
     now = _start_time(pid) if alive(pid) else None
     return pid if now is not None and (not started or started == now) else None
 

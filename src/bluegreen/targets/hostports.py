@@ -1,0 +1,59 @@
+"""What the local and docker targets share: each colour listens on its own host port, and the
+Caddy file router in front of them sends live traffic to one of those ports."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+
+from ..config import Colour, Settings
+from ..errors import NotReadyError
+from .base import Target
+from .caddy import CaddyFileRouter
+
+
+class HostPortTarget(Target):
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.config = settings.target  # a LocalTarget or DockerTarget: ports, host, health_path, router, state_dir
+        self.state_dir: Path = settings.path(self.config.state_dir)
+        self.ports: dict[Colour, int] = {"blue": self.config.ports.blue, "green": self.config.ports.green}
+        upstreams = {c: f"{self.config.host}:{p}" for c, p in self.ports.items()}
+        self.router = CaddyFileRouter(self.config.router, self.state_dir, upstreams)
+
+    def live(self) -> Colour | None:
+        return self.router.live()
+
+    def preview_url(self, colour: Colour) -> str:
+        return f"http://{self.config.host}:{self.ports[colour]}"
+
+    def live_url(self) -> str:
+        return self.router.live_url
+
+    def switch(self, to: Colour, deadline: float) -> None:
+        self.router.switch(to)
+
+    def check_running(self, colour: Colour) -> None:
+        """Raise NotReadyError, with the reason and the end of its log, if `colour` has stopped."""
+        raise NotImplementedError
+
+    def wait_ready(self, colour: Colour, deadline: float) -> None:
+        while True:
+            self.check_running(colour)  # a crash ends the wait at once, not at the deadline
+            failure = self.health(colour, timeout=1.0)
+            if failure is None:
+                return
+            if time.monotonic() >= deadline:
+                raise NotReadyError(f"{colour} not ready before the deadline: {failure}")
+            time.sleep(0.1)
+
+    def health(self, colour: Colour, timeout: float) -> str | None:
+        """None when the health path answers 2xx, else why not."""
+        url = self.preview_url(colour) + self.config.health_path
+        try:
+            response = httpx.get(url, timeout=timeout)
+        except httpx.HTTPError as exc:
+            return f"GET {url}: {type(exc).__name__}"
+        return None if response.is_success else f"GET {url}: status {response.status_code}"
