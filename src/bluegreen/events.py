@@ -25,9 +25,7 @@ class Events:
         pass
 
     def phase_finished(self, phase: Phase) -> None:
-        mark = {"succeeded": "ok  ", "failed": "FAIL", "skipped": "skip"}.get(phase.status, "    ")
-        detail = f"  {phase.detail}" if phase.detail else ""
-        self.write(f"  {mark} {phase.name:<28} {phase.duration:7.2f}s{detail}")
+        self.write(phase_line(phase))
 
     def log(self, message: str) -> None:
         """Progress inside a phase (a check's retry, the test suite's output)."""
@@ -41,6 +39,18 @@ class Events:
 
     def finished(self, result: Result) -> None:
         self.write(summary_line(result))
+
+
+def phase_line(phase: Phase) -> str:
+    """`  ok   switch blue -> green   1.8 ms`: one line per finished phase."""
+    mark = {"succeeded": "ok  ", "failed": "FAIL", "skipped": "skip"}.get(phase.status, "    ")
+    detail = f"  {phase.detail}" if phase.detail else ""
+    return f"  {mark} {phase.name:<28} {format_duration(phase.duration):>8}{detail}"
+
+
+def format_duration(seconds: float) -> str:
+    """A switch takes milliseconds, verification seconds: show each in its unit."""
+    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
 def summary_line(result: Result) -> str:

@@ -54,8 +54,5 @@ def detect() -> Adapter:
         module, _, name = spec.partition(":")
         wanted = forced == module.rsplit(".", 1)[1] if forced else os.environ.get(variable) == "true"
         if wanted:
-            try:
-                return getattr(import_module(module), name)()
-            except ImportError:  # that adapter is not written yet: plain output still works
-                break
+            return getattr(import_module(module), name)()
     return Adapter()

@@ -13,7 +13,7 @@ import re
 import time
 from pathlib import Path
 
-from ..events import Events
+from ..events import Events, phase_line
 from ..report import Phase, Result, write_atomic
 from . import Adapter
 
@@ -43,9 +43,7 @@ class GitLabSections(Events):
     def phase_finished(self, phase: Phase) -> None:
         self._close()
         colour = _COLOURS.get(phase.status)
-        mark = {"succeeded": "ok  ", "failed": "FAIL", "skipped": "skip"}.get(phase.status, "    ")
-        detail = f"  {phase.detail}" if phase.detail else ""
-        line = f"  {mark} {phase.name:<28} {phase.duration:7.2f}s{detail}"
+        line = phase_line(phase)
         self.write(f"{_ESC}[{colour}m{line}{_ESC}[0m" if colour else line)
 
     def _close(self) -> None:
