@@ -63,6 +63,7 @@ class Pipeline:
         self.run = run
         self.release_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
         self.result: Result
+        self._pending_scale_down: tuple[Colour, float] | None = None  # (old colour, seconds to wait)
 
     # --- commands --------------------------------------------------------------------------
 
@@ -88,6 +89,7 @@ class Pipeline:
                 self._record("prepare", "prepared", idle, version, live, live_version)
                 return self._finish("prepared")
             self._release("deploy", idle, version, live, live_version)
+        self._scale_down_after_wait()
         return self.result
 
     def promote(self, *, expect_version: str | None = None) -> Result:
@@ -117,6 +119,7 @@ class Pipeline:
             self._wait_ready(idle)
             self._smoke_checks(idle, version)
             self._release("promote", idle, version, live, live_version)
+        self._scale_down_after_wait()
         return self.result
 
     def rollback(self, *, force: bool = False, expect_version: str | None = None) -> Result:
@@ -153,6 +156,7 @@ class Pipeline:
             else:
                 self._smoke_checks(previous, state.version)
             self._release("rollback", previous, state.version, live, live_version, smoke_window=not force)
+        self._scale_down_after_wait()
         return self.result
 
     def _was_live(self, colour: Colour, version: str) -> bool:
@@ -211,11 +215,40 @@ class Pipeline:
                     p.status, p.detail = "skipped", "scale_down_delay: never keeps it running"
                 else:
                     try:
-                        self.target.schedule_scale_down(live, delay, self.release_id)
-                        p.detail = f"after {delay:g}s" if delay else "now"
+                        wait = self.target.schedule_scale_down(live, delay, self.release_id)
+                        p.detail = f"in {delay:g}s" if delay else "now"
+                        if wait is not None:
+                            self._pending_scale_down = (live, wait)
+                            p.detail += " (this run waits, without holding the lock)"
                     except BluegreenError as exc:  # the release stands; an idle colour left running is cheap
                         p.status, p.detail = "failed", str(exc)
                         self.events.warning(f"could not scale {live} down: {exc}")
+
+    def _scale_down_after_wait(self) -> None:
+        """Wait out a short scale-down delay with the lock released (a rollback in that window must not
+        be blocked), then take the lock again to apply it; if another run holds it, that run applies it."""
+        if self._pending_scale_down is None:
+            return
+        colour, wait = self._pending_scale_down
+        self._pending_scale_down = None
+        self.events.log(f"{colour} is scaled down in {wait:g}s; the lock is free meanwhile (a rollback can run)")
+        time.sleep(wait)
+        with self._phase(f"scale down {colour} (due)") as p:
+            holder = f"{self.release_id} (scale-down)"
+            try:
+                self.target.state.acquire_lock(holder, self.settings.timeouts.lock)
+            except LockHeldError:
+                p.status, p.detail = "skipped", "another run holds the lock; it applies the scale-down"
+                return
+            except BluegreenError as exc:
+                p.status, p.detail = "failed", f"{exc}; the next run applies it"
+                return
+            try:
+                self.target.apply_scale_downs()
+            except BluegreenError as exc:
+                p.status, p.detail = "failed", f"{exc}; the next run applies it"
+            finally:
+                self.target.state.release_lock(holder)
 
     def _after_failed_verify(
         self, action: str, to: Colour, version: str, live: Colour | None, live_version: str | None, reason: str

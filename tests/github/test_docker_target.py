@@ -109,7 +109,8 @@ def test_containers_per_colour_switch_scale_down_and_rollback(denv):
     assert (report["live_colour"], report["previous_colour"], report["version"]) == ("green", "blue", "2")
     assert denv.live_version() == "2"
     # scale_down_delay 1s <= scale_down_wait: waited for in the run, then the old colour is stopped (kept).
-    assert report["phases"][-1]["name"] == "scale down blue" and report["phases"][-1]["status"] == "succeeded"
+    assert [(p["name"], p["status"]) for p in report["phases"][-2:]] == [
+        ("scale down blue", "succeeded"), ("scale down blue (due)", "succeeded")]
     assert denv.container("blue")["State"]["Running"] is False
 
     status = denv.cli("status", "--json")
@@ -127,6 +128,36 @@ def test_containers_per_colour_switch_scale_down_and_rollback(denv):
     down = denv.cli("down")
     assert down.returncode == 0 and "blue (container" in down.stderr and "green (container" in down.stderr
     assert denv.container("blue") is None and denv.container("green") is None
+
+
+
+def test_rollback_is_not_blocked_while_a_deploy_waits_to_scale_down(denv):
+    """The deploy waits out scale_down_delay with the lock released: a rollback in that window runs at once,
+    and the waiting deploy then leaves the colour that is live again alone."""
+    denv.config.write_text(denv.config.read_text().replace("scale_down_delay: 1s", "scale_down_delay: 6s"))
+    assert denv.cli("deploy", "--version", "1").returncode == 0
+    deploy = subprocess.Popen(
+        [sys.executable, "-m", "bluegreen", "deploy", "-c", str(denv.config), "--version", "2", "--report", "d.json"],
+        cwd=denv.dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "BLUEGREEN_CI": "plain"},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        lock = denv.dir / ".bluegreen" / "test" / "lock.json"
+        while not (denv.live_version() == "2" and not lock.exists()):  # switched, verified, lock released
+            assert time.monotonic() < deadline, "the deploy never switched and released the lock"
+            time.sleep(0.1)
+        rollback = denv.cli("rollback")
+        assert rollback.returncode == 0, rollback.stderr
+        assert deploy.poll() is None  # the rollback ran while the deploy was still waiting to scale down
+        assert denv.live_version() == "1"
+    finally:
+        _, err = deploy.communicate(timeout=120)
+    assert deploy.returncode == 0, err
+    phases = {p["name"]: p for p in json.loads((denv.dir / "d.json").read_text())["phases"]}
+    assert phases["scale down blue (due)"]["status"] == "succeeded"
+    assert denv.container("blue")["State"]["Running"] is True  # live again: not scaled down
+    assert denv.live_version() == "1"
 
 
 def test_long_scale_down_delay_is_applied_by_the_next_run(denv):

@@ -126,9 +126,18 @@ class Target(ABC):
     def switch(self, to: Colour, deadline: float) -> None:
         """One atomic change of the router; returns once new requests reach `to`."""
 
-    def schedule_scale_down(self, colour: Colour, delay: float, release_id: str) -> None:
-        """Stop `colour` after `delay` seconds unless it is live again by then. Default: at once."""
+    def schedule_scale_down(self, colour: Colour, delay: float, release_id: str) -> float | None:
+        """Plan to stop `colour` in `delay` seconds, unless it is live again by then.
+
+        Returns how long this run should wait before calling `apply_scale_downs()`; the pipeline
+        waits outside the lock, so a rollback in that window is not blocked. None: nothing is left
+        for this run (done at once, or left to a detached process or to the next run).
+        Default: stop it at once."""
         self.scale(colour, 0)
+        return None
+
+    def apply_scale_downs(self) -> None:
+        """Stop the colours whose planned scale-down is due and that are not live again."""
 
     def raw_rollback_command(self, to: Colour) -> str | None:
         """A command that switches back without bluegreen, for the incident runbook."""

@@ -30,7 +30,6 @@ import os
 import re
 import shutil
 import struct
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -132,7 +131,7 @@ class DockerTarget(HostPortTarget):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.state = DockerStateStore(self.state_dir)
-        self.state.on_locked.append(self._apply_due_scale_downs)
+        self.state.on_locked.append(self.apply_scale_downs)
         self.api = DockerAPI(self.config.docker_host)
         self.due_file = self.state_dir / "scale-down.json"
 
@@ -238,16 +237,15 @@ class DockerTarget(HostPortTarget):
         super().switch(to, deadline)
         self._drop_due(to)  # live again: a scale-down planned for it no longer applies
 
-    def schedule_scale_down(self, colour: Colour, delay: float, release_id: str) -> None:
+    def schedule_scale_down(self, colour: Colour, delay: float, release_id: str) -> float | None:
         due = utcnow() + timedelta(seconds=delay)
         with self.state._mutex():
             entries = self._due()
             entries[colour] = {"at": due.isoformat(timespec="seconds"), "release": release_id}
             write_atomic(self.due_file, json.dumps(entries, indent=2))
-        if delay > self.config.scale_down_wait:
-            return  # the next run that takes the lock applies it
-        time.sleep(delay)  # we still hold the lock, so nothing else changed traffic meanwhile
-        self._scale_down_if_due(colour)
+        # A short delay is waited out by this run (outside the lock); a longer one is applied by
+        # the next bluegreen run that takes the lock.
+        return delay if delay <= self.config.scale_down_wait else None
 
     def stop_all(self, purge: bool = False) -> list[str]:
         stopped = []
@@ -301,7 +299,7 @@ class DockerTarget(HostPortTarget):
         self._drop_due(colour)  # live again (a rollback) since the scale-down was planned
         return False
 
-    def _apply_due_scale_downs(self) -> None:
+    def apply_scale_downs(self) -> None:  # also run each time this target's lock is taken
         for colour in COLOURS:
             try:
                 self._scale_down_if_due(colour)

@@ -60,7 +60,7 @@ class KubernetesTarget(Target):
         self.client = self.kube.client
         self.app = settings.app
         self.state = KubeStateStore(self.kube, self.namespace, self.app)
-        self.state.on_locked.append(self._apply_due_scale_downs)
+        self.state.on_locked.append(self.apply_scale_downs)
         self.state.on_recorded.append(self.record_release)
         router = self.config.router
         self.route_router = router if isinstance(router, KubernetesRouteRouter) else None
@@ -504,15 +504,14 @@ class KubernetesTarget(Target):
 
     # --- after the switch ----------------------------------------------------------------------
 
-    def schedule_scale_down(self, colour: Colour, delay: float, release_id: str) -> None:
+    def schedule_scale_down(self, colour: Colour, delay: float, release_id: str) -> float | None:
         name = self.deployment_name(colour)
         due = utcnow() + timedelta(seconds=delay)
         self._patch(Deployment, name, {"metadata": {"annotations": {
             _ann("scale-down-at"): due.isoformat(timespec="seconds"), _ann("scale-down-release"): release_id}}})
-        if delay > self.config.scale_down_wait:
-            return  # the next run that takes the lock applies it
-        time.sleep(delay)
-        self._scale_down_if_due(colour)
+        # A short delay is waited out by this run (outside the lock); a longer one is applied by
+        # the next bluegreen run that takes the lock.
+        return delay if delay <= self.config.scale_down_wait else None
 
     def _scale_down_if_due(self, colour: Colour) -> bool:
         name = self.deployment_name(colour)
@@ -532,7 +531,7 @@ class KubernetesTarget(Target):
         })
         return True
 
-    def _apply_due_scale_downs(self) -> None:
+    def apply_scale_downs(self) -> None:  # also run each time this target's lock is taken
         for colour in COLOURS:
             try:
                 self._scale_down_if_due(colour)

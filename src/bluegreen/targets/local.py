@@ -69,17 +69,19 @@ class LocalProcessTarget(HostPortTarget):
                 raise TargetError(f"{colour} has never been deployed; nothing to start")
             self._start(colour, version)
 
-    def schedule_scale_down(self, colour: Colour, delay: float, release_id: str) -> None:
-        """A detached `bluegreen _scale-down` stops the colour after `delay`, unless a release came since."""
+    def schedule_scale_down(self, colour: Colour, delay: float, release_id: str) -> float | None:
+        """A detached `bluegreen _scale-down` stops the colour after `delay`, unless a release came since;
+        nothing is left for this run to wait for."""
         if delay <= 0:
             self.scale(colour, 0)
-            return
+            return None
         argv = [
             sys.executable, "-m", "bluegreen", "_scale-down", "-c", str(self.settings.source.resolve()),
             "-e", self.settings.environment, "--colour", colour, "--release-id", release_id, "--after", str(delay),
         ]
         pid = proc.spawn(argv, log_file=self.state_dir / "scale-down.log", env=dict(os.environ))
         proc.write_pid(self.state_dir / f"scale-down-{colour}.pid", pid)
+        return None
 
     def stop_all(self, purge: bool = False) -> list[str]:
         stopped = []
