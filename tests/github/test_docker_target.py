@@ -149,12 +149,14 @@ def test_rollback_is_not_blocked_while_a_deploy_waits_to_scale_down(denv):
             time.sleep(0.1)
         rollback = denv.cli("rollback")
         assert rollback.returncode == 0, rollback.stderr
-        assert deploy.poll() is None  # the rollback ran while the deploy was still waiting to scale down
         assert denv.live_version() == "1"
     finally:
         _, err = deploy.communicate(timeout=120)
     assert deploy.returncode == 0, err
     phases = {p["name"]: p for p in json.loads((denv.dir / "d.json").read_text())["phases"]}
+    rollback_phases = {p["name"]: p for p in denv.report()["phases"]}
+    # The rollback switched while the deploy was still waiting to scale down, not after it
+    assert rollback_phases["switch green -> blue"]["started_at"] < phases["scale down blue (due)"]["started_at"]
     assert phases["scale down blue (due)"]["status"] == "succeeded"
     assert denv.container("blue")["State"]["Running"] is True  # live again: not scaled down
     assert denv.live_version() == "1"
