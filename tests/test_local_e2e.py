@@ -43,6 +43,16 @@ def test_first_release_then_switch_then_rollback(local_env):
     assert local_env.report()["live_colour"] == "blue"
 
 
+def test_raw_rollback_command_switches_back_without_bluegreen(local_env):
+    assert local_env.cli("deploy", "--version", "1").returncode == 0
+    assert local_env.cli("deploy", "--version", "2").returncode == 0
+    raw = local_env.report()["raw_rollback_command"]
+    assert "bluegreen" not in raw.replace(str(local_env.dir), "")  # for when bluegreen itself is the problem
+    subprocess.run(["/bin/sh", "-c", raw], check=True, timeout=10)
+    assert local_env.live_version() == "1"
+    assert json.loads(local_env.cli("status", "--json").stdout)["live"] == "blue"
+
+
 def test_failing_test_suite_fails_before_switch(local_env):
     assert local_env.cli("deploy", "--version", "1").returncode == 0
     local_env.write(test_suite='test_suite:\n  command: ["{python}", "-c", "print(\'2 failed\'); raise SystemExit(3)"]\n')

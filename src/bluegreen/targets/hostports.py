@@ -3,6 +3,7 @@ Caddy file router in front of them sends live traffic to one of those ports."""
 
 from __future__ import annotations
 
+import shlex
 import time
 from pathlib import Path
 
@@ -34,6 +35,12 @@ class HostPortTarget(Target):
 
     def switch(self, to: Colour, deadline: float) -> None:
         self.router.switch(to)
+
+    def raw_rollback_command(self, to: Colour) -> str | None:
+        """The router reads its upstream file on every request: rewriting that file is the whole switch."""
+        path = str(self.router.upstream_file.resolve())
+        tmp = shlex.quote(path + ".tmp")
+        return f"printf '%s\\n' {shlex.quote(self.router.upstreams[to])} > {tmp} && mv -f {tmp} {shlex.quote(path)}"
 
     def check_running(self, colour: Colour) -> None:
         """Raise NotReadyError, with the reason and the end of its log, if `colour` has stopped."""

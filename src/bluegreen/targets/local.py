@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from ..config import COLOURS, Colour, LocalTarget, Settings, render
-from ..errors import NotReadyError, TargetError
+from ..errors import LockHeldError, NotReadyError, TargetError
 from ..report import write_atomic
 from . import proc
 from .base import ColourState
@@ -139,14 +139,25 @@ class LocalProcessTarget(HostPortTarget):
 
 
 def finish_scale_down(target: LocalProcessTarget, colour: Colour, release_id: str) -> str:
-    """Run by the detached `_scale-down`: stop `colour` if nothing happened since `release_id`."""
-    latest = next(iter(target.state.history()), None)
-    if latest is None or latest.id != release_id:
-        return f"skipped: a later release ({latest.id if latest else 'none'}) superseded {release_id}"
-    if target.live() == colour:
-        return f"skipped: {colour} is live again"
-    lock = target.state.read_lock()
-    if lock is not None and not lock.expired():
-        return f"skipped: a run holds the lock ({lock.holder})"
-    target.scale(colour, 0)
-    return f"stopped {colour}"
+    """Run by the detached `_scale-down`: stop `colour` unless a release came since `release_id`.
+    It takes the deploy lock, waiting while a run holds it, so it never races a deploy or a rollback."""
+    holder = f"{release_id} (scale-down)"
+    give_up = time.monotonic() + target.settings.timeouts.lock
+    while True:
+        try:
+            target.state.acquire_lock(holder, ttl=60)
+            break
+        except LockHeldError:
+            if time.monotonic() > give_up:
+                return f"skipped: the lock stayed held; {colour} keeps running"
+            time.sleep(2)
+    try:
+        latest = next(iter(target.state.history()), None)
+        if latest is None or latest.id != release_id:
+            return f"skipped: a later release ({latest.id if latest else 'none'}) superseded {release_id}"
+        if target.live() == colour:
+            return f"skipped: {colour} is live again"
+        target.scale(colour, 0)
+        return f"stopped {colour}"
+    finally:
+        target.state.release_lock(holder)
