@@ -209,20 +209,25 @@ class Pipeline:
         self._record(action, "succeeded", to, version, live, live_version)
         self._finish("succeeded")
         if live is not None:
-            delay = self.settings.scale_down_delay
-            with self._phase(f"scale down {live}") as p:
-                if delay == "never":
-                    p.status, p.detail = "skipped", "scale_down_delay: never keeps it running"
-                else:
-                    try:
-                        wait = self.target.schedule_scale_down(live, delay, self.release_id)
-                        p.detail = f"in {delay:g}s" if delay else "now"
-                        if wait is not None:
-                            self._pending_scale_down = (live, wait)
-                            p.detail += " (this run waits, without holding the lock)"
-                    except BluegreenError as exc:  # the release stands; an idle colour left running is cheap
-                        p.status, p.detail = "failed", str(exc)
-                        self.events.warning(f"could not scale {live} down: {exc}")
+            self._plan_scale_down(live)
+
+    def _plan_scale_down(self, old: Colour) -> None:
+        """The old colour keeps running for scale_down_delay, so a rollback meanwhile is one switch."""
+        delay = self.settings.scale_down_delay
+        with self._phase(f"scale down {old}") as p:
+            if delay == "never":
+                p.status, p.detail = "skipped", "scale_down_delay: never keeps it running"
+                return
+            try:
+                wait = self.target.schedule_scale_down(old, delay, self.release_id)
+            except BluegreenError as exc:  # the release stands; an idle colour left running is cheap
+                p.status, p.detail = "failed", str(exc)
+                self.events.warning(f"could not scale {old} down: {exc}")
+                return
+            p.detail = f"in {delay:g}s" if delay else "now"
+            if wait is not None:
+                self._pending_scale_down = (old, wait)
+                p.detail += " (this run waits, without holding the lock)"
 
     def _scale_down_after_wait(self) -> None:
         """Wait out a short scale-down delay with the lock released (a rollback in that window must not
