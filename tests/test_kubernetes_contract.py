@@ -18,8 +18,9 @@ from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import ConfigMap, Service
+from lightkube.types import PatchType
 
-from kubefake.fixtures import REAL, SECRET_TOKEN, cluster, get_live_version, run_cli, write_config  # noqa: F401
+from kubefake.fixtures import REAL, SECRET_TOKEN, cluster, get_live_version, image, run_cli, write_config  # noqa: F401
 
 HTTPRoute = create_namespaced_resource("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes")
 fake_only = pytest.mark.skipif(bool(REAL), reason="steers the fake API server's insides")
@@ -113,6 +114,194 @@ def test_deploy_v1_then_v2_by_httproute(cluster, tmp_path):
     assert get_live_version(cluster.live_url) == "3"
     assert "patch httproute example --type=json" in second.report["raw_rollback_command"]
     assert '"path":"/spec/rules/0/backendRefs/1/weight","value":100' in second.report["raw_rollback_command"]
+
+
+# --- deploying by manifests: rendered for the idle colour, server-side applied ----------------------
+
+MANIFEST = """\
+# the idle colour's Deployment; bluegreen renders the placeholders and sets the replicas
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {app}-{colour}
+  labels:
+    app: {app}
+    colour: {colour}
+  annotations:
+    example.dev/image: "{image}"
+spec:
+  selector:
+    matchLabels:
+      app: {app}
+      colour: {colour}
+  template:
+    metadata:
+      labels:
+        app: {app}
+        colour: {colour}
+        version: "{version}"
+    spec:
+      containers:
+        - name: app
+          image: IMAGE
+          ports:
+            - name: http
+              containerPort: 8080
+"""
+
+
+def manifest_config(cluster, tmp_path, text: str | None = MANIFEST, file: str = "k8s/deployment.yaml"):
+    if text is not None:
+        (tmp_path / file).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / file).write_text(text.replace("IMAGE", image("{version}")))
+    return write_config(tmp_path / "bluegreen.yml", cluster, target={"manifests": [file]})
+
+
+def deployment(cluster, colour):
+    with cluster.client() as c:
+        return c.get(Deployment, f"example-{colour}")
+
+
+def applied_by_bluegreen(obj) -> dict:
+    """The fields bluegreen's server-side apply owns (managedFields fieldsV1), {} if none."""
+    entries = [m for m in obj.metadata.managedFields or [] if m.manager == "bluegreen" and m.operation == "Apply"]
+    return entries[0].fieldsV1 if entries else {}
+
+
+def owned_image(fields: dict) -> bool:
+    container = fields.get("f:spec", {}).get("f:template", {}).get("f:spec", {}).get("f:containers", {})
+    return "f:image" in container.get('k:{"name":"app"}', {})
+
+
+def assert_failed_before_the_switch(cluster, run) -> str:
+    assert run.code == 1, run.err
+    assert "Traceback" not in run.err
+    assert run.report["status"] == "failed" and run.report["switched"] is False
+    reason = run.report["reason"]
+    assert reason and "\n" not in reason
+    assert selector_colour(cluster) == "blue"  # live untouched, still answering the old version
+    assert get_live_version(cluster.live_url) == "1"
+    assert lease_holder(cluster) is None
+    return reason
+
+
+def test_deploy_v1_then_v2_by_server_side_applied_manifests(cluster, tmp_path):
+    cluster.create_examples("service")
+    config = manifest_config(cluster, tmp_path)
+
+    first = run_cli(config, "deploy", "--version", "2")
+    assert first.code == 0, first.err
+    assert selector_colour(cluster) == "green"
+    assert get_live_version(cluster.live_url) == "2"
+    green = deployment(cluster, "green")
+    container = green.spec.template.spec.containers[0]
+    assert container.image == image("2")
+    assert green.metadata.labels == {"app": "example", "colour": "green"}
+    assert green.spec.template.metadata.labels == {"app": "example", "colour": "green", "version": "2"}
+    assert green.metadata.annotations["example.dev/image"] == image("2")  # {image}: the target's image setting
+    assert green.metadata.annotations["bluegreen.dev/version"] == "2"
+    assert green.spec.replicas == 2  # not in the manifest: the live colour's count
+    assert container.readinessProbe.httpGet.path == "/healthz"  # another manager's, not in the manifest: kept
+    assert owned_image(applied_by_bluegreen(green))
+    if cluster.fake:
+        applies = [r for r in cluster.fake.writes(r"/deployments/example-green$")
+                   if r.content_type == "application/apply-patch+yaml"]
+        assert [r.status for r in applies] == [200]
+        assert "fieldManager=bluegreen" in applies[0].query and "force=true" in applies[0].query
+
+    # another manager's fields on the colour the next release is applied to
+    with cluster.client() as c:
+        c.patch(Deployment, "example-blue", {
+            "metadata": {"annotations": {"team.example/owner": "payments"}},
+            "spec": {"template": {"spec": {"containers": [{"name": "app", "env": [{"name": "FEATURE_X",
+                                                                                   "value": "on"}]}]}}},
+        }, patch_type=PatchType.STRATEGIC, field_manager="team-tool")
+
+    second = run_cli(config, "deploy", "--version", "3")
+    assert second.code == 0, second.err
+    assert selector_colour(cluster) == "blue"
+    assert get_live_version(cluster.live_url) == "3"
+    blue = deployment(cluster, "blue")
+    container = blue.spec.template.spec.containers[0]
+    assert container.image == image("3")
+    assert blue.spec.template.metadata.labels["colour"] == "blue"
+    assert blue.spec.template.metadata.labels["version"] == "3"
+    assert blue.metadata.annotations["team.example/owner"] == "payments"
+    assert [(e.name, e.value) for e in container.env] == [("FEATURE_X", "on")]
+    assert container.readinessProbe.httpGet.path == "/healthz"
+    assert {m.manager for m in blue.metadata.managedFields} >= {"bluegreen", "team-tool"}
+    assert owned_image(applied_by_bluegreen(blue))
+    assert replicas(cluster, "green") == 0 and replicas(cluster, "blue") == 2
+    assert [(h["version"], h["colour"], h["outcome"]) for h in history(cluster)] == [
+        ("3", "blue", "succeeded"), ("2", "green", "succeeded")]
+
+
+def test_a_second_apply_to_the_same_deployment_keeps_fields_other_managers_own(cluster, tmp_path):
+    from bluegreen.config import load_config
+    from bluegreen.targets import make_target
+
+    cluster.create_examples("service")
+    config = manifest_config(cluster, tmp_path)
+    target = make_target(load_config(config))
+    try:
+        target.deploy("green", "2")
+        with cluster.client() as c:  # e.g. a platform tool, between two releases on this colour
+            c.patch(Deployment, "example-green", {
+                "metadata": {"labels": {"team.example/tier": "web"}},
+                "spec": {"template": {"spec": {"containers": [{"name": "app", "env": [{"name": "FEATURE_X",
+                                                                                       "value": "on"}]}]}}},
+            }, patch_type=PatchType.STRATEGIC, field_manager="team-tool")
+        target.deploy("green", "3")
+        target.wait_ready("green", time.monotonic() + (180 if REAL else 10))
+    finally:
+        target.close()
+    green = deployment(cluster, "green")
+    container = green.spec.template.spec.containers[0]
+    assert container.image == image("3")
+    assert green.spec.template.metadata.labels["version"] == "3"
+    assert green.metadata.annotations["bluegreen.dev/version"] == "3"
+    assert green.metadata.labels == {"app": "example", "colour": "green", "team.example/tier": "web"}
+    assert [(e.name, e.value) for e in container.env] == [("FEATURE_X", "on")]
+    assert container.readinessProbe.httpGet.path == "/healthz"
+    assert green.spec.replicas == 2
+    assert selector_colour(cluster) == "blue"  # deploying never switches
+
+
+BAD_MANIFESTS = [
+    # (id, change to the manifest, what the reason says besides the object)
+    ("selector-does-not-match-labels",
+     ("        colour: {colour}\n        version", "        colour: blue\n        version"),
+     "`selector` does not match template `labels`"),
+    ("value-of-the-wrong-type", ("spec:\n  selector", "spec:\n  replicas: two\n  selector"), "spec.replicas"),
+    ("unknown-field", ("          ports:", "          imagePullPolcy: Always\n          ports:"),
+     "imagePullPolcy"),
+]
+
+
+@pytest.mark.parametrize("change,says", [b[1:] for b in BAD_MANIFESTS], ids=[b[0] for b in BAD_MANIFESTS])
+def test_a_manifest_that_renders_to_an_invalid_object_fails_before_the_switch(cluster, tmp_path, change, says):
+    cluster.create_examples("service")
+    assert change[0] in MANIFEST
+    config = manifest_config(cluster, tmp_path, MANIFEST.replace(change[0], change[1], 1))
+    run = run_cli(config, "deploy", "--version", "2")
+    reason = assert_failed_before_the_switch(cluster, run)
+    assert "Deployment example-green" in reason and "deployment.yaml" in reason and says in reason, reason
+    assert deployment(cluster, "green").spec.template.spec.containers[0].image == image("1")  # nothing applied
+
+
+@pytest.mark.parametrize("text,says", [
+    (None, "No such file or directory"),
+    ("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {app}-{colour}\n  labels: [app\n", "line 6"),
+    ("apiVersion: apps/v1\nkind: Deployment\n\tmetadata: {}\n", "line 3"),
+], ids=["missing", "unclosed-flow-sequence", "tab-indent"])
+def test_a_manifest_that_is_missing_or_not_yaml_is_named_in_one_line(cluster, tmp_path, text, says):
+    cluster.create_examples("service")
+    config = manifest_config(cluster, tmp_path, text)
+    run = run_cli(config, "deploy", "--version", "2")
+    reason = assert_failed_before_the_switch(cluster, run)
+    assert str(tmp_path / "k8s" / "deployment.yaml") in reason and says in reason, reason
+    if text is not None:
+        assert "not valid YAML" in reason
 
 
 # --- failures before and after the switch --------------------------------------------------------

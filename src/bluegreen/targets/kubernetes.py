@@ -49,6 +49,24 @@ def _ann(name: str) -> str:
     return ANNOTATION + name
 
 
+def _dropped_field(given: Any, kept: Any, path: str = "") -> str | None:
+    """The first field of `given` (a manifest document) missing from `kept` (what will be sent)."""
+    if isinstance(given, dict) and isinstance(kept, dict):
+        for key, value in given.items():
+            here = f"{path}.{key}" if path else str(key)
+            if value is not None and key not in kept:
+                return here
+            found = _dropped_field(value, kept.get(key), here)
+            if found:
+                return found
+    elif isinstance(given, list) and isinstance(kept, list):
+        for i, (item, kept_item) in enumerate(zip(given, kept)):
+            found = _dropped_field(item, kept_item, f"{path}[{i}]")
+            if found:
+                return found
+    return None
+
+
 class KubernetesTarget(Target):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -260,24 +278,38 @@ class KubernetesTarget(Target):
                 text = path.read_text(encoding="utf-8")
             except OSError as exc:
                 raise TargetError(f"manifest {path}: {exc.strerror}") from None
+            except UnicodeDecodeError:
+                raise TargetError(f"manifest {path} is not valid YAML: not UTF-8 text") from None
             text = render(text, app=self.app, colour=colour, version=version, image=image, namespace=self.namespace)
             try:
                 docs = [d for d in yaml.safe_load_all(text) if d]
             except yaml.YAMLError as exc:
-                raise TargetError(f"manifest {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+                # the problem and where, not the parser's first line ("while parsing a block mapping")
+                mark = getattr(exc, "problem_mark", None)
+                problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+                where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+                raise TargetError(f"manifest {path} is not valid YAML: {problem}{where}") from None
             for doc in docs:
                 self._apply(doc, path)
 
-    def _apply(self, doc: dict, path: Path) -> None:
+    def _apply(self, doc: Any, path: Path) -> None:
         from lightkube.codecs import from_dict
         from lightkube.core.exceptions import LoadResourceError
 
+        meta = doc.get("metadata") if isinstance(doc, dict) else None
+        name = (meta.get("name") if isinstance(meta, dict) else None) or "?"
+        kind = doc.get("kind") if isinstance(doc, dict) else None
         try:
             obj = from_dict(doc)
         except (LoadResourceError, AttributeError, TypeError, ValueError) as exc:
-            raise TargetError(f"manifest {path}: {exc}") from None
-        name = doc.get("metadata", {}).get("name", "?")
-        what = f"apply {doc.get('kind')} {name} from {path.name}"
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise TargetError(f"manifest {path}: {kind} {name}: {reason}") from None
+        # lightkube's models drop fields they do not know (a typo such as `contianers`): the object would be
+        # applied without them, so refuse, as kubectl's strict field validation does
+        unknown = _dropped_field(doc, obj.to_dict())
+        if unknown:
+            raise TargetError(f"manifest {path}: {kind} {name}: unknown field {unknown!r}")
+        what = f"apply {kind} {name} from {path.name}"
         try:
             self.kube.call(what, lambda: self.client.apply(obj, namespace=self.namespace, field_manager="bluegreen",
                                                            force=True))
