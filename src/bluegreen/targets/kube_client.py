@@ -141,6 +141,16 @@ class Kube:
             except LightkubeConfigError as exc:  # e.g. an exec plugin failing
                 raise TargetError(f"{what}: credentials from {self.source} failed: {_first_line(str(exc))}") from None
 
+    def get(self, res: Any, name: str, namespace: str, *, deadline: float | None = None) -> Any:
+        """Read one object; None when it does not exist."""
+        what = f"read {res.__name__} {name}"
+        try:
+            return self.call(what, lambda: self.client.get(res, name, namespace=namespace), deadline=deadline)
+        except ApiError as exc:
+            if is_not_found(exc):
+                return None
+            raise self.error(what, exc) from None
+
     def error(self, what: str, exc: ApiError) -> TargetError:
         code, reason = exc.status.code, exc.status.reason or ""
         message = _first_line(exc.status.message or reason)

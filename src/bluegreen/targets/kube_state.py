@@ -18,7 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from ..errors import LockHeldError, TargetError
 from .base import LockInfo, Release, StateStore, utcnow
-from .kube_client import Kube, is_conflict, is_not_found
+from .kube_client import Kube, is_conflict
 
 HISTORY_KEY = "history.json"
 MAX_HISTORY_BYTES = 512 * 1024  # well under a ConfigMap's 1 MiB, whatever the limit says
@@ -57,13 +57,7 @@ class KubeStateStore(StateStore):
     # --- the lease ---------------------------------------------------------------------------
 
     def _get_lease(self) -> Lease | None:
-        try:
-            return self.kube.call(f"read Lease {self.lease_name}",
-                                  lambda: self.kube.client.get(Lease, self.lease_name, namespace=self.namespace))
-        except ApiError as exc:
-            if is_not_found(exc):
-                return None
-            raise self.kube.error(f"read Lease {self.lease_name}", exc) from None
+        return self.kube.get(Lease, self.lease_name, self.namespace)
 
     @staticmethod
     def _info(lease: Lease | None) -> LockInfo | None:
@@ -182,13 +176,7 @@ class KubeStateStore(StateStore):
     # --- the history -------------------------------------------------------------------------
 
     def _get_history(self) -> ConfigMap | None:
-        try:
-            return self.kube.call(f"read ConfigMap {self.history_name}",
-                                  lambda: self.kube.client.get(ConfigMap, self.history_name, namespace=self.namespace))
-        except ApiError as exc:
-            if is_not_found(exc):
-                return None
-            raise self.kube.error(f"read ConfigMap {self.history_name}", exc) from None
+        return self.kube.get(ConfigMap, self.history_name, self.namespace)
 
     def _parse(self, cm: ConfigMap | None) -> list[Release]:
         raw = ((cm.data or {}) if cm is not None else {}).get(HISTORY_KEY)

@@ -100,17 +100,11 @@ class KubernetesTarget(Target):
     # --- reads -------------------------------------------------------------------------------
 
     def _get(self, res: Any, name: str, *, missing_ok: bool = False, deadline: float | None = None) -> Any:
-        what = f"read {res.__name__} {name}"
-        try:
-            return self.kube.call(what, lambda: self.client.get(res, name, namespace=self.namespace),
-                                  deadline=deadline)
-        except ApiError as exc:
-            if is_not_found(exc):
-                if missing_ok:
-                    return None
-                raise TargetError(f"{res.__name__} {name} not found {self._where()}: create it first "
-                                  "(see examples/kubernetes)") from None
-            raise self.kube.error(what, exc) from None
+        found = self.kube.get(res, name, self.namespace, deadline=deadline)
+        if found is None and not missing_ok:
+            raise TargetError(f"{res.__name__} {name} not found {self._where()}: create it first "
+                              "(see examples/kubernetes)")
+        return found
 
     def _list(self, res: Any, labels: dict, *, deadline: float | None = None) -> list:
         what = f"list {res.__name__} {labels}"
