@@ -1,8 +1,9 @@
 """The command line: parse, run one command over the engine, print, exit with a documented code.
 
-Exit codes: 0 done; 1 failed before the switch (live untouched); 2 invalid usage or
-config; 3 the deploy lock is held by another run; 4 failed after the switch and
-rolled back automatically; 5 failed after the switch and the rollback failed too.
+Exit codes: 0 done; 1 failed or cancelled before the switch (live untouched); 2 invalid
+usage or config; 3 the deploy lock is held by another run; 4 failed or cancelled after
+the switch and switched back automatically; 5 failed after the switch and switching back
+failed too.
 
 Only argparse is imported at start-up, so `bluegreen --help` answers at once; the
 engine, pydantic and httpx load when a command runs.
@@ -23,10 +24,10 @@ if TYPE_CHECKING:
 EXIT_CODES_HELP = """\
 exit codes:
   0  done
-  1  failed before the switch; live traffic untouched
+  1  failed or cancelled before the switch; live traffic untouched
   2  invalid usage or config
   3  the deploy lock is held by another run
-  4  failed after the switch; switched back automatically
+  4  failed or cancelled after the switch; switched back automatically
   5  failed after the switch and switching back failed: a human must act
 """
 
@@ -102,43 +103,83 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace, adapter: Adapter) -> int:
     """Run one parsed command, presented by a CI adapter (plain terminal, GitHub, GitLab)."""
-    from .errors import BluegreenError, ExitCode
+    from .cancel import CANCEL, Cancelled
+    from .errors import BluegreenError
 
-    events = adapter.events
-    try:
-        if args.command == "schema":
-            return _schema()
-        settings = _settings(args)
-        if args.command == "validate":
-            target = settings.target
-            print(f"{settings.source}: ok (app {settings.app}, environment {settings.environment}, target {target.kind})",
-                  file=sys.stderr)
-            return ExitCode.OK
-        from .pipeline import Pipeline, RunInfo
-        from .targets import make_target
-
-        target = make_target(settings)
+    with CANCEL.handling():  # SIGINT/SIGTERM/SIGHUP -> Cancelled, handled phase by phase in the pipeline
         try:
-            command = adapter.rollback_command(args) or default_rollback_command(args)
-            run_info = RunInfo(rollback_command=command, run_url=adapter.run_url, actor=adapter.actor)
-            pipeline = Pipeline(settings, target, events, run_info)
-            if args.command == "status":
-                return _status(pipeline, args.json)
-            if args.command == "down":
-                stopped = target.stop_all(purge=args.purge)
-                print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running", file=sys.stderr)
-                return ExitCode.OK
-            if args.command == "_scale-down":
-                return _scale_down(target, args)
-            return _change(pipeline, args, adapter)
-        finally:
-            target.close()
-    except BluegreenError as exc:
-        print(f"bluegreen: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("bluegreen: interrupted", file=sys.stderr)
-        return 130
+            return _run(args, adapter)
+        except Cancelled as stop:  # before a pipeline began, or in a read-only command: nothing changed
+            print(f"bluegreen: {stop}; nothing changed", file=sys.stderr)
+            return 1
+        except BluegreenError as exc:
+            print(f"bluegreen: error: {exc}", file=sys.stderr)
+            _write_error_report(args, adapter, exc)
+            return exc.exit_code
+
+
+def _run(args: argparse.Namespace, adapter: Adapter) -> int:
+    from .errors import ExitCode
+
+    if args.command == "schema":
+        return _schema()
+    settings = _settings(args)
+    if args.command == "validate":
+        target = settings.target
+        print(f"{settings.source}: ok (app {settings.app}, environment {settings.environment}, target {target.kind})",
+              file=sys.stderr)
+        return ExitCode.OK
+    from .pipeline import Pipeline, RunInfo
+    from .targets import make_target
+
+    target = make_target(settings)
+    try:
+        command = adapter.rollback_command(args) or default_rollback_command(args)
+        run_info = RunInfo(rollback_command=command, run_url=adapter.run_url, actor=adapter.actor)
+        pipeline = Pipeline(settings, target, adapter.events, run_info, checkpoint=_report_writer(args, adapter))
+        if args.command == "status":
+            return _status(pipeline, args.json)
+        if args.command == "down":
+            stopped = target.stop_all(purge=args.purge)
+            print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running", file=sys.stderr)
+            return ExitCode.OK
+        if args.command == "_scale-down":
+            return _scale_down(target, args)
+        return _change(pipeline, args, adapter)
+    finally:
+        target.close()
+
+
+def _report_writer(args: argparse.Namespace, adapter: Adapter):  # type: ignore[no-untyped-def]
+    """Writes the JSON report atomically, secrets redacted; None for commands that keep no report."""
+    from pathlib import Path
+
+    from .report import Result, write_atomic
+
+    path = getattr(args, "report", None)
+    if not path or getattr(args, "dry_run", False):
+        return None
+
+    def write(result: Result) -> None:
+        try:
+            write_atomic(Path(path), adapter.redact(result.to_json()) + "\n")
+        except OSError as exc:  # the report is a record: never a reason to stop a run half-way
+            print(f"bluegreen: warning: cannot write the report {path}: {exc.strerror}", file=sys.stderr)
+
+    return write
+
+
+def _write_error_report(args: argparse.Namespace, adapter: Adapter, exc: Exception) -> None:
+    """A run that stopped before its pipeline began (a broken config, an unreachable target) still
+    replaces the report, so CI never uploads the previous run's as this one's."""
+    from .errors import ConfigError
+    from .report import Result
+
+    write = _report_writer(args, adapter) if args.command in ("deploy", "promote", "rollback") else None
+    if write is None:
+        return
+    status = "invalid" if isinstance(exc, ConfigError) else "failed"
+    write(Result(command=args.command, status=status, app="", environment=args.environment or "", reason=str(exc)))
 
 
 def default_rollback_command(args: argparse.Namespace) -> str:
@@ -160,9 +201,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _change(pipeline: Pipeline, args: argparse.Namespace, adapter: Adapter) -> int:
-    from pathlib import Path
-
-    from .report import write_atomic
+    from .cancel import CANCEL
 
     if getattr(args, "force_unlock", False):
         removed = pipeline.target.state.force_unlock()
@@ -174,9 +213,9 @@ def _change(pipeline: Pipeline, args: argparse.Namespace, adapter: Adapter) -> i
         result = pipeline.promote(expect_version=args.expect_version)
     else:
         result = pipeline.rollback(force=args.force, expect_version=args.expect_version)
+    CANCEL.hold()  # the outcome is decided: what is left is telling it
     pipeline.events.finished(result)
-    if args.report and not getattr(args, "dry_run", False):
-        write_atomic(Path(args.report), result.to_json() + "\n")
+    pipeline.checkpoint(result)
     adapter.publish(result, args)
     if args.json:
         print(result.to_json())
@@ -200,17 +239,21 @@ def _status(pipeline: Pipeline, as_json: bool) -> int:
         health = "ready" if c.ready else ("running" if c.running else "stopped")
         lines.append(f"  {c.colour:<6} {role:<5} version {c.version or '-':<16} {health:<8} {c.detail}")
     lock = status.lock
-    lines.append(
-        f"  lock: held by {lock.holder} since {lock.acquired_at:%Y-%m-%d %H:%M:%S} UTC"
-        + (" (expired)" if lock.expired() else "")
-        if lock else "  lock: free"
-    )
+    if lock is None:
+        lines.append("  lock: free")
+    elif lock.holder_gone():
+        lines.append(
+            f"  lock: left by {lock.holder}, interrupted during {lock.where()} "
+            f"({'its lock expired' if lock.expired() else 'its process is gone'}); the next run takes it over"
+        )
+    else:
+        lines.append(f"  lock: held by {lock.holder} ({lock.where()}) since {lock.acquired_at:%Y-%m-%d %H:%M:%S} UTC")
     if status.history:
         lines.append("  recent releases:")
         for r in status.history[:5]:
             lines.append(
                 f"    {r.at:%Y-%m-%d %H:%M:%S}  {r.action:<8} {r.version or '-':<12} -> {r.colour or '-':<5} "
-                f"{r.outcome}" + (f"  {r.run_url}" if r.run_url else "")
+                f"{r.outcome}" + (f"  {r.run_url}" if r.run_url else "") + (f"\n      {r.detail}" if r.detail else "")
             )
     print("\n".join(lines))
     return 0

@@ -174,7 +174,12 @@ class TestSuite(Model):
 class Timeouts(Model):
     ready: Duration = Field(120, description="Deadline for the idle colour to become ready.")
     switch: Duration = Field(30, description="Deadline for the router to send new requests to the new colour.")
-    lock: Duration = Field(900, description="A lock not renewed for this long expires and may be taken over.")
+    lock: Duration = Field(
+        120,
+        description="A running deploy renews its lock every quarter of this; a lock not renewed for this long (its run "
+        "was killed) expires and the next run takes it over. On the machine that holds it, a killed run's lock is "
+        "taken over at once.",
+    )
 
 
 # --- targets ---------------------------------------------------------------------------------

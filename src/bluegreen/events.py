@@ -43,7 +43,7 @@ class Events:
 
 def phase_line(phase: Phase) -> str:
     """`  ok   switch blue -> green   1.8 ms`: one line per finished phase."""
-    mark = {"succeeded": "ok  ", "failed": "FAIL", "skipped": "skip"}.get(phase.status, "    ")
+    mark = {"succeeded": "ok  ", "failed": "FAIL", "skipped": "skip", "cancelled": "STOP"}.get(phase.status, "    ")
     detail = f"  {phase.detail}" if phase.detail else ""
     return f"  {mark} {phase.name:<28} {format_duration(phase.duration):>8}{detail}"
 

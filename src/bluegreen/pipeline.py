@@ -7,6 +7,11 @@ rollback: lock -> resolve live -> start the previous colour if stopped -> check 
 
 Live routing is touched only by `Target.switch`, and only after the idle colour is
 ready and checked. Every wait has a deadline. Every phase is an event.
+
+A cancelled run (SIGINT, SIGTERM: see cancel.py) obeys one rule per phase: before the
+switch it stops what runs and leaves live untouched (status cancelled, exit 1); from the
+switch until verification has passed it switches back to the colour that was live (exit 4);
+while waiting to scale the old colour down, the release stands and the scale-down stays due.
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Iterator
+from typing import Callable, Iterator
 
+from .cancel import CANCEL, Cancelled
 from .checks import smoke
 from .checks.suite import run_test_suite
 from .config import Colour, Settings, other_colour
@@ -56,13 +62,20 @@ class _AfterSwitchFailure(BluegreenError):
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, target: Target, events: Events, run: RunInfo) -> None:
+    def __init__(
+        self, settings: Settings, target: Target, events: Events, run: RunInfo,
+        checkpoint: Callable[[Result], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.target = target
         self.events = events
         self.run = run
+        # Called with the result as it stands when the run begins and after every phase, so the
+        # report on disk is never a previous run's, even when this one is killed outright.
+        self.checkpoint = checkpoint or (lambda result: None)
         self.release_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
         self.result: Result
+        self._holder: str | None = None  # our lock's holder id while we hold it
         self._pending_scale_down: tuple[Colour, float] | None = None  # (old colour, seconds to wait)
 
     # --- commands --------------------------------------------------------------------------
@@ -86,8 +99,9 @@ class Pipeline:
             self._smoke_checks(idle, version)
 
             if not switch:
-                self._record("prepare", "prepared", idle, version, live, live_version)
-                return self._finish("prepared")
+                with CANCEL.held():
+                    self._record("prepare", "prepared", idle, version, live, live_version)
+                    return self._finish("prepared")
             self._release("deploy", idle, version, live, live_version)
         self._scale_down_after_wait()
         return self.result
@@ -186,30 +200,35 @@ class Pipeline:
     ) -> None:
         """Switch to `to`, verify through the live URL, switch back if that fails; record; scale down.
         `smoke_window=False` (a forced rollback) checks only that the version answers."""
-        with self._phase(f"switch {live or 'none'} -> {to}") as p:
-            try:
-                self.target.switch(to, time.monotonic() + self.settings.timeouts.switch)
-            except BluegreenError as exc:
-                # A router that failed mid-change must be read, not assumed: carry on only if it moved,
-                # and let verification through the live URL decide whether the new colour really serves.
-                if self.target.live() != to:
-                    raise
-                p.detail = f"the router points at {to}, but: {exc}"
-                self.events.warning(f"switch: {exc}; the router points at {to}, verifying through the live URL")
-        self.result.switched = True
-        self.result.live_colour, self.result.idle_colour = to, live
-
         try:
+            with CANCEL.shielded():  # a switch is never cut in half; a signal meanwhile is raised after it
+                with self._phase(f"switch {live or 'none'} -> {to}") as p:
+                    try:
+                        self.target.switch(to, time.monotonic() + self.settings.timeouts.switch)
+                    except BluegreenError as exc:
+                        # A router that failed mid-change must be read, not assumed: carry on only if it
+                        # moved, and let verification through the live URL decide whether it really serves.
+                        if self.target.live() != to:
+                            raise
+                        p.detail = f"the router points at {to}, but: {exc}"
+                        self.events.warning(f"switch: {exc}; the router points at {to}, verifying through the live URL")
+                self.result.switched = True
+                self.result.live_colour, self.result.idle_colour = to, live
             with self._phase("verify live"):
                 self._verify(to, version, smoke_window)
         except _AfterSwitchFailure as failure:
-            self._after_failed_verify(action, to, version, live, live_version, str(failure))
+            with CANCEL.held():  # switching back is the way out: a signal must not stop it half-way
+                self._after_failed_verify(action, to, version, live, live_version, str(failure))
+            return
+        except Cancelled as stop:
+            self._after_cancelled_switch(action, to, version, live, live_version, stop)
             return
 
-        self._record(action, "succeeded", to, version, live, live_version)
-        self._finish("succeeded")
-        if live is not None:
-            self._plan_scale_down(live)
+        with CANCEL.held():  # verified: the release stands, whatever signal comes now
+            self._record(action, "succeeded", to, version, live, live_version)
+            self._finish("succeeded")
+            if live is not None:
+                self._plan_scale_down(live)
 
     def _plan_scale_down(self, old: Colour) -> None:
         """The old colour keeps running for scale_down_delay, so a rollback meanwhile is one switch."""
@@ -237,7 +256,12 @@ class Pipeline:
         colour, wait = self._pending_scale_down
         self._pending_scale_down = None
         self.events.log(f"{colour} is scaled down in {wait:g}s; the lock is free meanwhile (a rollback can run)")
-        time.sleep(wait)
+        try:
+            CANCEL.wait(wait)
+        except Cancelled as stop:  # the release stands; the scale-down stays due for the next run
+            with self._phase(f"scale down {colour} (due)") as p:
+                p.status, p.detail = "skipped", f"{stop}: the next run applies it"
+            return
         with self._phase(f"scale down {colour} (due)") as p:
             holder = f"{self.release_id} (scale-down)"
             try:
@@ -276,11 +300,48 @@ class Pipeline:
             self._record(action, "rollback_failed", to, version, live, live_version)
             self._finish("rollback_failed", keep_reason=True)
             return
-        self.result.switched = False
+        self.result.switched, self.result.switched_back = False, True
         self.result.live_colour, self.result.idle_colour = live, to
         self.result.reason = f"{reason}; switched back to {live} (version {live_version})"
         self._record(action, "rolled_back", to, version, live, live_version)
         self._finish("rolled_back", keep_reason=True)
+
+    def _after_cancelled_switch(
+        self, action: str, to: Colour, version: str, live: Colour | None, live_version: str | None, stop: Cancelled
+    ) -> None:
+        """Cancelled during or after the switch, before verification passed: the new colour was never
+        verified, so traffic goes back to where this run found it (whatever auto_rollback says)."""
+        self._mark_cancelled(stop)
+        if not self.result.switched:  # the router did not move
+            self.result.reason = f"{stop} during {self.result.cancelled_in}; live untouched"
+            self._finish("cancelled", keep_reason=True)
+            return
+        if live is None:
+            self.result.reason = (f"{stop} during {self.result.cancelled_in}; {to} stays live, unverified "
+                                  "(nothing was live before): a human must act")
+            self._record(action, "cancelled", to, version, live, live_version, detail=self.result.reason)
+            self._finish("cancelled", keep_reason=True)
+            return
+        try:
+            with self._phase(f"switch back {to} -> {live}"):
+                self.target.switch(live, time.monotonic() + min(self.settings.timeouts.switch, 5))
+        except BluegreenError as exc:
+            self.result.reason = f"{stop} during {self.result.cancelled_in}; switching back to {live} failed: {exc}"
+            self._record(action, "cancelled", to, version, live, live_version, detail=self.result.reason)
+            self._finish("cancelled", keep_reason=True)
+            return
+        self.result.switched, self.result.switched_back = False, True
+        self.result.live_colour, self.result.idle_colour = live, to
+        self.result.reason = (f"{stop} during {self.result.cancelled_in}, before {to} was verified; "
+                              f"switched back to {live} (version {live_version})")
+        self._record(action, "cancelled", to, version, live, live_version, detail=self.result.reason)
+        self._finish("cancelled", keep_reason=True)
+
+    def _mark_cancelled(self, stop: Cancelled) -> None:
+        stopped = next((p for p in reversed(self.result.phases) if p.status == "cancelled"), None)
+        last = self.result.phases[-1].name if self.result.phases else "start"
+        self.result.cancelled_in = stopped.name if stopped else last
+        self.events.warning(f"{stop}: stopping (phase {self.result.cancelled_in})")
 
     def _verify(self, colour: Colour, version: str, smoke_window: bool = True) -> None:
         verify = self.settings.verify
@@ -385,11 +446,12 @@ class Pipeline:
     def _begin(self, command: str, title: str) -> None:
         s = self.settings
         self.result = Result(
-            command=command, status="failed", app=s.app, environment=s.environment,
+            command=command, status="running", app=s.app, environment=s.environment,
             rollback_command=self.run.rollback_command, release_id=self.release_id,
             raw_rollback_command=None,
         )
         self.events.started(title)
+        self.checkpoint(self.result)
 
     def _finish(self, status: str, keep_reason: bool = False) -> Result:
         self.result.status = status  # type: ignore[assignment]
@@ -400,11 +462,13 @@ class Pipeline:
         return self.result
 
     def _record(
-        self, action: str, outcome: str, colour: Colour, version: str, live: Colour | None, live_version: str | None
+        self, action: str, outcome: str, colour: Colour, version: str, live: Colour | None, live_version: str | None,
+        detail: str | None = None,
     ) -> None:
         release = Release(
             id=self.release_id, action=action, outcome=outcome, version=version, colour=colour,  # type: ignore[arg-type]
             previous_colour=live, previous_version=live_version, run_url=self.run.run_url, actor=self.run.actor,
+            detail=detail,
         )
         try:
             self.target.state.record(release, self.settings.history_limit)
@@ -416,9 +480,17 @@ class Pipeline:
         phase = Phase(name=name, started_at=datetime.now(timezone.utc))
         self.result.phases.append(phase)
         self.events.phase_started(name)
+        if self._holder is not None:
+            try:
+                self.target.state.note_progress(self._holder, self.result.command, name)
+            except BluegreenError:
+                pass  # a note for `status` after a crash; never a reason to stop
         started = time.monotonic()
         try:
             yield phase
+        except Cancelled as stop:
+            phase.status, phase.detail = "cancelled", str(stop)
+            raise
         except BaseException as exc:
             phase.status = "failed"
             phase.detail = str(exc) or type(exc).__name__
@@ -429,12 +501,22 @@ class Pipeline:
         finally:
             phase.duration = time.monotonic() - started
             self.events.phase_finished(phase)
+            self.checkpoint(self.result)
 
     @contextmanager
     def _guarded(self) -> Iterator[None]:
         """A BluegreenError ends the run with a status and a one-line reason instead of a traceback."""
         try:
             yield
+        except Cancelled as stop:
+            if self.result.status != "running":
+                return  # the outcome was decided before the signal: it stands
+            self._mark_cancelled(stop)
+            if self.result.switched:  # not expected: _release handles a cancellation after the switch
+                self.result.reason = f"{stop} during {self.result.cancelled_in}; {self.result.live_colour} stays live"
+            else:
+                self.result.reason = f"{stop} during {self.result.cancelled_in}; live untouched"
+            self._finish("cancelled", keep_reason=True)
         except LockHeldError as exc:
             self.result.reason = str(exc)
             self._finish("locked", keep_reason=True)
@@ -452,26 +534,53 @@ class Pipeline:
         """Hold the deploy lock for the whole run, renewing it so long waits do not let it expire."""
         ttl = self.settings.timeouts.lock
         holder = self.release_id + (f" ({self.run.run_url})" if self.run.run_url else "")
-        with self._phase("lock") as p:
-            info = self.target.state.acquire_lock(holder, ttl)
-            p.detail = f"held until {info.expires_at:%H:%M:%S} UTC"
         stop = threading.Event()
+        renewer = None
 
         def renew() -> None:
-            while not stop.wait(max(1.0, ttl / 3)):
+            while not stop.wait(max(1.0, ttl / 4)):
                 try:
                     self.target.state.renew_lock(holder, ttl)
                 except BluegreenError as exc:
                     self.events.warning(f"could not renew the deploy lock: {exc}")
 
-        renewer = threading.Thread(target=renew, name="lock-renewer", daemon=True)
-        renewer.start()
         try:
+            with CANCEL.shielded():  # the lock is taken whole and then released, or not taken at all
+                with self._phase("lock") as p:
+                    info = self.target.state.acquire_lock(holder, ttl)
+                    p.detail = f"held until {info.expires_at:%H:%M:%S} UTC unless renewed"
+                self._holder = holder
+                self._record_interrupted(self.target.state.taken_over)
+            renewer = threading.Thread(target=renew, name="lock-renewer", daemon=True)
+            renewer.start()
             yield
         finally:
             stop.set()
-            renewer.join(timeout=5)
-            try:
-                self.target.state.release_lock(holder)
-            except BluegreenError as exc:
-                self.events.warning(f"could not release the deploy lock (it expires by itself): {exc}")
+            if renewer is not None:
+                renewer.join(timeout=5)
+            if self._holder is not None:
+                self._holder = None
+                with CANCEL.held():
+                    try:
+                        self.target.state.release_lock(holder)
+                    except BluegreenError as exc:
+                        self.events.warning(f"could not release the deploy lock (it expires by itself): {exc}")
+
+    def _record_interrupted(self, previous: LockInfo | None) -> None:
+        """The lock we took belonged to a run that was killed outright: say so, and keep it in the history."""
+        if previous is None:
+            return
+        self.target.state.taken_over = None
+        how = (f"its process {previous.pid} on {previous.host} is gone" if not previous.expired()
+               else f"its lock expired at {previous.expires_at:%H:%M:%S} UTC")
+        detail = f"interrupted during {previous.where()}: {how}"
+        self.events.warning(f"took over the deploy lock of {previous.holder}, {detail}")
+        action = previous.command if previous.command in ("deploy", "promote", "rollback") else "deploy"
+        try:
+            self.target.state.record(
+                Release(id=previous.holder.split(" ")[0], action=action, outcome="interrupted",  # type: ignore[arg-type]
+                        at=previous.renewed_at, detail=detail),
+                self.settings.history_limit,
+            )
+        except BluegreenError as exc:
+            self.events.warning(f"could not record the interrupted run in the history: {exc}")

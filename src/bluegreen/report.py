@@ -16,6 +16,7 @@ from .config import Colour
 from .errors import ExitCode
 
 Status = Literal[
+    "running",  # the run has not finished (the report is written before anything changes)
     "succeeded",  # switched and verified (deploy, promote, rollback)
     "prepared",  # deployed and checked on the idle colour, not switched (--no-switch)
     "planned",  # --dry-run
@@ -24,6 +25,7 @@ Status = Literal[
     "rolled_back",  # failed after the switch, switched back automatically
     "rollback_failed",  # failed after the switch, and switching back failed
     "invalid",  # bad usage or config
+    "cancelled",  # stopped by a signal (a cancelled pipeline): live left as it was before the run
 ]
 
 EXIT_CODES: dict[str, ExitCode] = {
@@ -35,12 +37,13 @@ EXIT_CODES: dict[str, ExitCode] = {
     "locked": ExitCode.LOCKED,
     "rolled_back": ExitCode.ROLLED_BACK,
     "rollback_failed": ExitCode.ROLLBACK_FAILED,
+    "running": ExitCode.ROLLBACK_FAILED,  # a run that never finished: nobody knows where traffic is
 }
 
 
 class Phase(BaseModel):
     name: str
-    status: Literal["running", "succeeded", "failed", "skipped"] = "running"
+    status: Literal["running", "succeeded", "failed", "skipped", "cancelled"] = "running"
     started_at: datetime
     duration: float = 0.0  # seconds
     detail: str = ""
@@ -70,7 +73,9 @@ class Result(BaseModel):
     previous_version: str | None = None
     preview_url: str | None = None
     live_url: str | None = None
-    switched: bool = False
+    switched: bool = False  # live traffic moved in this run, and stayed moved
+    switched_back: bool = False  # live traffic moved in this run, then went back (rolled back, cancelled)
+    cancelled_in: str | None = None  # the phase a cancellation stopped
     rollback_command: str | None = None
     raw_rollback_command: str | None = None
     release_id: str | None = None
@@ -80,6 +85,10 @@ class Result(BaseModel):
 
     @property
     def exit_code(self) -> ExitCode:
+        if self.status == "cancelled":  # by where traffic ended up
+            if self.switched:
+                return ExitCode.ROLLBACK_FAILED  # the new colour stays live, unverified
+            return ExitCode.ROLLED_BACK if self.switched_back else ExitCode.FAILED_BEFORE_SWITCH
         return EXIT_CODES[self.status]
 
     # --- renderings ----------------------------------------------------------------------

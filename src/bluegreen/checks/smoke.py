@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import httpx
 
+from ..cancel import CANCEL
 from ..config import SmokeCheck, render
 from ..report import CheckResult
 
@@ -130,6 +131,8 @@ def run_until_passing(
                 pause, delay = delay, min(delay * 2, MAX_BACKOFF)
                 failures += 1
             out_of_time = time.monotonic() >= deadline
+            if CANCEL.requested:  # in a worker thread (concurrent checks): stop; the main thread raises
+                last_failure, out_of_time = "cancelled", True
             if out_of_time or (failure_limit is not None and failures >= failure_limit):
                 if not out_of_time:
                     last_failure = f"{last_failure} ({failures} failures)"
@@ -139,7 +142,7 @@ def run_until_passing(
                     name=check.name, kind=kind, target=label, passed=False, attempts=attempts,
                     duration=time.monotonic() - started, detail=last_failure,
                 )
-            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            CANCEL.wait(min(pause, max(0.0, deadline - time.monotonic())))
 
 
 def run_all(checks: list[SmokeCheck], run_one: Callable[[SmokeCheck], CheckResult]) -> list[CheckResult]:
@@ -147,6 +150,7 @@ def run_all(checks: list[SmokeCheck], run_one: Callable[[SmokeCheck], CheckResul
     if not checks:
         return []
     with ThreadPoolExecutor(max_workers=min(8, len(checks))) as pool:
+        # A cancellation interrupts the wait here; the workers see it too and end after their request.
         return list(pool.map(run_one, checks))
 
 
@@ -172,7 +176,7 @@ def hold(
                 failures = list(pool.map(lambda c: probe(clients[c.name], c, base_url, values), checks))
                 if any(failures) or time.monotonic() + interval >= end:
                     break
-                time.sleep(interval)
+                CANCEL.wait(interval)
     finally:
         for client in clients.values():
             client.close()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable
 from xml.etree import ElementTree as ET
 
+from ..cancel import CANCEL
 from ..config import TestSuite, render
 from ..report import CheckResult
 
@@ -33,11 +34,13 @@ def run_test_suite(
         junit.unlink(missing_ok=True)  # a stale file from an earlier run must not pass for this one
     started = time.monotonic()
     try:
-        proc = subprocess.Popen(
-            argv, cwd=cwd, env={**os.environ, **suite.env, **env}, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, errors="replace",
-            start_new_session=True,  # so a timeout kills the whole process group, children included
-        )
+        with CANCEL.held():  # started and then stopped on cancellation, never left behind half-known
+            proc = subprocess.Popen(
+                argv, cwd=cwd, env={**os.environ, **suite.env, **env}, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, errors="replace",
+                start_new_session=True,  # its own process group: a timeout or a cancel stops its children too
+                preexec_fn=_die_with_parent,
+            )
     except OSError as exc:
         return CheckResult(name="test suite", kind="test_suite", target="preview", passed=False,
                            detail=f"cannot start {argv[0]!r}: {exc.strerror}")
@@ -54,11 +57,16 @@ def run_test_suite(
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
     try:
+        CANCEL.check()
         code = proc.wait(timeout=suite.timeout)
         timed_out = False
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        stop_group(proc, grace=0)
         code, timed_out = proc.wait(), True
+    except BaseException:  # cancelled: the suite's whole process group ends with the run
+        with CANCEL.held():
+            stop_group(proc, grace=STOP_GRACE)
+        raise
     reader.join(timeout=5)
     duration = time.monotonic() - started
 
@@ -80,6 +88,35 @@ def run_test_suite(
         name="test suite", kind="test_suite", target="preview", passed=passed, attempts=1, duration=duration,
         detail=detail + junit_note, tests=tests, failures=failures,
     )
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL it when bluegreen dies, so a run killed outright (SIGKILL,
+    a vanished runner) leaves no test suite running against the idle colour (Linux only)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+STOP_GRACE = 2.0  # SIGTERM, then SIGKILL: well inside GitHub's 7.5 s between its cancel signals
+
+
+def stop_group(proc: subprocess.Popen, grace: float) -> None:
+    """SIGTERM the process group, SIGKILL what is left of it after `grace` seconds."""
+    if grace > 0:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=grace)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # children that outlived the leader, or ignored SIGTERM
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 def _read_junit(path: Path) -> tuple[int | None, int | None, str]:

@@ -147,6 +147,9 @@ class GitHubAdapter(Adapter):
         self.events = GitHubEvents(self.secrets)
         self.published = False
 
+    def redact(self, text: str) -> str:
+        return self.secrets.redact(text)
+
     @property
     def run_url(self) -> str | None:
         env = os.environ

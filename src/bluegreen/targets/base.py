@@ -9,6 +9,8 @@ needs no artifacts.
 
 from __future__ import annotations
 
+import os
+import socket
 from abc import ABC, abstractmethod
 from datetime import datetime, timezone
 from typing import Literal
@@ -27,9 +29,38 @@ class LockInfo(BaseModel):
     acquired_at: datetime
     renewed_at: datetime
     expires_at: datetime
+    # Where the holder runs and what it is doing, so a run killed outright (SIGKILL, a runner that
+    # vanished) is recognised: on the same host its process is gone, elsewhere its lock expires.
+    host: str | None = None
+    pid: int | None = None
+    pid_started: str | None = None  # the process's start time, so a reused pid is not taken for it
+    command: str | None = None  # deploy, promote, rollback
+    phase: str | None = None  # the phase it was in when it last said so
 
     def expired(self) -> bool:
         return utcnow() >= self.expires_at
+
+    def holder_gone(self) -> bool:
+        """The holder can no longer release it: it expired, or its process on this host has ended."""
+        if self.expired():
+            return True
+        if self.host != socket.gethostname() or self.pid is None:
+            return False
+        from .proc import start_time
+
+        return start_time(self.pid) != self.pid_started
+
+    def where(self) -> str:
+        """`deploy, in phase 'test suite'`: what the holder was doing, as far as it said."""
+        what = self.command or "a run"
+        return what + (f", in phase {self.phase!r}" if self.phase else "")
+
+
+def this_process() -> dict:
+    """The LockInfo fields that identify the current process."""
+    from .proc import start_time
+
+    return {"host": socket.gethostname(), "pid": os.getpid(), "pid_started": start_time(os.getpid())}
 
 
 class Release(BaseModel):
@@ -45,6 +76,7 @@ class Release(BaseModel):
     previous_version: str | None = None
     run_url: str | None = None  # the CI job that did it, when known
     actor: str | None = None
+    detail: str | None = None  # e.g. why it was cancelled or where it was interrupted
 
 
 class ColourState(BaseModel):
@@ -61,6 +93,10 @@ class ColourState(BaseModel):
 class StateStore(ABC):
     """Lock and history, kept where the target lives."""
 
+    # Set by acquire_lock when it replaced the lock of a run that was killed or vanished (the lock
+    # expired, or its process is gone): the pipeline records that run as interrupted.
+    taken_over: LockInfo | None = None
+
     @abstractmethod
     def acquire_lock(self, holder: str, ttl: float) -> LockInfo:
         """Take the lock, or take over an expired one; raise LockHeldError naming holder and since."""
@@ -68,6 +104,10 @@ class StateStore(ABC):
     @abstractmethod
     def renew_lock(self, holder: str, ttl: float) -> None:
         """Push the expiry forward; raise TargetError when the lock is no longer ours."""
+
+    def note_progress(self, holder: str, command: str, phase: str) -> None:
+        """Record in the lock what its holder is doing, so `status` can say where a killed run stopped.
+        Optional: a store that cannot afford a write per phase keeps only the expiry."""
 
     @abstractmethod
     def release_lock(self, holder: str) -> None:

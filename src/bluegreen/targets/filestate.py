@@ -18,7 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from ..errors import LockHeldError, TargetError
 from ..report import write_atomic
-from .base import LockInfo, Release, StateStore, utcnow
+from .base import LockInfo, Release, StateStore, this_process, utcnow
 
 _HISTORY = TypeAdapter(list[Release])
 
@@ -50,15 +50,27 @@ class FileStateStore(StateStore):
     def acquire_lock(self, holder: str, ttl: float) -> LockInfo:
         with self._mutex():
             current = self.read_lock()
-            if current is not None and not current.expired() and current.holder != holder:
-                raise LockHeldError(
-                    f"the deploy lock is held by {current.holder} since {current.acquired_at:%Y-%m-%d %H:%M:%S} UTC "
-                    f"(expires {current.expires_at:%H:%M:%S} UTC; --force-unlock removes it)"
-                )
+            if current is not None and current.holder != holder:
+                if not current.holder_gone():
+                    raise LockHeldError(
+                        f"the deploy lock is held by {current.holder} since {current.acquired_at:%Y-%m-%d %H:%M:%S} "
+                        f"UTC ({current.where()}; expires {current.expires_at:%H:%M:%S} UTC unless renewed; "
+                        "--force-unlock removes it)"
+                    )
+                self.taken_over = current
             now = utcnow()
-            info = LockInfo(holder=holder, acquired_at=now, renewed_at=now, expires_at=now + timedelta(seconds=ttl))
+            info = LockInfo(
+                holder=holder, acquired_at=now, renewed_at=now, expires_at=now + timedelta(seconds=ttl), **this_process()
+            )
             write_atomic(self.lock_file, info.model_dump_json())
             return info
+
+    def note_progress(self, holder: str, command: str, phase: str) -> None:
+        with self._mutex():
+            current = self.read_lock()
+            if current is not None and current.holder == holder:
+                current.command, current.phase = command, phase
+                write_atomic(self.lock_file, current.model_dump_json())
 
     def renew_lock(self, holder: str, ttl: float) -> None:
         with self._mutex():

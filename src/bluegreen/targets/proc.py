@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 
-def _start_time(pid: int) -> str | None:
+def start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot; None when it is not running."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -28,7 +29,7 @@ def alive(pid: int) -> bool:
     child = _children.get(pid)
     if child is not None:
         child.poll()  # reap our own exited child, else it lingers as a zombie
-    return _start_time(pid) is not None
+    return start_time(pid) is not None
 
 
 def spawn(argv: list[str], *, log_file: Path, env: dict[str, str], cwd: Path | None = None) -> int:
@@ -54,7 +55,7 @@ def exit_code(pid: int) -> int | None:
 
 def write_pid(path: Path, pid: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"{pid} {_start_time(pid) or ''}\n")
+    path.write_text(f"{pid} {start_time(pid) or ''}\n")
 
 
 def read_pid(path: Path, *, running: bool = True) -> int | None:
@@ -66,7 +67,7 @@ def read_pid(path: Path, *, running: bool = True) -> int | None:
         return None
     if not running:
         return pid
-    now = _start_time(pid) if alive(pid) else None
+    now = start_time(pid) if alive(pid) else None
     return pid if now is not None and (not started or started == now) else None
 
 
