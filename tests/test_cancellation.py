@@ -128,6 +128,7 @@ def test_cancel(local_env, phase: str, signals: str) -> None:
             run.kill()
     assert "Traceback" not in stderr, stderr
     assert took < GITHUB_BUDGET, f"took {took:.1f}s to stop"
+    print(f"\n{phase} / {signals}: exit {run.returncode} {took:.2f}s after the first signal")
     after_switch = phase == "verify live"
     assert run.returncode == (4 if after_switch else 1), stderr
 
