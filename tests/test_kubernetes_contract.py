@@ -711,6 +711,52 @@ def test_a_short_scale_down_delay_is_waited_for(cluster, tmp_path):
     assert replicas(cluster, "blue") == 0
 
 
+def test_a_cancel_during_the_scale_down_wait_keeps_the_release(cluster, tmp_path):
+    """SIGTERM while the run waits to scale the old colour down: the release stands (exit 0), the old
+    colour stays warm, and its scale-down stays due for the next run."""
+    import os
+    import signal
+
+    cluster.create_examples("service")
+    config = write_config(tmp_path / "bluegreen.yml", cluster, scale_down_delay=60)
+    due_key = "bluegreen.dev/scale-down-at"
+
+    def cancel_once_due_is_recorded() -> None:
+        deadline = time.monotonic() + 60
+        with cluster.client() as c:
+            while time.monotonic() < deadline:
+                annotations = c.get(Deployment, "example-blue").metadata.annotations or {}
+                if due_key in annotations:
+                    time.sleep(0.3)  # inside the wait
+                    os.kill(os.getpid(), signal.SIGTERM)  # the CLI runs in this process, in the main thread
+                    return
+                time.sleep(0.05)
+
+    canceller = threading.Thread(target=cancel_once_due_is_recorded, daemon=True)
+    canceller.start()
+    started = time.monotonic()
+    run = run_cli(config, "deploy", "--version", "2")
+    canceller.join(5)
+    assert run.code == 0, run.err
+    assert time.monotonic() - started < 30  # it did not sit out the 60 s
+    assert run.report["status"] == "succeeded" and run.report["switched"] is True
+    due_phase = next(p for p in run.report["phases"] if p["name"] == "scale down blue (due)")
+    assert due_phase["status"] == "skipped" and "cancelled by SIGTERM" in due_phase["detail"]
+    assert selector_colour(cluster) == "green"
+    assert replicas(cluster, "blue") == 2  # still warm, for a rollback
+    with cluster.client() as c:
+        assert due_key in c.get(Deployment, "example-blue").metadata.annotations  # due for the next run
+    assert cluster_lock_holder(cluster) is None
+
+
+def cluster_lock_holder(cluster) -> str | None:
+    from lightkube.resources.coordination_v1 import Lease
+
+    with cluster.client() as c:
+        lease = c.get(Lease, "example-bluegreen-lock")
+    return lease.spec.holderIdentity if lease.spec else None
+
+
 # --- the runbook line ---------------------------------------------------------------------------------
 
 

@@ -46,7 +46,9 @@ class Cancellation:
 
     @contextmanager
     def handling(self) -> Iterator[None]:
-        """Install the handlers for the duration of one command (main thread only)."""
+        """Install the handlers for the duration of one command (main thread only); each command
+        starts with no cancellation (several commands can run in one process: tests, the demo)."""
+        self.__init__()  # type: ignore[misc]
         if threading.current_thread() is not threading.main_thread():
             yield
             return
@@ -100,10 +102,6 @@ class Cancellation:
         self.stopping.wait(max(0.0, seconds))
         if threading.current_thread() is threading.main_thread():
             self.check()
-
-    def reset(self) -> None:
-        """For a new command in the same process (tests)."""
-        self.__init__()  # type: ignore[misc]
 
 
 # Signals are per process, and so is this.

@@ -119,6 +119,8 @@ class KubeStateStore(StateStore):
             info = self._info(self._get_lease())
             if info is None or info.holder != holder:
                 continue  # a write answered by a timeout and retried may have lost to another run
+            if current is not None and current.holder != holder:
+                self.taken_over = current  # an expired holder: its run was killed or vanished
             for callback in self.on_locked:
                 callback()
             return info
