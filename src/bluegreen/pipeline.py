@@ -292,19 +292,7 @@ class Pipeline:
             self._record(action, "rollback_failed", to, version, live, live_version)
             self._finish("rollback_failed", keep_reason=True)
             return
-        try:
-            with self._phase(f"roll back {to} -> {live}"):
-                self.target.switch(live, time.monotonic() + self.settings.timeouts.switch)
-        except BluegreenError as exc:
-            self.result.reason = f"{reason}; switching back to {live} failed too: {exc}"
-            self._record(action, "rollback_failed", to, version, live, live_version)
-            self._finish("rollback_failed", keep_reason=True)
-            return
-        self.result.switched, self.result.switched_back = False, True
-        self.result.live_colour, self.result.idle_colour = live, to
-        self.result.reason = f"{reason}; switched back to {live} (version {live_version})"
-        self._record(action, "rolled_back", to, version, live, live_version)
-        self._finish("rolled_back", keep_reason=True)
+        self._switch_back(action, to, version, live, live_version, reason, "rolled_back", "rollback_failed")
 
     def _after_cancelled_switch(
         self, action: str, to: Colour, version: str, live: Colour | None, live_version: str | None, stop: Cancelled
@@ -312,30 +300,36 @@ class Pipeline:
         """Cancelled during or after the switch, before verification passed: the new colour was never
         verified, so traffic goes back to where this run found it (whatever auto_rollback says)."""
         self._mark_cancelled(stop)
+        reason = f"{stop} during {self.result.cancelled_in}"
         if not self.result.switched:  # the router did not move
-            self.result.reason = f"{stop} during {self.result.cancelled_in}; live untouched"
+            self.result.reason = f"{reason}; live untouched"
             self._finish("cancelled", keep_reason=True)
-            return
-        if live is None:
-            self.result.reason = (f"{stop} during {self.result.cancelled_in}; {to} stays live, unverified "
-                                  "(nothing was live before): a human must act")
+        elif live is None:
+            self.result.reason = f"{reason}; {to} stays live, unverified (nothing was live before): a human must act"
             self._record(action, "cancelled", to, version, live, live_version, detail=self.result.reason)
             self._finish("cancelled", keep_reason=True)
-            return
+        else:
+            self._switch_back(action, to, version, live, live_version, f"{reason}, before {to} was verified",
+                              "cancelled", "cancelled")
+
+    def _switch_back(
+        self, action: str, to: Colour, version: str, live: Colour, live_version: str | None, reason: str,
+        outcome: str, outcome_if_stuck: str,
+    ) -> None:
+        """`to` went live and must not stay: switch back to `live`, the previous colour, still running."""
         try:
-            with self._phase(f"switch back {to} -> {live}"):
-                self.target.switch(live, time.monotonic() + min(self.settings.timeouts.switch, 5))
+            with self._phase(f"roll back {to} -> {live}"):
+                self.target.switch(live, time.monotonic() + self.settings.timeouts.switch)
         except BluegreenError as exc:
-            self.result.reason = f"{stop} during {self.result.cancelled_in}; switching back to {live} failed: {exc}"
-            self._record(action, "cancelled", to, version, live, live_version, detail=self.result.reason)
-            self._finish("cancelled", keep_reason=True)
+            self.result.reason = f"{reason}; switching back to {live} failed too: {exc}"
+            self._record(action, outcome_if_stuck, to, version, live, live_version, detail=self.result.reason)
+            self._finish(outcome_if_stuck, keep_reason=True)
             return
         self.result.switched, self.result.switched_back = False, True
         self.result.live_colour, self.result.idle_colour = live, to
-        self.result.reason = (f"{stop} during {self.result.cancelled_in}, before {to} was verified; "
-                              f"switched back to {live} (version {live_version})")
-        self._record(action, "cancelled", to, version, live, live_version, detail=self.result.reason)
-        self._finish("cancelled", keep_reason=True)
+        self.result.reason = f"{reason}; switched back to {live} (version {live_version})"
+        self._record(action, outcome, to, version, live, live_version, detail=self.result.reason)
+        self._finish(outcome, keep_reason=True)
 
     def _mark_cancelled(self, stop: Cancelled) -> None:
         stopped = next((p for p in reversed(self.result.phases) if p.status == "cancelled"), None)
