@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..cancel import CANCEL
 from ..config import CaddyRouter, Colour
 from ..errors import TargetError
 from ..report import write_atomic
@@ -79,12 +80,13 @@ class CaddyFileRouter:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         config_file = self.state_dir / "caddy.json"
         write_atomic(config_file, json.dumps(self._caddy_config(), indent=2))
-        pid = proc.spawn(
-            [caddy_binary(), "run", "--config", str(config_file)],
-            log_file=self.state_dir / "caddy.log",
-            env={**os.environ, "HOME": str(self.state_dir), "XDG_DATA_HOME": str(self.state_dir / "caddy-data")},
-        )
-        proc.write_pid(self.pid_file, pid)
+        with CANCEL.shielded():  # a proxy started is a proxy recorded, or the next run cannot find it
+            pid = proc.spawn(
+                [caddy_binary(), "run", "--config", str(config_file)],
+                log_file=self.state_dir / "caddy.log",
+                env={**os.environ, "HOME": str(self.state_dir), "XDG_DATA_HOME": str(self.state_dir / "caddy-data")},
+            )
+            proc.write_pid(self.pid_file, pid)
         deadline = time.monotonic() + 10
         while not _listening(self.host, self.port):
             if not proc.alive(pid) or time.monotonic() > deadline:

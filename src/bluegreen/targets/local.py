@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..cancel import CANCEL
 from ..config import COLOURS, Colour, LocalTarget, Settings, render
 from ..errors import LockHeldError, NotReadyError, TargetError
 from ..report import write_atomic
@@ -110,12 +111,13 @@ class LocalProcessTarget(HostPortTarget):
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "a") as handle:
             handle.write(f"--- bluegreen: starting {colour} version {version} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-        try:
-            pid = proc.spawn(argv, log_file=log, env=env, cwd=cwd)
-        except OSError as exc:
-            raise TargetError(f"cannot start {colour}: {argv[0]}: {exc.strerror}") from None
-        proc.write_pid(self._pid_file(colour), pid)
-        write_atomic(self._record_file(colour), json.dumps({"version": version, "port": self.ports[colour]}))
+        with CANCEL.shielded():  # a process started is a process recorded, or the next run cannot stop it
+            try:
+                pid = proc.spawn(argv, log_file=log, env=env, cwd=cwd)
+            except OSError as exc:
+                raise TargetError(f"cannot start {colour}: {argv[0]}: {exc.strerror}") from None
+            proc.write_pid(self._pid_file(colour), pid)
+            write_atomic(self._record_file(colour), json.dumps({"version": version, "port": self.ports[colour]}))
 
     def _stop(self, colour: Colour) -> bool:
         pid = proc.read_pid(self._pid_file(colour))
