@@ -11,6 +11,7 @@ engine, pydantic and httpx load when a command runs.
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import sys
 from typing import TYPE_CHECKING
@@ -102,12 +103,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace, adapter: Adapter) -> int:
     """Run one parsed command, presented by a CI adapter (plain terminal, GitHub, GitLab)."""
-    from .errors import BluegreenError, ExitCode
+    from .errors import BluegreenError, ExitCode, one_line
 
     events = adapter.events
     try:
         if args.command == "schema":
             return _schema()
+        check_version("--version", getattr(args, "release_version", None))
+        check_version("--expect-version", getattr(args, "expect_version", None))
         settings = _settings(args)
         if args.command == "validate":
             target = settings.target
@@ -134,11 +137,27 @@ def run(args: argparse.Namespace, adapter: Adapter) -> int:
         finally:
             target.close()
     except BluegreenError as exc:
-        print(f"bluegreen: error: {exc}", file=sys.stderr)
+        print(f"bluegreen: error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("bluegreen: interrupted", file=sys.stderr)
         return 130
+
+
+# A version becomes an image tag, a label, a manifest value, an argv element and a line in logs and CI
+# outputs: letters, digits and . _ - + : @ (a tag, a semver with build metadata, a sha256:digest) are safe in
+# all of them; anything else (spaces, quotes, $, ;, /, newlines) is refused rather than escaped everywhere.
+VERSION = re.compile(r"[A-Za-z0-9._+:@-]{1,128}")
+
+
+def check_version(flag: str, value: str | None) -> None:
+    from .errors import ConfigError
+
+    if value is not None and not VERSION.fullmatch(value):
+        shown = repr(value) if len(value) <= 60 else repr(value[:60]) + f"... ({len(value)} characters)"
+        raise ConfigError(
+            f"{flag} {shown} is not a version: use 1 to 128 letters, digits and . _ - + : @"
+        )
 
 
 def default_rollback_command(args: argparse.Namespace) -> str:

@@ -495,7 +495,8 @@ def _describe(error: dict) -> str:
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     if kind not in ("value_error", "assertion_error") and "input" in error and not isinstance(error["input"], dict):
-        msg += f" (got {error['input']!r})"
+        got = repr(error["input"])
+        msg += f" (got {got[:80] + '...' if len(got) > 80 else got})"
     return msg
 
 
@@ -503,11 +504,16 @@ def load_config(path: str | Path, environment: str | None = None) -> Settings:
     """Read, validate and merge; every failure is a ConfigError of one line."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found (choose one with -c)") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8") from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -516,10 +522,13 @@ def load_config(path: str | Path, environment: str | None = None) -> Settings:
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+    except RecursionError:  # PyYAML composes recursively
+        raise ConfigError(f"{path}: invalid YAML: nested too deeply (more than {MAX_DEPTH} levels)") from None
     if data is None:
         raise ConfigError(f"{path}: the file is empty; expected a mapping with 'app' and 'environments'")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}:1: expected a mapping with 'app' and 'environments', got a {type(data).__name__}")
+    _check_shape(path, node, data)
 
     # ${VAR} references are expanded for the defaults and the selected environment only,
     # so a secret another environment needs does not have to be set.
@@ -548,6 +557,45 @@ def load_config(path: str | Path, environment: str | None = None) -> Settings:
         where = f"{path}:{line}" if line else str(path)
         raise ConfigError(f"{where}: {_dotted(first['loc'])}: {_describe(first)}{more}") from None
     return config.settings_for(environment, path)
+
+
+MAX_DEPTH = 50  # a real config nests about 8 levels deep
+MAX_VALUES = 100_000  # a real config holds a few hundred values; YAML aliases can expand a small file to millions
+
+
+def _check_shape(path: Path, node: yaml.Node, data: dict) -> None:
+    """Refuse what YAML accepts but a config never needs: a key given twice (YAML keeps the last one
+    silently, so an edit can be lost), nesting past MAX_DEPTH, and aliases that expand past MAX_VALUES."""
+    seen: set[int] = set()
+    nodes: list[yaml.Node] = [node]
+    while nodes:  # iterative, and each node once: an alias is the same node object again
+        current = nodes.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, yaml.MappingNode):
+            keys: set[str] = set()
+            for key, value in current.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    if key.value in keys:
+                        raise ConfigError(f"{path}:{key.start_mark.line + 1}: duplicate key {key.value!r}")
+                    keys.add(key.value)
+                nodes += (key, value)
+        elif isinstance(current, yaml.SequenceNode):
+            nodes += current.value
+    values: list[tuple[Any, int]] = [(data, 1)]
+    count = 0
+    while values:  # the expanded data: aliases count every time they are used
+        value, depth = values.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise ConfigError(f"{path}: more than {MAX_VALUES} values once YAML aliases are expanded")
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{path}: nested more than {MAX_DEPTH} levels deep")
+        if isinstance(value, dict):
+            values += [(v, depth + 1) for v in value.values()]
+        elif isinstance(value, list):
+            values += [(v, depth + 1) for v in value]
 
 
 def _only_environment(data: dict) -> str | None:
