@@ -114,8 +114,8 @@ def run(args: argparse.Namespace, adapter: Adapter) -> int:
         settings = _settings(args)
         if args.command == "validate":
             target = settings.target
-            print(f"{settings.source}: ok (app {settings.app}, environment {settings.environment}, target {target.kind})",
-                  file=sys.stderr)
+            print(one_line(f"{settings.source}: ok (app {settings.app}, environment {settings.environment}, "
+                           f"target {target.kind})"), file=sys.stderr)
             return ExitCode.OK
         from .pipeline import Pipeline, RunInfo
         from .targets import make_target
@@ -144,10 +144,11 @@ def run(args: argparse.Namespace, adapter: Adapter) -> int:
         return 130
 
 
-# A version becomes an image tag, a label, a manifest value, an argv element and a line in logs and CI
-# outputs: letters, digits and . _ - + : @ (a tag, a semver with build metadata, a sha256:digest) are safe in
-# all of them; anything else (spaces, quotes, $, ;, /, newlines) is refused rather than escaped everywhere.
-VERSION = re.compile(r"[A-Za-z0-9._+:@-]{1,128}")
+# A version becomes an image tag, a label, a manifest value, an argv element (of the app, of a test suite's
+# shell) and a line in logs and CI outputs: letters, digits and . _ - + : @ (a tag, a semver with build
+# metadata, a sha256:digest) are safe in all of them; anything else (spaces, quotes, $, ;, /, newlines) is
+# refused rather than escaped everywhere. The first character is never '-' or '.' (an option, '..').
+VERSION = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+:@-]{0,127}")
 
 
 def check_version(flag: str, value: str | None) -> None:
@@ -156,7 +157,8 @@ def check_version(flag: str, value: str | None) -> None:
     if value is not None and not VERSION.fullmatch(value):
         shown = repr(value) if len(value) <= 60 else repr(value[:60]) + f"... ({len(value)} characters)"
         raise ConfigError(
-            f"{flag} {shown} is not a version: use 1 to 128 letters, digits and . _ - + : @"
+            f"{flag} {shown} is not a version: use 1 to 128 letters, digits and . _ - + : @, "
+            "starting with a letter, a digit or _"
         )
 
 

@@ -58,7 +58,12 @@ def parse_duration(value: Any) -> Any:
         match = _DURATION.match(value)
         if match:
             return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    raise ValueError(f"expected a duration such as 30, '30s' or '5m', got {value!r}")
+    raise ValueError(f"expected a duration such as 30, '30s' or '5m', got {shorten(repr(value))}")
+
+
+def shorten(text: str, limit: int = 80) -> str:
+    """A value quoted in an error message: whole if short, else its start (a file can hold megabytes)."""
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 
 Duration = Annotated[
@@ -489,14 +494,13 @@ def _describe(error: dict) -> str:
         return "unknown key"
     if kind == "union_tag_invalid":
         expected = msg.split("expected tags:")[-1].strip()
-        return f"unknown kind {error['input'].get('kind')!r} (expected one of: {expected})"
+        return f"unknown kind {shorten(repr(error['input'].get('kind')))} (expected one of: {expected})"
     if kind == "union_tag_not_found":
         return "needs a 'kind'"
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     if kind not in ("value_error", "assertion_error") and "input" in error and not isinstance(error["input"], dict):
-        got = repr(error["input"])
-        msg += f" (got {got[:80] + '...' if len(got) > 80 else got})"
+        msg += f" (got {shorten(repr(error['input']))})"
     return msg
 
 

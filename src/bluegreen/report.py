@@ -104,10 +104,11 @@ class Result(BaseModel):
         }
 
     def to_dotenv(self, prefix: str = "BLUEGREEN_") -> str:
-        # GitLab's dotenv report takes one line per variable: newlines are flattened.
+        # GitLab's dotenv report takes one line per variable: line breaks (\r, \u2028... too) are flattened,
+        # so no value can start a variable of its own.
         lines = []
         for key, value in self.outputs().items():
-            value = " ".join(value.split("\n"))
+            value = " ".join(value.splitlines())
             lines.append(f"{prefix}{key.upper().replace('-', '_')}={value}")
         return "\n".join(lines) + "\n"
 
@@ -168,7 +169,7 @@ class Result(BaseModel):
 
 
 def _md_cell(value: object) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    return " ".join(str(value).replace("|", "\\|").splitlines())
 
 
 def write_atomic(path: Path, text: str) -> None:

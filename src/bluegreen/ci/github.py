@@ -242,13 +242,13 @@ def mask_kubeconfig(content: str, secrets_: Secrets) -> str:
         raise InputError("input kubeconfig is not valid YAML") from None
     if not isinstance(data, dict):
         raise InputError("input kubeconfig is not a kubeconfig (expected a mapping with clusters, users, contexts)")
-    for user in data.get("users") or []:
-        for value in _credentials((user or {}).get("user")):
-            secrets_.add(value)
-            try:  # client-key-data and friends: the decoded form is a secret too
-                secrets_.add(base64.b64decode(value, validate=True).decode())
-            except (binascii.Error, UnicodeDecodeError, ValueError):
-                pass
+    # Every string under users, whatever its shape: a malformed kubeconfig still has its secrets masked.
+    for value in _credentials(data.get("users")):
+        secrets_.add(value)
+        try:  # client-key-data and friends: the decoded form is a secret too
+            secrets_.add(base64.b64decode(value, validate=True).decode())
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            pass
     return text
 
 
@@ -292,6 +292,9 @@ def build_argv() -> list[str]:
         raise InputError(f"input command must be one of {', '.join(COMMANDS)}, got {name!r}")
     argv = [name, "-c", read_input("config", ".bluegreen.yml")]
     environment = read_input("environment")
+    for input_name, value in (("config", argv[-1]), ("environment", environment)):
+        if value.startswith("-"):  # argparse would take it for an option and fail with its usage text
+            raise InputError(f"input {input_name} must not start with '-', got {value!r}")
     if environment:
         argv += ["-e", environment]
     version = read_input("version")
