@@ -242,8 +242,6 @@ HOSTILE_FILES: dict[str, tuple[bytes, str]] = {
     "deep block nesting": (("app: demo\nenvironments:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 80))).encode(),
                            f"nested more than {MAX_DEPTH} levels deep"),
     "alias bomb": (_alias_bomb(6).encode(), f"more than {MAX_VALUES} values once YAML aliases are expanded"),
-    "duplicate key": ((BASE + "app: other\n").encode(), "bluegreen.yml:5: duplicate key 'app'"),
-    "duplicate nested key": ((BASE + "    url: http://a\n    url: http://b\n").encode(), ":6: duplicate key 'url'"),
     "tab indentation": (BASE.replace("  prod", "\tprod").encode(), "invalid YAML"),
     "a key with a line break": ((BASE + '    "ur\\nl\\r\\u2028": x\n').encode(), r"environments.prod.ur\nl\r\u2028: unknown key"),
     "an escape sequence": ((BASE + '    "\\e[2J\\e]0;title\\a": x\n').encode(), r"\x1b[2J\x1b]0;title\x07: unknown key"),
@@ -449,3 +447,125 @@ def test_hostile_action_inputs_never_run(tmp_path):
         assert "injected" not in step.output.read_text() and not step.summary.read_text()
         assert not (workspace / ".bluegreen").exists(), f"{given_inputs} started a deploy"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["github_output", "step_summary.md", "workspace"]
+
+
+# --- secrets: a header value the HTTP client refuses, and a run that crashes ---------------------------
+
+SECRET = "hdr-secret-9b8a7c6d5e4f"
+KUBE_TOKEN = "kube-token-5f1c0a9e7d3b4e2a8c6f"
+SECRET_CONFIG = """\
+app: secrets
+environments:
+  prod:
+    target:
+      kind: local
+      command: ["{python}", "%s", "--port", "{port}", "--version", "{version}"]
+      ports: {blue: %d, green: %d}
+      router: {listen: "127.0.0.1:%d"}
+timeouts: {ready: 10s}
+smoke:
+  timeout: 5s
+  interval: 0.1
+  checks:
+    - name: api
+      path: /version
+      headers: {Authorization: "${API_TOKEN}"}
+verify: {consecutive_successes: 1, window: 0.2s, interval: 0.1}
+scale_down_delay: never
+"""
+KUBECONFIG = f"apiVersion: v1\nkind: Config\nusers:\n  - name: deployer\n    user: {{token: {KUBE_TOKEN}}}\n"
+
+
+def _secret_config(dir: Path) -> Path:
+    from conftest import EXAMPLE_APP, free_port
+
+    path = dir / "bluegreen.yml"
+    path.write_text(SECRET_CONFIG % (EXAMPLE_APP, free_port(), free_port(), free_port()))
+    return path
+
+
+@pytest.mark.parametrize("token", [f"Bearer {SECRET}\n", f" Bearer {SECRET}", f"Bearer {SECRET}\r\nX-Evil: 1",
+                                   f"Bearer {SECRET}é"])
+def test_a_header_value_the_client_would_refuse_is_named_never_shown(capsys, monkeypatch, tmp_path, token):
+    """A CI variable with a trailing newline (or a space, a CR, a non-ASCII letter): the HTTP client would fail with
+    the value in its message, and that message would reach the report. It is a config error that never shows it."""
+    monkeypatch.setenv("API_TOKEN", token)
+    code, err = validate_in_process(capsys, _secret_config(tmp_path))
+    assert code == 2 and "smoke.checks[0].headers: the value of header 'Authorization' must be" in err, err
+    assert SECRET not in err
+
+
+@pytest.mark.parametrize("ci", ["github", "gitlab"])
+@pytest.mark.parametrize("crash_in", ["deploy", "switch"])
+def test_secrets_stay_out_of_everything_when_a_run_crashes(capsys, monkeypatch, tmp_path, crash_in, ci):
+    """An internal error (a bug: an exception no one expected) whose message holds the header value (and, in the
+    GitHub action, the kubeconfig token), run in process as the action or the GitLab job runs it: the report, the
+    outputs or dotenv, the summary and our log lines hold neither; in GitHub the only place they appear is the
+    `::add-mask::` line that registers them."""
+    from bluegreen.ci import github
+    from bluegreen.config import load_config
+    from bluegreen.targets.local import LocalProcessTarget
+
+    class CrashingTarget(LocalProcessTarget):  # a real local target with a bug in one method
+        def deploy(self, colour, version):
+            if crash_in == "deploy":
+                raise RuntimeError(f"unexpected: token {KUBE_TOKEN}, header Bearer {SECRET}")
+            super().deploy(colour, version)
+
+        def switch(self, to, deadline):
+            raise RuntimeError(f"unexpected: token {KUBE_TOKEN}, header Bearer {SECRET}")
+
+    config = _secret_config(tmp_path)
+    output, summary = tmp_path / "output", tmp_path / "summary.md"
+    for key in [k for k in os.environ if k.startswith(("INPUT_", "GITHUB_", "GITLAB_", "CI_", "BLUEGREEN_"))]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("API_TOKEN", f"Bearer {SECRET}")
+    if ci == "github":
+        env = {"GITHUB_ACTIONS": "true", "GITHUB_OUTPUT": str(output), "GITHUB_STEP_SUMMARY": str(summary),
+               "GITHUB_WORKSPACE": str(tmp_path), "INPUT_VERSION": "1", "INPUT_CONFIG": config.name,
+               "INPUT_KUBECONFIG": KUBECONFIG}
+    else:
+        env = {"GITLAB_CI": "true", "CI_JOB_URL": "https://gitlab.example/job/1"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("bluegreen.targets.make_target", CrashingTarget)
+    try:
+        code = github.main() if ci == "github" else cli.main(["deploy", "-c", config.name, "--version", "1"])
+    finally:
+        LocalProcessTarget(load_config(config)).stop_all()  # the app and proxy a crash at the switch leaves
+    out, err = capsys.readouterr()
+    report = json.loads((tmp_path / "bluegreen-report.json").read_text())
+    assert report["reason"].startswith("internal error: RuntimeError: unexpected: token "), report
+    assert "header ***" in report["reason"], report["reason"]
+    assert (code, report["status"], report["switched"]) == (1, "failed", False)
+    assert report["phases"][-1]["name"].startswith(crash_in) and report["phases"][-1]["status"] == "failed"
+    texts = {"report": json.dumps(report)}
+    if ci == "github":
+        masks = [line for line in out.splitlines() if line.startswith("::add-mask::")]
+        assert any(KUBE_TOKEN in m for m in masks) and any(SECRET in m for m in masks), masks
+        texts["log"] = "\n".join(line for line in out.splitlines() if not line.startswith("::add-mask::")) + err
+        texts.update(outputs=output.read_text(), summary=summary.read_text())
+        assert "internal error" in texts["outputs"] and "internal error" in texts["summary"]
+        secrets = [KUBE_TOKEN, SECRET]
+    else:
+        # Our own lines in the job log are the runner's to mask (a masked CI/CD variable); the artifacts are ours.
+        texts.update(dotenv=(tmp_path / "bluegreen.env").read_text(), junit=(tmp_path / "bluegreen-junit.xml").read_text())
+        assert "internal error" in texts["dotenv"]
+        secrets = [SECRET]
+    for where, text in texts.items():
+        for secret in secrets:
+            assert secret not in text, f"{secret!r} leaked into the {where}"
+
+
+def test_a_junit_count_that_is_not_a_number_is_unreadable_not_a_crash(tmp_path):
+    """The suite's JUnit file is its own text: a count holding anything (here, a token) is reported as unreadable,
+    without quoting it, instead of ending the run in an internal error that quotes it."""
+    from bluegreen.checks.suite import run_test_suite
+    from bluegreen.config import TestSuite
+
+    script = f"open('out.xml', 'w').write('<testsuite tests=\"Bearer {SECRET}\" failures=\"0\"/>')"
+    suite = TestSuite(command=["{python}", "-c", script], junit="out.xml")
+    result = run_test_suite(suite, base_dir=tmp_path, env={}, values={"python": sys.executable}, log=lambda _: None)
+    assert result.passed and (result.tests, result.failures) == (None, None)
+    assert result.detail == "exited with code 0; unreadable JUnit file: a tests, failures or errors count is not a number"

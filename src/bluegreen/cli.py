@@ -195,6 +195,10 @@ def _change(pipeline: Pipeline, args: argparse.Namespace, adapter: Adapter) -> i
         result = pipeline.promote(expect_version=args.expect_version)
     else:
         result = pipeline.rollback(force=args.force, expect_version=args.expect_version)
+    from .config import secret_header_values
+
+    # A reason or detail may quote a header value (an app echoing it, an internal error): never in an artifact.
+    result = result.redacted(secret_header_values(pipeline.settings))
     pipeline.events.finished(result)
     if args.report and not getattr(args, "dry_run", False):
         write_atomic(Path(args.report), result.to_json() + "\n")

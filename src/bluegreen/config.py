@@ -127,6 +127,19 @@ class SmokeCheck(Model):
     body: str | None = Field(None, description="Request body.")
     expect: Expect = Field(default_factory=Expect)
 
+    @field_validator("headers")
+    @classmethod
+    def _sendable(cls, headers: dict[str, str]) -> dict[str, str]:
+        # Checked here, not left to the HTTP client: its error quotes the value, and header values are secrets
+        # (a token read from a CI variable often ends in a newline). The message never shows the value.
+        for name, value in headers.items():
+            if not (value.isascii() and value.isprintable() and value == value.strip()):
+                raise ValueError(
+                    f"the value of header {name!r} must be printable ASCII without leading or trailing spaces or "
+                    "line breaks (the value is not shown: header values are secrets)"
+                )
+        return headers
+
 
 class SmokeSettings(Model):
     checks: list[SmokeCheck] = Field(default_factory=list, description="Run concurrently against the idle colour.")
@@ -405,6 +418,17 @@ class Settings(BaseModel):
         return path if path.is_absolute() else self.base_dir / path
 
 
+# Header values are secrets by default (SmokeCheck promises they never appear); these few are content
+# negotiation, and hiding "application/json" would blank it everywhere.
+PLAIN_HEADERS = {"accept", "accept-encoding", "accept-language", "content-type", "user-agent", "cache-control"}
+
+
+def secret_header_values(settings: Settings) -> list[str]:
+    """The request header values of the smoke checks and the version check: what must never be shown."""
+    checks = [*settings.smoke.checks, *([settings.verify.version_check] if settings.verify.version_check else [])]
+    return [value for check in checks for name, value in check.headers.items() if name.lower() not in PLAIN_HEADERS]
+
+
 # --- placeholders ----------------------------------------------------------------------------
 
 
@@ -532,7 +556,7 @@ def load_config(path: str | Path, environment: str | None = None) -> Settings:
         raise ConfigError(f"{path}: the file is empty; expected a mapping with 'app' and 'environments'")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}:1: expected a mapping with 'app' and 'environments', got a {type(data).__name__}")
-    _check_shape(path, node, data)
+    _check_shape(path, data)
 
     # ${VAR} references are expanded for the defaults and the selected environment only,
     # so a secret another environment needs does not have to be set.
@@ -567,26 +591,9 @@ MAX_DEPTH = 50  # a real config nests about 8 levels deep
 MAX_VALUES = 100_000  # a real config holds a few hundred values; YAML aliases can expand a small file to millions
 
 
-def _check_shape(path: Path, node: yaml.Node, data: dict) -> None:
-    """Refuse what YAML accepts but a config never needs: a key given twice (YAML keeps the last one
-    silently, so an edit can be lost), nesting past MAX_DEPTH, and aliases that expand past MAX_VALUES."""
-    seen: set[int] = set()
-    nodes: list[yaml.Node] = [node]
-    while nodes:  # iterative, and each node once: an alias is the same node object again
-        current = nodes.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, yaml.MappingNode):
-            keys: set[str] = set()
-            for key, value in current.value:
-                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
-                    if key.value in keys:
-                        raise ConfigError(f"{path}:{key.start_mark.line + 1}: duplicate key {key.value!r}")
-                    keys.add(key.value)
-                nodes += (key, value)
-        elif isinstance(current, yaml.SequenceNode):
-            nodes += current.value
+def _check_shape(path: Path, data: dict) -> None:
+    """Refuse what YAML accepts but a config never needs: nesting past MAX_DEPTH, and aliases that expand
+    past MAX_VALUES (a few lines of anchors can stand for millions of values)."""
     values: list[tuple[Any, int]] = [(data, 1)]
     count = 0
     while values:  # the expanded data: aliases count every time they are used

@@ -82,6 +82,13 @@ class Result(BaseModel):
     def exit_code(self) -> ExitCode:
         return EXIT_CODES[self.status]
 
+    def redacted(self, secrets: list[str]) -> Result:
+        """A copy with every secret replaced by ***: what an error message quoted must not reach an artifact."""
+        text = self.model_dump_json()
+        for secret in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
+            text = text.replace(json.dumps(secret)[1:-1], "***")  # as it stands inside a JSON string
+        return Result.model_validate_json(text)
+
     # --- renderings ----------------------------------------------------------------------
 
     def to_json(self) -> str:

@@ -33,9 +33,6 @@ from . import Adapter
 
 COMMANDS = ("deploy", "promote", "rollback", "status")
 FLAGS = {"no-switch": "deploy", "dry-run": "deploy", "force": "rollback"}  # boolean input -> its command
-# Header values are secrets by default (config.py promises they never appear); these few are
-# content negotiation, and masking "application/json" would blank it in every log line.
-PLAIN_HEADERS = {"accept", "accept-encoding", "accept-language", "content-type", "user-agent", "cache-control"}
 MIN_SECRET = 4  # GitHub masks any string; a 1-3 character "secret" would blank common words
 
 
@@ -273,16 +270,10 @@ def _credentials(node: object, key: str = "") -> Iterable[str]:
 
 def mask_config(config: str, environment: str | None, secrets_: Secrets) -> None:
     """Load the config quietly and mask its smoke checks' header values; a ConfigError propagates."""
-    from ..config import load_config
+    from ..config import load_config, secret_header_values
 
-    settings = load_config(config, environment or None)
-    checks = list(settings.smoke.checks)
-    if settings.verify.version_check is not None:
-        checks.append(settings.verify.version_check)
-    for check in checks:
-        for name, value in check.headers.items():
-            if name.lower() not in PLAIN_HEADERS:
-                secrets_.add(value)
+    for value in secret_header_values(load_config(config, environment or None)):
+        secrets_.add(value)
 
 
 def build_argv() -> list[str]:
