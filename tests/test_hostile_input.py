@@ -569,3 +569,45 @@ def test_a_junit_count_that_is_not_a_number_is_unreadable_not_a_crash(tmp_path):
     result = run_test_suite(suite, base_dir=tmp_path, env={}, values={"python": sys.executable}, log=lambda _: None)
     assert result.passed and (result.tests, result.failures) == (None, None)
     assert result.detail == "exited with code 0; unreadable JUnit file: a tests, failures or errors count is not a number"
+
+
+# --- the GitLab component's inputs: interpolated into a shell script -----------------------------------
+
+def _component() -> tuple[dict, str]:
+    spec_text, jobs = (ROOT / "gitlab" / "templates" / "deploy.yml").read_text().split("\n---\n", 1)
+    return yaml.safe_load(spec_text)["spec"]["inputs"], jobs
+
+
+def _script_line(jobs: str) -> str:
+    return next(line.strip()[2:] for line in jobs.splitlines() if line.strip().startswith("- set -- deploy"))
+
+
+@FAST
+@given(data=st.data())
+def test_component_inputs_that_pass_their_regex_never_run_in_the_job_script(tmp_path, data):
+    """GitLab interpolates an input into the job's script as text: whatever passes the spec's regex, run by the
+    shell as the job runs it, stays one argument and runs nothing. (The old regex let `$(touch${IFS}x)` through.)"""
+    import re
+
+    inputs, jobs = _component()
+    canary = tmp_path / "canary"
+    canary.unlink(missing_ok=True)  # tmp_path is shared by the examples
+    values = {}
+    for name in ("config", "version"):
+        regex = re.compile(inputs[name]["regex"])
+        value = data.draw(st.sampled_from([t.format(canary=canary) if "{canary}" in t else t
+                                           for t in HOSTILE_TEXTS if "\x00" not in t]
+                                          + [f"$(touch${{IFS}}{canary})", f"${{X:-$(touch {canary})}}", "$((1+1))"])
+                          | st.from_regex(regex, fullmatch=True), label=name)
+        if not regex.fullmatch(value):
+            return  # GitLab refuses the pipeline
+        values[name] = value
+    assert re.fullmatch(inputs["version"]["regex"], "$CI_COMMIT_SHA") and inputs["version"]["default"] == "$CI_COMMIT_SHA"
+    script = _script_line(jobs)
+    for name in ("config", "environment", "version"):
+        script = script.replace(f"$[[ inputs.{name} ]]", values.get(name, "prod"))
+    shown = subprocess.run(["sh", "-c", script + '; printf "%s\\0" "$@"'], capture_output=True, timeout=10,
+                           env={"PATH": os.environ["PATH"], "CI_COMMIT_SHA": "abc123"}, cwd=tmp_path)
+    assert not canary.exists(), f"{values} ran a command"
+    argv = shown.stdout.decode().split("\0")[:-1]
+    assert argv[:2] == ["deploy", "--config"] and len(argv) == 7, argv  # each input stayed one argument
