@@ -142,7 +142,7 @@ def test_rollback_and_deploy_lock_each_other_out(local_env: LocalEnv):
     assert local_env.live_version() == "v3"
 
     # A deploy while a rollback holds the lock (it holds it through its verification window).
-    local_env.config.write_text(local_env.config.read_text().replace("window: 0.5s", "window: 4s"))
+    local_env.config.write_text(local_env.config.read_text().replace("window: 0.5s", "window: 5s"))
     rollback = Run(["rollback", "--report", "rollback.json"])
     threads = _run_together(local_env, [rollback])
     holder = _lock_holder(local_env)

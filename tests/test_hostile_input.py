@@ -10,10 +10,9 @@ from __future__ import annotations
 import copy
 import json
 import os
-import string
 import subprocess
 import sys
-import textwrap
+import tempfile
 import unicodedata
 from pathlib import Path
 from unittest import mock
@@ -341,21 +340,18 @@ def test_renderings_keep_one_value_per_line(version, reason, url):
     assert sum(line.startswith("| version |") for line in table) == 1
     assert all(line.endswith(" |") for line in table), table
 
-    with mock.patch.dict(os.environ, {"GITHUB_OUTPUT": os.devnull}):
-        adapter = GitHubAdapter(Secrets())
     outputs = result.outputs()
-    written = _github_outputs(adapter, outputs)
-    assert written == outputs
+    assert _github_outputs(outputs) == outputs
 
 
-def _github_outputs(adapter: GitHubAdapter, outputs: dict[str, str]) -> dict[str, str]:
+def _github_outputs(outputs: dict[str, str]) -> dict[str, str]:
+    """Write outputs as the action does, read them back as the runner does."""
     from github.support import parse_github_output
 
-    import tempfile
-    with tempfile.NamedTemporaryFile("r", encoding="utf-8", suffix=".out") as handle:
+    with tempfile.NamedTemporaryFile("r", encoding="utf-8", newline="", suffix=".out") as handle:
         with mock.patch.dict(os.environ, {"GITHUB_OUTPUT": handle.name}):
-            adapter.write_outputs(outputs)
-        return parse_github_output(open(handle.name, encoding="utf-8", newline="").read())
+            GitHubAdapter(Secrets()).write_outputs(outputs)
+        return parse_github_output(handle.read())
 
 
 # --- the GitHub action's inputs: arbitrary text -------------------------------------------------------
