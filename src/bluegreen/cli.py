@@ -12,6 +12,7 @@ engine, pydantic and httpx load when a command runs.
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import sys
 from typing import TYPE_CHECKING
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace, adapter: Adapter) -> int:
     """Run one parsed command, presented by a CI adapter (plain terminal, GitHub, GitLab)."""
     from .cancel import CANCEL, Cancelled
-    from .errors import BluegreenError
+    from .errors import BluegreenError, one_line
 
     with CANCEL.handling():  # SIGINT/SIGTERM/SIGHUP -> Cancelled, handled phase by phase in the pipeline
         try:
@@ -113,7 +114,7 @@ def run(args: argparse.Namespace, adapter: Adapter) -> int:
             print(f"bluegreen: {stop}; nothing changed", file=sys.stderr)
             return 1
         except BluegreenError as exc:
-            print(f"bluegreen: error: {exc}", file=sys.stderr)
+            print(f"bluegreen: error: {one_line(str(exc))}", file=sys.stderr)
             _write_error_report(args, adapter, exc)
             return exc.exit_code
 
@@ -121,14 +122,19 @@ def run(args: argparse.Namespace, adapter: Adapter) -> int:
 def _run(args: argparse.Namespace, adapter: Adapter) -> int:
     from .errors import ExitCode
 
+    from .errors import one_line
+
     if args.command == "schema":
         return _schema()
+    check_version("--version", getattr(args, "release_version", None))
+    check_version("--expect-version", getattr(args, "expect_version", None))
     settings = _settings(args)
     if args.command == "validate":
         target = settings.target
-        print(f"{settings.source}: ok (app {settings.app}, environment {settings.environment}, target {target.kind})",
-              file=sys.stderr)
+        print(one_line(f"{settings.source}: ok (app {settings.app}, environment {settings.environment}, "
+                       f"target {target.kind})"), file=sys.stderr)
         return ExitCode.OK
+    from .config import secret_header_values
     from .pipeline import Pipeline, RunInfo
     from .targets import make_target
 
@@ -136,7 +142,8 @@ def _run(args: argparse.Namespace, adapter: Adapter) -> int:
     try:
         command = adapter.rollback_command(args) or default_rollback_command(args)
         run_info = RunInfo(rollback_command=command, run_url=adapter.run_url, actor=adapter.actor)
-        pipeline = Pipeline(settings, target, adapter.events, run_info, checkpoint=_report_writer(args, adapter))
+        report = _report_writer(args, adapter, secret_header_values(settings))
+        pipeline = Pipeline(settings, target, adapter.events, run_info, checkpoint=report)
         if args.command == "status":
             return _status(pipeline, args.json)
         if args.command == "down":
@@ -150,7 +157,7 @@ def _run(args: argparse.Namespace, adapter: Adapter) -> int:
         target.close()
 
 
-def _report_writer(args: argparse.Namespace, adapter: Adapter):  # type: ignore[no-untyped-def]
+def _report_writer(args: argparse.Namespace, adapter: Adapter, secrets: list[str] = []):  # type: ignore[no-untyped-def]
     """Writes the JSON report atomically, secrets redacted; None for commands that keep no report."""
     from pathlib import Path
 
@@ -162,7 +169,7 @@ def _report_writer(args: argparse.Namespace, adapter: Adapter):  # type: ignore[
 
     def write(result: Result) -> None:
         try:
-            write_atomic(Path(path), adapter.redact(result.to_json()) + "\n")
+            write_atomic(Path(path), adapter.redact(result.redacted(secrets).to_json()) + "\n")
         except OSError as exc:  # the report is a record: never a reason to stop a run half-way
             print(f"bluegreen: warning: cannot write the report {path}: {exc.strerror}", file=sys.stderr)
 
@@ -180,6 +187,24 @@ def _write_error_report(args: argparse.Namespace, adapter: Adapter, exc: Excepti
         return
     status = "invalid" if isinstance(exc, ConfigError) else "failed"
     write(Result(command=args.command, status=status, app="", environment=args.environment or "", reason=str(exc)))
+
+
+# A version becomes an image tag, a label, a manifest value, an argv element (of the app, of a test suite's
+# shell) and a line in logs and CI outputs: letters, digits and . _ - + : @ (a tag, a semver with build
+# metadata, a sha256:digest) are safe in all of them; anything else (spaces, quotes, $, ;, /, newlines) is
+# refused rather than escaped everywhere. The first character is never '-' or '.' (an option, '..').
+VERSION = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+:@-]{0,127}")
+
+
+def check_version(flag: str, value: str | None) -> None:
+    from .errors import ConfigError
+
+    if value is not None and not VERSION.fullmatch(value):
+        shown = repr(value) if len(value) <= 60 else repr(value[:60]) + f"... ({len(value)} characters)"
+        raise ConfigError(
+            f"{flag} {shown} is not a version: use 1 to 128 letters, digits and . _ - + : @, "
+            "starting with a letter, a digit or _"
+        )
 
 
 def default_rollback_command(args: argparse.Namespace) -> str:
@@ -214,6 +239,10 @@ def _change(pipeline: Pipeline, args: argparse.Namespace, adapter: Adapter) -> i
     else:
         result = pipeline.rollback(force=args.force, expect_version=args.expect_version)
     CANCEL.hold()  # the outcome is decided: what is left is telling it
+    from .config import secret_header_values
+
+    # A reason or detail may quote a header value (an app echoing it, an internal error): never in an artifact.
+    result = result.redacted(secret_header_values(pipeline.settings))
     pipeline.events.finished(result)
     pipeline.checkpoint(result)
     adapter.publish(result, args)

@@ -58,7 +58,12 @@ def parse_duration(value: Any) -> Any:
         match = _DURATION.match(value)
         if match:
             return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    raise ValueError(f"expected a duration such as 30, '30s' or '5m', got {value!r}")
+    raise ValueError(f"expected a duration such as 30, '30s' or '5m', got {shorten(repr(value))}")
+
+
+def shorten(text: str, limit: int = 80) -> str:
+    """A value quoted in an error message: whole if short, else its start (a file can hold megabytes)."""
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 
 Duration = Annotated[
@@ -121,6 +126,19 @@ class SmokeCheck(Model):
     )
     body: str | None = Field(None, description="Request body.")
     expect: Expect = Field(default_factory=Expect)
+
+    @field_validator("headers")
+    @classmethod
+    def _sendable(cls, headers: dict[str, str]) -> dict[str, str]:
+        # Checked here, not left to the HTTP client: its error quotes the value, and header values are secrets
+        # (a token read from a CI variable often ends in a newline). The message never shows the value.
+        for name, value in headers.items():
+            if not (value.isascii() and value.isprintable() and value == value.strip()):
+                raise ValueError(
+                    f"the value of header {name!r} must be printable ASCII without leading or trailing spaces or "
+                    "line breaks (the value is not shown: header values are secrets)"
+                )
+        return headers
 
 
 class SmokeSettings(Model):
@@ -405,6 +423,17 @@ class Settings(BaseModel):
         return path if path.is_absolute() else self.base_dir / path
 
 
+# Header values are secrets by default (SmokeCheck promises they never appear); these few are content
+# negotiation, and hiding "application/json" would blank it everywhere.
+PLAIN_HEADERS = {"accept", "accept-encoding", "accept-language", "content-type", "user-agent", "cache-control"}
+
+
+def secret_header_values(settings: Settings) -> list[str]:
+    """The request header values of the smoke checks and the version check: what must never be shown."""
+    checks = [*settings.smoke.checks, *([settings.verify.version_check] if settings.verify.version_check else [])]
+    return [value for check in checks for name, value in check.headers.items() if name.lower() not in PLAIN_HEADERS]
+
+
 # --- placeholders ----------------------------------------------------------------------------
 
 
@@ -494,13 +523,13 @@ def _describe(error: dict) -> str:
         return "unknown key"
     if kind == "union_tag_invalid":
         expected = msg.split("expected tags:")[-1].strip()
-        return f"unknown kind {error['input'].get('kind')!r} (expected one of: {expected})"
+        return f"unknown kind {shorten(repr(error['input'].get('kind')))} (expected one of: {expected})"
     if kind == "union_tag_not_found":
         return "needs a 'kind'"
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     if kind not in ("value_error", "assertion_error") and "input" in error and not isinstance(error["input"], dict):
-        msg += f" (got {error['input']!r})"
+        msg += f" (got {shorten(repr(error['input']))})"
     return msg
 
 
@@ -508,11 +537,16 @@ def load_config(path: str | Path, environment: str | None = None) -> Settings:
     """Read, validate and merge; every failure is a ConfigError of one line."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found (choose one with -c)") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8") from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -521,10 +555,13 @@ def load_config(path: str | Path, environment: str | None = None) -> Settings:
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+    except RecursionError:  # PyYAML composes recursively
+        raise ConfigError(f"{path}: invalid YAML: nested too deeply (more than {MAX_DEPTH} levels)") from None
     if data is None:
         raise ConfigError(f"{path}: the file is empty; expected a mapping with 'app' and 'environments'")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}:1: expected a mapping with 'app' and 'environments', got a {type(data).__name__}")
+    _check_shape(path, data)
 
     # ${VAR} references are expanded for the defaults and the selected environment only,
     # so a secret another environment needs does not have to be set.
@@ -553,6 +590,28 @@ def load_config(path: str | Path, environment: str | None = None) -> Settings:
         where = f"{path}:{line}" if line else str(path)
         raise ConfigError(f"{where}: {_dotted(first['loc'])}: {_describe(first)}{more}") from None
     return config.settings_for(environment, path)
+
+
+MAX_DEPTH = 50  # a real config nests about 8 levels deep
+MAX_VALUES = 100_000  # a real config holds a few hundred values; YAML aliases can expand a small file to millions
+
+
+def _check_shape(path: Path, data: dict) -> None:
+    """Refuse what YAML accepts but a config never needs: nesting past MAX_DEPTH, and aliases that expand
+    past MAX_VALUES (a few lines of anchors can stand for millions of values)."""
+    values: list[tuple[Any, int]] = [(data, 1)]
+    count = 0
+    while values:  # the expanded data: aliases count every time they are used
+        value, depth = values.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise ConfigError(f"{path}: more than {MAX_VALUES} values once YAML aliases are expanded")
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{path}: nested more than {MAX_DEPTH} levels deep")
+        if isinstance(value, dict):
+            values += [(v, depth + 1) for v in value.values()]
+        elif isinstance(value, list):
+            values += [(v, depth + 1) for v in value]
 
 
 def _only_environment(data: dict) -> str | None:

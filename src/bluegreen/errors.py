@@ -6,6 +6,7 @@ here should ever surface as a traceback.
 
 from __future__ import annotations
 
+import unicodedata
 from enum import IntEnum
 
 
@@ -44,3 +45,12 @@ class NotReadyError(TargetError):
 
 class CheckFailed(BluegreenError):
     """A smoke check, the test suite or the post-switch verification failed."""
+
+
+def one_line(text: str) -> str:
+    """`text` with line breaks and other control characters escaped (`\\n`, `\\x1b`): a message that quotes
+    user input (a YAML key, a version) stays one line and cannot move the cursor or open a CI log section."""
+    return "".join(
+        ch.encode("unicode_escape").decode() if ch != "\t" and unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch
+        for ch in text
+    )

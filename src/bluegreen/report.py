@@ -91,6 +91,14 @@ class Result(BaseModel):
             return ExitCode.ROLLED_BACK if self.switched_back else ExitCode.FAILED_BEFORE_SWITCH
         return EXIT_CODES[self.status]
 
+    def redacted(self, secrets: list[str]) -> Result:
+        """A copy with every secret replaced by ***: what an error message quoted must not reach an artifact."""
+        text = self.model_dump_json()
+        # Longest first (a secret holding another goes whole); under 4 characters it would blank common words.
+        for secret in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
+            text = text.replace(json.dumps(secret)[1:-1], "***")  # as it stands inside a JSON string
+        return Result.model_validate_json(text)
+
     # --- renderings ----------------------------------------------------------------------
 
     def to_json(self) -> str:
@@ -113,10 +121,11 @@ class Result(BaseModel):
         }
 
     def to_dotenv(self, prefix: str = "BLUEGREEN_") -> str:
-        # GitLab's dotenv report takes one line per variable: newlines are flattened.
+        # GitLab's dotenv report takes one line per variable: line breaks (\r, \u2028... too) are flattened,
+        # so no value can start a variable of its own.
         lines = []
         for key, value in self.outputs().items():
-            value = " ".join(value.split("\n"))
+            value = " ".join(value.splitlines())
             lines.append(f"{prefix}{key.upper().replace('-', '_')}={value}")
         return "\n".join(lines) + "\n"
 
@@ -177,7 +186,7 @@ class Result(BaseModel):
 
 
 def _md_cell(value: object) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    return " ".join(str(value).replace("|", "\\|").splitlines())
 
 
 def write_atomic(path: Path, text: str) -> None:

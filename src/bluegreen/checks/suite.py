@@ -125,6 +125,9 @@ def _read_junit(path: Path) -> tuple[int | None, int | None, str]:
     except ET.ParseError as exc:
         return None, None, f"; unreadable JUnit file: {exc}"
     suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
-    tests = sum(int(s.get("tests", 0)) for s in suites)
-    failures = sum(int(s.get("failures", 0)) + int(s.get("errors", 0)) for s in suites)
+    try:
+        tests = sum(int(s.get("tests", 0)) for s in suites)
+        failures = sum(int(s.get("failures", 0)) + int(s.get("errors", 0)) for s in suites)
+    except ValueError:  # a count that is not a number: the file is the suite's, its text is not ours to quote
+        return None, None, "; unreadable JUnit file: a tests, failures or errors count is not a number"
     return tests, failures, f"; {tests} tests, {failures} failed"

@@ -33,9 +33,6 @@ from . import Adapter
 
 COMMANDS = ("deploy", "promote", "rollback", "status")
 FLAGS = {"no-switch": "deploy", "dry-run": "deploy", "force": "rollback"}  # boolean input -> its command
-# Header values are secrets by default (config.py promises they never appear); these few are
-# content negotiation, and masking "application/json" would blank it in every log line.
-PLAIN_HEADERS = {"accept", "accept-encoding", "accept-language", "content-type", "user-agent", "cache-control"}
 MIN_SECRET = 4  # GitHub masks any string; a 1-3 character "secret" would blank common words
 
 
@@ -245,13 +242,13 @@ def mask_kubeconfig(content: str, secrets_: Secrets) -> str:
         raise InputError("input kubeconfig is not valid YAML") from None
     if not isinstance(data, dict):
         raise InputError("input kubeconfig is not a kubeconfig (expected a mapping with clusters, users, contexts)")
-    for user in data.get("users") or []:
-        for value in _credentials((user or {}).get("user")):
-            secrets_.add(value)
-            try:  # client-key-data and friends: the decoded form is a secret too
-                secrets_.add(base64.b64decode(value, validate=True).decode())
-            except (binascii.Error, UnicodeDecodeError, ValueError):
-                pass
+    # Every string under users, whatever its shape: a malformed kubeconfig still has its secrets masked.
+    for value in _credentials(data.get("users")):
+        secrets_.add(value)
+        try:  # client-key-data and friends: the decoded form is a secret too
+            secrets_.add(base64.b64decode(value, validate=True).decode())
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            pass
     return text
 
 
@@ -276,16 +273,10 @@ def _credentials(node: object, key: str = "") -> Iterable[str]:
 
 def mask_config(config: str, environment: str | None, secrets_: Secrets) -> None:
     """Load the config quietly and mask its smoke checks' header values; a ConfigError propagates."""
-    from ..config import load_config
+    from ..config import load_config, secret_header_values
 
-    settings = load_config(config, environment or None)
-    checks = list(settings.smoke.checks)
-    if settings.verify.version_check is not None:
-        checks.append(settings.verify.version_check)
-    for check in checks:
-        for name, value in check.headers.items():
-            if name.lower() not in PLAIN_HEADERS:
-                secrets_.add(value)
+    for value in secret_header_values(load_config(config, environment or None)):
+        secrets_.add(value)
 
 
 def build_argv() -> list[str]:
@@ -295,6 +286,9 @@ def build_argv() -> list[str]:
         raise InputError(f"input command must be one of {', '.join(COMMANDS)}, got {name!r}")
     argv = [name, "-c", read_input("config", ".bluegreen.yml")]
     environment = read_input("environment")
+    for input_name, value in (("config", argv[-1]), ("environment", environment)):
+        if value.startswith("-"):  # argparse would take it for an option and fail with its usage text
+            raise InputError(f"input {input_name} must not start with '-', got {value!r}")
     if environment:
         argv += ["-e", environment]
     version = read_input("version")
