@@ -147,3 +147,16 @@ def test_schema_rejects_what_the_models_reject():
     bad = yaml.safe_load(VALID.replace("kind: local", "kind: local\n      colour: blue"))
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, json_schema())
+
+
+@pytest.mark.parametrize("name", ["..", "a/b", ".hidden", "x" * 64])
+def test_environment_names_that_would_escape_a_path_are_refused(tmp_path, name):
+    """{environment} goes into state_dir: `..` would point it at the config's own folder (and `down --purge`
+    would delete that folder)."""
+    (tmp_path / "bad.yml").write_text(VALID.replace("  production:", f"  {json.dumps(name)}:"))
+    result = subprocess.run([sys.executable, "-m", "bluegreen", "validate", "-c", "bad.yml"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "environments: environment name" in assert_one_line_error(result)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(yaml.safe_load((tmp_path / "bad.yml").read_text()), json_schema())

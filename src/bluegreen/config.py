@@ -35,6 +35,7 @@ from .errors import ConfigError
 Colour = Literal["blue", "green"]
 COLOURS: tuple[Colour, Colour] = ("blue", "green")
 DEFAULT_CONFIG = ".bluegreen.yml"
+ENVIRONMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 SCHEMA_URL = "https://raw.githubusercontent.com/bluegreen-dev/bluegreen/main/schema/bluegreen.schema.json"
 
 
@@ -366,12 +367,26 @@ class Environment(Overridable):
 
 class Config(Overridable):
     app: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$", description="Lower-case name, DNS-label style.")
-    environments: dict[str, Environment] = Field(min_length=1)
+    environments: dict[str, Environment] = Field(
+        min_length=1, json_schema_extra={"propertyNames": {"pattern": "^" + ENVIRONMENT_NAME.pattern + "$"}}
+    )
 
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "bluegreen.yml"},
     )
+
+    @field_validator("environments")
+    @classmethod
+    def _environment_names(cls, value: dict[str, Environment]) -> dict[str, Environment]:
+        # A name goes into paths ({environment} in state_dir), container names and CI outputs.
+        for name in value:
+            if not ENVIRONMENT_NAME.fullmatch(name):
+                raise ValueError(
+                    f"environment name {name[:40]!r} must be 1 to 63 letters, digits, '.', '_' or '-', "
+                    "starting with a letter or a digit"
+                )
+        return value
 
     def settings_for(self, environment: str | None, source: Path) -> Settings:
         if environment is None:

@@ -205,7 +205,7 @@ class Pipeline:
                 with self._phase(f"switch {live or 'none'} -> {to}") as p:
                     try:
                         self.target.switch(to, time.monotonic() + self.settings.timeouts.switch)
-                    except BluegreenError as exc:
+                    except Exception as exc:  # a bug too: whatever failed, the router says where traffic is
                         # A router that failed mid-change must be read, not assumed: carry on only if it
                         # moved, and let verification through the live URL decide whether it really serves.
                         if self.target.live() != to:

@@ -97,6 +97,8 @@ class LocalProcessTarget(HostPortTarget):
             stopped.append(f"proxy ({self.config.router.listen})")
         self.router.upstream_file.unlink(missing_ok=True)  # nothing is live any more
         if purge:
+            if self.settings.source.resolve().is_relative_to(self.state_dir.resolve()):
+                raise TargetError(f"down --purge: state_dir {self.state_dir} holds the config file; delete it by hand")
             shutil.rmtree(self.state_dir, ignore_errors=True)
         return stopped
 
