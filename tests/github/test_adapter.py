@@ -250,10 +250,41 @@ def test_wrong_input_is_one_error_line_and_exit_2(step):
     assert result.returncode == 2
     assert result.stdout == "::error title=bluegreen%3A wrong input::input no-switch must be true or false, got 'maybe'\n"
     assert result.stderr == ""
-    assert step.output.read_text() == ""
+    assert step.outputs() == {"status": "invalid", "reason": "input no-switch must be true or false, got 'maybe'"}
+    assert "input no-switch must be true or false" in step.summary.read_text()
 
     result = step.run(version="1", working_directory="missing")
     assert result.returncode == 2 and "input working-directory 'missing': No such file or directory" in result.stdout
+    assert step.outputs()["status"] == "invalid"
+
+
+def test_a_misspelt_input_fails_with_a_suggestion(step):
+    """GitHub passes any `with:` key on as INPUT_*: one the action does not have is refused, not ignored."""
+    result = step.run(version="1", enviroment="production")
+    assert result.returncode == 2
+    expected = ("input enviroment is not an input of this action (did you mean environment? its inputs: command, config, "
+                "environment, version, no-switch, dry-run, force, kubeconfig, working-directory)")
+    assert result.stdout == f"::error title=bluegreen%3A wrong input::{expected}\n"
+    assert step.outputs() == {"status": "invalid", "reason": expected}
+    # The underscore spelling of a declared input is that input; an unrelated name gets no guess.
+    assert step.run(version="1", working_directory=".", no_switch="false").stdout.count("not an input") == 0
+    assert "input zzz is not an input of this action (its inputs:" in step.run(version="1", zzz="1").stdout
+
+
+def test_messages_name_the_actions_inputs_not_cli_flags(step):
+    (step.workspace / ".bluegreen.yml").write_text(
+        "app: ghtest\nenvironments:\n  staging:\n    target: {kind: local, command: [x]}\n"
+        "  production:\n    target: {kind: local, command: [x]}\n"
+    )
+    result = step.run(version="1")
+    assert result.returncode == 2
+    assert result.stdout.strip() == (
+        "::error title=bluegreen config::.bluegreen.yml: several environments (staging, production); "
+        "set the input environment"
+    )
+    assert step.outputs()["reason"].endswith("set the input environment")
+    missing = step.run(version="1", config="nope.yml")
+    assert missing.stdout.strip().endswith("nope.yml: config file not found (set the inputs config and working-directory)")
 
 
 def test_config_error_is_annotated_on_its_line(step):
@@ -263,10 +294,27 @@ def test_config_error_is_annotated_on_its_line(step):
     result = step.run(config="deploy/bluegreen.yml", version="1")
     assert result.returncode == 2
     assert result.stdout.strip() == (
-        "::error title=bluegreen config,file=deploy/bluegreen.yml,line=7::environments.prod.target.colour: unknown key"
+        "::error title=bluegreen config,file=deploy/bluegreen.yml,line=7::environments.prod.target.colour: unknown key "
+        "(allowed here: kind, command, ports, host, health_path, env, working_directory, state_dir, router)"
     )
     assert "Traceback" not in result.stderr
+    assert step.outputs()["status"] == "invalid"
+    assert step.outputs()["reason"].startswith("deploy/bluegreen.yml:7: environments.prod.target.colour: unknown key")
 
-    missing = step.run(config="nope.yml", version="1")
-    assert missing.returncode == 2
-    assert missing.stdout.strip() == "::error title=bluegreen config::nope.yml: config file not found (choose one with -c)"
+
+def test_every_config_error_is_annotated_on_its_own_line(step):
+    (step.workspace / ".bluegreen.yml").write_text(
+        "app: ghtest\nverfy: {window: 1}\nenvironments:\n  prod:\n    target:\n      kind: local\n"
+        "      command: [x]\n      prots: {blue: 1, green: 2}\n"
+    )
+    result = step.run(version="1")
+    assert result.returncode == 2
+    assert result.stdout.splitlines() == [
+        "::error title=bluegreen config,file=.bluegreen.yml,line=2::verfy: unknown key (did you mean 'verify'?)",
+        "::error title=bluegreen config,file=.bluegreen.yml,line=8::environments.prod.target.prots: unknown key "
+        "(did you mean 'ports'?)",
+    ]
+    assert step.outputs()["reason"] == (
+        ".bluegreen.yml:2: verfy: unknown key (did you mean 'verify'?); "
+        ".bluegreen.yml:8: environments.prod.target.prots: unknown key (did you mean 'ports'?)"
+    )
