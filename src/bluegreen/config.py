@@ -527,8 +527,10 @@ def _model_at(data: Any, loc: tuple) -> type[BaseModel] | None:
             current = field.annotation
         else:
             return None
-        data = data.get(part) if isinstance(data, dict) else data[part] if isinstance(data, list) and \
-            isinstance(part, int) and part < len(data) else None
+        if isinstance(data, dict):
+            data = data.get(part)
+        else:
+            data = data[part] if isinstance(data, list) and isinstance(part, int) and part < len(data) else None
     return _as_model(current, data)
 
 
@@ -540,8 +542,8 @@ def _as_model(annotation: Any, data: Any) -> type[BaseModel] | None:
         return annotation
     models = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
     kind = data.get("kind") if isinstance(data, dict) else None
-    return next((m for m in models if "kind" in m.model_fields and kind in typing.get_args(m.model_fields["kind"].annotation)),
-                models[0] if len(models) == 1 else None)
+    tagged = (m for m in models if kind in typing.get_args(getattr(m.model_fields.get("kind"), "annotation", None)))
+    return next(tagged, models[0] if len(models) == 1 else None)
 
 
 def _unknown_key(data: Any, loc: tuple) -> str:

@@ -157,8 +157,8 @@ class Pipeline:
             self._wait_ready(previous)
             self.result.preview_url = self.target.preview_url(previous)
             if force:
-                self.events.warning(f"--force: switching to {previous} (version {state.version}, live before) "
-                                    "without its smoke checks")
+                self.events.warning(f"--force: switching without checking the previous colour ({previous}, "
+                                    f"version {state.version}, which was live before)")
             else:
                 self._smoke_checks(previous, state.version)
             self._release("rollback", previous, state.version, live, live_version, smoke_window=not force)

@@ -57,7 +57,8 @@ CLI_TERMS = (
     (re.compile(r"choose one with -e\b"), "set the input environment"),
     (re.compile(r"\(choose one with -c\)"), "(set the inputs config and working-directory)"),
     (re.compile(r"run `deploy --no-switch` first"), "run a deploy with no-switch: true first"),
-    (re.compile(r"deploy it again: bluegreen deploy .*?--version=(\S+)"), r"deploy it again: command: deploy, version: \1"),
+    (re.compile(r"deploy it again: bluegreen deploy .*?--version=(\S+)"),
+     r"deploy it again: command: deploy, version: \1"),
     (re.compile(r"^--force: "), "force: "),
 )
 
@@ -71,7 +72,8 @@ def in_action_terms(text: str) -> str:
 def check_inputs(environ: dict[str, str] | None = None) -> None:
     """Refuse an INPUT_* that is no input of the action: GitHub passes any `with:` key on, and a misspelt
     one (`enviroment`) would otherwise be ignored, the run going on without it."""
-    given = {key[len("INPUT_"):].lower().replace("_", "-") for key in (environ or os.environ) if key.startswith("INPUT_")}
+    environ = os.environ if environ is None else environ
+    given = {key[len("INPUT_"):].lower().replace("_", "-") for key in environ if key.startswith("INPUT_")}
     for name in sorted(given - set(INPUTS)):
         close = difflib.get_close_matches(name, INPUTS, n=1, cutoff=0.6)
         hint = f"did you mean {close[0]}? " if close else ""
