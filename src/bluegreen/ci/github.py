@@ -361,7 +361,7 @@ def build_argv() -> list[str]:
 
 def main() -> int:
     from ..cli import build_parser, run
-    from ..errors import ConfigError
+    from ..errors import BluegreenError, ConfigError
 
     secrets_ = Secrets()
     adapter = GitHubAdapter(secrets_)
@@ -402,7 +402,12 @@ def main() -> int:
     finally:
         sys.stderr = errors.stream
     if code == 0 and args.command == "status":
-        adapter.write_outputs(read_status_outputs(args))
+        try:
+            adapter.write_outputs(read_status_outputs(args))
+        except BluegreenError as exc:  # the target changed its mind between the two reads: say so, not a traceback
+            print(command("error", secrets_.redact(str(exc)), title="bluegreen status failed"), flush=True)
+            adapter.write_outputs({"status": "failed", "reason": str(exc)})
+            return exc.exit_code
     elif code != 0 and not adapter.published:
         # An error before the pipeline ran (the CLI printed its line on stderr): an annotation and outputs too.
         reason = in_action_terms(errors.last or f"bluegreen {args.command} failed with exit code {code}; see the log")
