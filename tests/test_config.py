@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 import yaml
 
-from bluegreen.config import json_schema, load_config
+from bluegreen.config import ConfigErrors, json_schema, load_config
 from bluegreen.errors import ConfigError
 from conftest import ROOT, assert_one_line_error
 
@@ -30,8 +30,19 @@ BROKEN = {
         VALID + "      ports: {blue: abc, green: 2}\n",
         "bad.yml:7: environments.production.target.ports.blue: Input should be a valid integer",
     ),
-    "unknown key": (VALID + "      colour: blue\n", "bad.yml:7: environments.production.target.colour: unknown key"),
-    "unknown top-level key": ("verfy: {window: 3}\n" + VALID, "bad.yml:1: verfy: unknown key"),
+    "unknown key": (VALID + "      colour: blue\n", "bad.yml:7: environments.production.target.colour: unknown key (allowed "
+                    "here: kind, command, ports, host, health_path, env, working_directory, state_dir, router)"),
+    "unknown top-level key": ("verfy: {window: 3}\n" + VALID, "bad.yml:1: verfy: unknown key (did you mean 'verify'?)"),
+    "two typos, both named in file order": (
+        "smoke:\n  checks:\n    - name: a\n      paht: /\n    - name: b\n      expect: {stauts: 200}\n" + VALID,
+        "bad.yml:4: smoke.checks[0].paht: unknown key (did you mean 'path'?); "
+        "bad.yml:6: smoke.checks[1].expect.stauts: unknown key (did you mean 'status'?)",
+    ),
+    "a typo and a wrong value": (
+        VALID.replace("kind: local", "kind: docker\n      image: x\n      routr: {}\n      stop_timeout: forever"),
+        "bad.yml:7: environments.production.target.routr: unknown key (did you mean 'router'?); "
+        "bad.yml:8: environments.production.target.stop_timeout: expected a duration",
+    ),
     "missing field": (
         "app: shop\nenvironments:\n  production:\n    target:\n      kind: local\n",
         "bad.yml:4: environments.production.target.command: required field is missing",
@@ -69,6 +80,22 @@ def test_broken_config_is_one_line_naming_file_line_and_field(tmp_path, case):
     line = assert_one_line_error(result)
     assert line.startswith(f"bluegreen: error: {expected}"), line
     assert result.stderr.strip() == line  # nothing else was printed
+
+
+def test_every_error_at_once_each_with_its_line(tmp_path):
+    """A file with many mistakes names each (one location once, even when a union tried several types), in
+    file order, as one line; the exception keeps them apart for CI annotations. Past 10 it counts the rest."""
+    path = tmp_path / "c.yml"
+    checks = "".join(f"    - {{name: c{i}, pahts: /}}\n" for i in range(12))
+    path.write_text("smoke:\n  checks:\n" + checks + "  timeout: forever\n" + VALID.replace("app: shop", "app: ${NO_SUCH_VAR}"))
+    with pytest.raises(ConfigErrors) as caught:
+        load_config(path)
+    errors = caught.value.errors
+    assert len(errors) == 14  # 12 typos, the duration, the variable (its empty value is not named again)
+    assert errors[0] == f"{path}:3: smoke.checks[0].pahts: unknown key (did you mean 'path'?)"
+    assert errors[12].startswith(f"{path}:15: smoke.timeout: expected a duration")
+    assert errors[13] == f"{path}:16: app: environment variable NO_SUCH_VAR is not set"
+    assert str(caught.value).endswith("(and 4 more)") and "\n" not in str(caught.value)
 
 
 def test_missing_config_file_and_wrong_environment(tmp_path):

@@ -12,8 +12,10 @@ selected environment only) and the run-time placeholders `{colour}`,
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -548,6 +550,63 @@ def _describe(error: dict) -> str:
     return msg
 
 
+MAX_SHOWN = 10  # errors named in one message; a file with more has a bigger problem than its 11th typo
+
+
+class ConfigErrors(ConfigError):
+    """Every error of a config file at once, each `file:line: field: message`. As text: one line, the errors
+    joined by "; " (the CLI's one-line rule); `errors` keeps them apart (one annotation per error in CI)."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+        more = f" (and {len(errors) - MAX_SHOWN} more)" if len(errors) > MAX_SHOWN else ""
+        super().__init__("; ".join(errors[:MAX_SHOWN]) + more)
+
+
+def _model_at(data: Any, loc: tuple) -> type[BaseModel] | None:
+    """The config model that holds the value at `loc` (a location in the file, as _clean_loc gives it)."""
+    current: Any = Config
+    for part in loc:
+        if typing.get_origin(current) in (list, dict):
+            current = typing.get_args(current)[-1]  # list[X] and dict[str, X]: X
+        elif (model := _as_model(current, data)) is not None:
+            field = next((f for name, f in model.model_fields.items() if part in (name, f.alias)), None)
+            if field is None:
+                return None
+            current = field.annotation
+        else:
+            return None
+        if isinstance(data, dict):
+            data = data.get(part)
+        else:
+            data = data[part] if isinstance(data, list) and isinstance(part, int) and part < len(data) else None
+    return _as_model(current, data)
+
+
+def _as_model(annotation: Any, data: Any) -> type[BaseModel] | None:
+    """The model an annotation stands for (Optional[X], Annotated[X, ...], a union picked by the data's kind)."""
+    if typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    models = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+    kind = data.get("kind") if isinstance(data, dict) else None
+    tagged = (m for m in models if kind in typing.get_args(getattr(m.model_fields.get("kind"), "annotation", None)))
+    return next(tagged, models[0] if len(models) == 1 else None)
+
+
+def _unknown_key(data: Any, loc: tuple) -> str:
+    """`unknown key (did you mean 'path'?)`, from the field names of the model the key is in."""
+    model = _model_at(data, loc[:-1])
+    if model is None:
+        return "unknown key"
+    names = [f.alias or name for name, f in model.model_fields.items()]
+    close = difflib.get_close_matches(str(loc[-1]), names, n=1, cutoff=0.6)
+    if close:
+        return f"unknown key (did you mean {close[0]!r}?)"
+    return f"unknown key (allowed here: {', '.join(names)})"
+
+
 def load_config(path: str | Path, environment: str | None = None) -> Settings:
     """Read, validate and merge; every failure is a ConfigError of one line."""
     path = Path(path)
@@ -588,22 +647,25 @@ def load_config(path: str | Path, environment: str | None = None) -> Settings:
     envs = data.get("environments")
     if isinstance(envs, dict) and selected in envs:
         envs[selected] = _expand_env(envs[selected], ("environments", selected), missing)
-    if missing:
-        where, name = missing[0]
-        raise ConfigError(
-            f"{path}:{_line_of(node, where)}: {_dotted(where)}: environment variable {name} is not set"
-        )
-
+    errors: list[tuple[int, str]] = []  # (line, message), shown in file order
+    for where, name in missing:
+        line = _line_of(node, where)
+        errors.append((line or 0, f"{path}:{line}: {_dotted(where)}: environment variable {name} is not set"))
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        errors = exc.errors()
-        first = errors[0]
-        first["loc"] = _clean_loc(data, first["loc"])
-        line = _line_of(node, first["loc"])
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        where = f"{path}:{line}" if line else str(path)
-        raise ConfigError(f"{where}: {_dotted(first['loc'])}: {_describe(first)}{more}") from None
+        seen = {where for where, _ in missing}  # a missing variable's "" fails validation too: named once
+        for error in exc.errors():
+            loc = _clean_loc(data, error["loc"])
+            if loc in seen:
+                continue  # a union's alternatives fail on one value: its first error says it
+            seen.add(loc)
+            line = _line_of(node, loc)
+            message = _unknown_key(data, loc) if error["type"] == "extra_forbidden" else _describe(error)
+            errors.append((line or 0, f"{path}:{line}: {_dotted(loc)}: {message}" if line else
+                           f"{path}: {_dotted(loc)}: {message}"))
+    if errors:
+        raise ConfigErrors([message for _, message in sorted(errors, key=lambda e: e[0])])
     return config.settings_for(environment, path)
 
 

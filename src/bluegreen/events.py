@@ -53,6 +53,15 @@ def format_duration(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
+# How a status reads after the command's name: "rollback failed after the switch", not "rollback rollback failed".
+OUTCOMES = {"rollback_failed": "failed after the switch"}
+
+
+def outcome(result: Result) -> str:
+    """`deploy failed`, `rollback failed after the switch`: the command and what became of it."""
+    return f"{result.command} {OUTCOMES.get(result.status, result.status.replace('_', ' '))}"
+
+
 def summary_line(result: Result) -> str:
     r = result
     if r.status == "succeeded" and r.switched:
@@ -65,7 +74,7 @@ def summary_line(result: Result) -> str:
     elif r.status == "succeeded":
         line = f"{r.command}: {r.reason or 'done'}"
     else:
-        line = f"{r.command} {r.status.replace('_', ' ')}: {r.reason}"
-    if r.rollback_command and r.switched and r.status == "succeeded":
+        line = f"{outcome(r)}: {r.reason}"
+    if r.rollback_command and r.switched and r.previous_colour:
         line += f"\nroll back with: {r.rollback_command}"
     return line

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import sys
 import threading
 import time
@@ -137,6 +138,9 @@ class Pipeline:
         return self.result
 
     def rollback(self, *, force: bool = False, expect_version: str | None = None) -> Result:
+        """Switch back to the previous colour, but only to a release that was live and verified there:
+        `force` skips that release's health checks, never that rule (a failed or only prepared release
+        on the previous colour was never good; going "back" to it would be an outage)."""
         self._begin("rollback", f"roll back {self.settings.app}/{self.settings.environment}")
         with self._guarded(), self._locked():
             live, live_version = self._resolve_live()
@@ -152,12 +156,13 @@ class Pipeline:
             state = self.target.colour_state(previous)
             if state.version is None:
                 raise BluegreenError(f"{previous} has never been deployed: there is nothing to roll back to")
-            self.result.version = state.version
-            if not force and not self._was_live(previous, state.version):
+            if not self._was_live(previous, state.version):
                 raise BluegreenError(
                     f"{previous} runs version {state.version}, which never went live (its release failed or was "
-                    f"only prepared): there is no previous release to roll back to (--force switches anyway)"
+                    f"only prepared), so it is no rollback target, forced or not; {live} stays live with version "
+                    f"{live_version}. {self._redeploy_hint(live_version)}"
                 )
+            self.result.version = state.version  # only now: a refused rollback went to no version
             if not state.running:
                 with self._phase(f"start {previous}") as p:
                     replicas = max(1, self.target.colour_state(live).replicas)
@@ -166,7 +171,8 @@ class Pipeline:
             self._wait_ready(previous)
             self.result.preview_url = self.target.preview_url(previous)
             if force:
-                self.events.warning("--force: switching without checking the previous colour")
+                self.events.warning(f"--force: switching without checking the previous colour ({previous}, "
+                                    f"version {state.version}, which was live before)")
             else:
                 self._smoke_checks(previous, state.version)
             self._release("rollback", previous, state.version, live, live_version, smoke_window=not force)
@@ -179,6 +185,20 @@ class Pipeline:
             r.colour == colour and r.version == version and r.outcome == "succeeded"
             for r in self.target.state.history()
         )
+
+    def _redeploy_hint(self, live_version: str | None) -> str:
+        """What to do instead of a rollback: deploy the newest release that went live, other than the live one."""
+        good = next(
+            (r.version for r in self.target.state.history()
+             if r.outcome == "succeeded" and r.version and r.version != live_version),
+            None,
+        )
+        if good is None:
+            return "No earlier release went live here: to change what runs, deploy a version."
+        argv = shlex.split(self.run.rollback_command)
+        if "rollback" in argv:  # the same command line, as deploy: same config, same environment
+            argv[argv.index("rollback")] = "deploy"
+        return f"To go back to the last good version {good}, deploy it again: {shlex.join([*argv, f'--version={good}'])}"
 
     def status(self) -> Status:
         colours = [self.target.colour_state(c) for c in ("blue", "green")]

@@ -106,9 +106,11 @@ class Result(BaseModel):
 
     def outputs(self) -> dict[str, str]:
         """The facts a later CI step needs, as flat strings (GitHub outputs, GitLab dotenv)."""
+        planned = self.status == "planned"  # a dry run's reason is its plan, not a failure
         return {
             "status": self.status,
             "live-colour": self.live_colour or "",
+            "live-version": (self.version if self.switched else self.previous_version) or "",
             "previous-colour": self.previous_colour or "",
             "idle-colour": self.idle_colour or "",
             "version": self.version or "",
@@ -116,9 +118,15 @@ class Result(BaseModel):
             "preview-url": self.preview_url or "",
             "live-url": self.live_url or "",
             "switched": "true" if self.switched else "false",
-            "rollback-command": self.rollback_command or "",
-            "reason": self.reason or "",
+            "rollback-command": (self.rollback_command or "") if self._can_roll_back() else "",
+            "reason": "" if planned else self.reason or "",
+            "plan": (self.reason or "") if planned else "",
         }
+
+    def _can_roll_back(self) -> bool:
+        """Traffic moved in this run and stayed moved, and a colour was live before it: a rollback has somewhere
+        to go. Not on a first release, not when nothing switched."""
+        return self.switched and self.previous_colour is not None
 
     def to_dotenv(self, prefix: str = "BLUEGREEN_") -> str:
         # GitLab's dotenv report takes one line per variable: line breaks (\r, \u2028... too) are flattened,
@@ -144,10 +152,10 @@ class Result(BaseModel):
         ]
         out = [f"### bluegreen {self.command}: {self.app} ({self.environment})", ""]
         if self.reason:
-            out += [f"> **{self.reason}**", ""]
+            out += [f"> Plan: {_md_cell(self.reason)}" if self.status == "planned" else f"> **{self.reason}**", ""]
         out += ["| | |", "| --- | --- |"]
         out += [f"| {k} | {_md_cell(v)} |" for k, v in rows if v is not None]
-        if self.rollback_command:
+        if self.rollback_command and self._can_roll_back():
             out += ["", "Roll back:", "", "```sh", self.rollback_command, "```"]
         if self.checks:
             out += ["", "| check | on | result | attempts | detail |", "| --- | --- | --- | --- | --- |"]

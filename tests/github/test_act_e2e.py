@@ -189,6 +189,74 @@ def test_failing_smoke_check_fails_the_step_and_leaves_live_alone(ws, example_im
     assert "Main Roll back" not in result.stdout  # switched is false: nothing to roll back
 
 
+# --- a new user's first mistakes (issue 14), after the failed deploy above ------------------------
+
+
+def releases(ws: Workspace) -> dict[str, str]:
+    """Commit message -> SHA (the version each test deployed), from the workspace's git log."""
+    return {line[41:]: line[:40] for line in ws.git("log", "--format=%H %s").splitlines()}
+
+
+def test_forced_rollback_never_routes_to_a_release_that_never_went_live(ws):
+    """The broken release is on green and never went live; the user dispatches the rollback workflow with
+    force: true (as the old refusal suggested). Live must stay where it is, and the step says what to do."""
+    live = ws.live_version()
+    shas = releases(ws)
+    result = ws.act("workflow_dispatch", "rollback.yml", f"environment={ENVIRONMENT}", "reason=force it", "force=true")
+    assert result.returncode != 0
+    assert ws.live_version() == live == shas["first release"]
+    assert f"green runs version {shas['broken release']}, which never went live" in result.stdout, result.stdout[-3000:]
+    # The way out: deploy the last good version again, in the action's terms.
+    assert f"deploy it again: command: deploy, version: {shas['second release']}" in result.stdout
+    assert "::error title=bluegreen rollback failed::" in result.stdout
+    # The refused rollback went to no version.
+    assert log_lines(result)[0] == "bluegreen: rollback status=failed live-colour=blue version="
+
+
+def test_status_command_sets_outputs(ws):
+    (ws.root / ".github" / "workflows" / "status.yml").write_text(textwrap.dedent(f"""\
+        on: workflow_dispatch
+        jobs:
+          status:
+            runs-on: ubuntu-latest
+            steps:
+              - id: status
+                uses: ./
+                with:
+                  command: status
+                  environment: {ENVIRONMENT}
+              - env:
+                  OUT: ${{{{ toJSON(steps.status.outputs) }}}}
+                run: |
+                  echo "bluegreen: $(echo "$OUT" | tr -d '[:space:]')"
+        """))
+    shas = releases(ws)
+    result = ws.act("workflow_dispatch", "status.yml")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    outputs = json.loads(log_lines(result)[0].removeprefix("bluegreen: "))
+    assert outputs == {
+        "status": "succeeded", "live-colour": "blue", "live-version": shas["first release"], "idle-colour": "green",
+        "idle-version": shas["broken release"], "idle-state": "ready", "live-url": f"http://127.0.0.1:{ws.proxy}",
+        "reason": "",
+    }
+
+
+def test_a_misspelt_input_fails_with_the_suggestion_and_sets_the_outputs(ws, example_image):
+    """The deploy workflow with `enviroment:` for `environment:`: with one environment in the config the
+    deploy used to go on; now the step fails before anything runs, naming the input it meant."""
+    text = (ws.root / ".github" / "workflows" / "deploy.yml").read_text()
+    assert "          environment: production\n          version:" in text
+    typo = text.replace("          environment: production\n          version:", "          enviroment: production\n          version:", 1)
+    (ws.root / ".github" / "workflows" / "typo.yml").write_text(typo)
+    live = ws.live_version()
+    ws.commit("release with a typo in the workflow", example_image)
+    result = ws.act("push", "typo.yml")
+    assert result.returncode != 0
+    assert "input enviroment is not an input of this action (did you mean environment?" in result.stdout, result.stdout[-3000:]
+    assert ws.live_version() == live  # nothing was deployed
+    assert log_lines(result)[0] == "bluegreen: status=invalid live-colour= previous-colour="
+
+
 def test_promote_workflow_prepares_then_promotes(ws, example_image):
     live = ws.live_version()
     sha = ws.commit("approved release", example_image)

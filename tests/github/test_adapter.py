@@ -250,10 +250,41 @@ def test_wrong_input_is_one_error_line_and_exit_2(step):
     assert result.returncode == 2
     assert result.stdout == "::error title=bluegreen%3A wrong input::input no-switch must be true or false, got 'maybe'\n"
     assert result.stderr == ""
-    assert step.output.read_text() == ""
+    assert step.outputs() == {"status": "invalid", "reason": "input no-switch must be true or false, got 'maybe'"}
+    assert "input no-switch must be true or false" in step.summary.read_text()
 
     result = step.run(version="1", working_directory="missing")
     assert result.returncode == 2 and "input working-directory 'missing': No such file or directory" in result.stdout
+    assert step.outputs()["status"] == "invalid"
+
+
+def test_a_misspelt_input_fails_with_a_suggestion(step):
+    """GitHub passes any `with:` key on as INPUT_*: one the action does not have is refused, not ignored."""
+    result = step.run(version="1", enviroment="production")
+    assert result.returncode == 2
+    expected = ("input enviroment is not an input of this action (did you mean environment? its inputs: command, config, "
+                "environment, version, no-switch, dry-run, force, kubeconfig, working-directory)")
+    assert result.stdout == f"::error title=bluegreen%3A wrong input::{expected}\n"
+    assert step.outputs() == {"status": "invalid", "reason": expected}
+    # The underscore spelling of a declared input is that input; an unrelated name gets no guess.
+    assert step.run(version="1", working_directory=".", no_switch="false").stdout.count("not an input") == 0
+    assert "input zzz is not an input of this action (its inputs:" in step.run(version="1", zzz="1").stdout
+
+
+def test_messages_name_the_actions_inputs_not_cli_flags(step):
+    (step.workspace / ".bluegreen.yml").write_text(
+        "app: ghtest\nenvironments:\n  staging:\n    target: {kind: local, command: [x]}\n"
+        "  production:\n    target: {kind: local, command: [x]}\n"
+    )
+    result = step.run(version="1")
+    assert result.returncode == 2
+    assert result.stdout.strip() == (
+        "::error title=bluegreen config::.bluegreen.yml: several environments (staging, production); "
+        "set the input environment"
+    )
+    assert step.outputs()["reason"].endswith("set the input environment")
+    missing = step.run(version="1", config="nope.yml")
+    assert missing.stdout.strip().endswith("nope.yml: config file not found (set the inputs config and working-directory)")
 
 
 def test_config_error_is_annotated_on_its_line(step):
@@ -263,10 +294,92 @@ def test_config_error_is_annotated_on_its_line(step):
     result = step.run(config="deploy/bluegreen.yml", version="1")
     assert result.returncode == 2
     assert result.stdout.strip() == (
-        "::error title=bluegreen config,file=deploy/bluegreen.yml,line=7::environments.prod.target.colour: unknown key"
+        "::error title=bluegreen config,file=deploy/bluegreen.yml,line=7::environments.prod.target.colour: unknown key "
+        "(allowed here: kind, command, ports, host, health_path, env, working_directory, state_dir, router)"
     )
     assert "Traceback" not in result.stderr
+    assert step.outputs()["status"] == "invalid"
+    assert step.outputs()["reason"].startswith("deploy/bluegreen.yml:7: environments.prod.target.colour: unknown key")
 
-    missing = step.run(config="nope.yml", version="1")
-    assert missing.returncode == 2
-    assert missing.stdout.strip() == "::error title=bluegreen config::nope.yml: config file not found (choose one with -c)"
+
+def test_every_config_error_is_annotated_on_its_own_line(step):
+    (step.workspace / ".bluegreen.yml").write_text(
+        "app: ghtest\nverfy: {window: 1}\nenvironments:\n  prod:\n    target:\n      kind: local\n"
+        "      command: [x]\n      prots: {blue: 1, green: 2}\n"
+    )
+    result = step.run(version="1")
+    assert result.returncode == 2
+    assert result.stdout.splitlines() == [
+        "::error title=bluegreen config,file=.bluegreen.yml,line=2::verfy: unknown key (did you mean 'verify'?)",
+        "::error title=bluegreen config,file=.bluegreen.yml,line=8::environments.prod.target.prots: unknown key "
+        "(did you mean 'ports'?)",
+    ]
+    assert step.outputs()["reason"] == (
+        ".bluegreen.yml:2: verfy: unknown key (did you mean 'verify'?); "
+        ".bluegreen.yml:8: environments.prod.target.prots: unknown key (did you mean 'ports'?)"
+    )
+
+
+def test_forced_rollback_refuses_a_release_that_never_went_live(step):
+    """`force: true` skips the previous release's checks, never the rule that it went live: a failed release
+    on the other colour is no rollback target. The refusal names the last good version, in the action's terms."""
+    proxy, blue, green = free_port(), free_port(), free_port()
+    (step.workspace / "deploy" / "bluegreen.yml").write_text(local_config(step.workspace, proxy, blue, green))
+    run = lambda **given: step.run(config="bluegreen.yml", working_directory="deploy", **given)  # noqa: E731
+    first = run(version="1")
+    assert first.returncode == 0, first.stdout
+    first_out = step.outputs()
+    assert first_out["rollback-command"] == "" and first_out["live-version"] == "1"  # a first release: nowhere to go back
+    assert "Roll back" not in step.summary.read_text()
+    assert run(version="2").returncode == 0
+    assert step.outputs()["rollback-command"] == "bluegreen rollback -c bluegreen.yml"
+    assert run(version="3+fail-smoke").returncode == 1  # on blue, never live
+    assert step.outputs()["rollback-command"] == ""  # nothing switched
+
+    refused = run(command="rollback", force="true")
+    assert refused.returncode == 1
+    out = step.outputs()
+    assert out["status"] == "failed" and out["switched"] == "false" and out["live-colour"] == "green"
+    assert out["version"] == "" and out["live-version"] == "2"  # not the never-live 3+fail-smoke
+    assert out["reason"] == (
+        "blue runs version 3+fail-smoke, which never went live (its release failed or was only prepared), so it is "
+        "no rollback target, forced or not; green stays live with version 2. To go back to the last good version 1, "
+        "deploy it again: command: deploy, version: 1"
+    )
+    assert "::error title=bluegreen rollback failed::blue runs version 3+fail-smoke" in refused.stdout
+    assert "Roll back" not in step.summary.read_text()
+
+
+def test_status_and_dry_run_outputs(step):
+    proxy, blue, green = free_port(), free_port(), free_port()
+    (step.workspace / "deploy" / "bluegreen.yml").write_text(local_config(step.workspace, proxy, blue, green))
+    run = lambda **given: step.run(config="bluegreen.yml", working_directory="deploy", **given)  # noqa: E731
+    assert run(command="status").returncode == 0
+    assert step.outputs() == {
+        "status": "succeeded", "live-colour": "", "live-version": "", "idle-colour": "blue", "idle-version": "",
+        "idle-state": "none", "live-url": f"http://127.0.0.1:{proxy}", "reason": "",
+    }
+    assert run(version="1").returncode == 0 and run(version="2").returncode == 0
+    assert run(command="status").returncode == 0
+    out = step.outputs()
+    assert (out["live-colour"], out["live-version"], out["idle-colour"], out["idle-version"], out["idle-state"]) == (
+        "green", "2", "blue", "1", "ready")  # scale_down_delay: never keeps blue running
+
+    plan = run(version="3", dry_run="true")
+    assert plan.returncode == 0
+    out = step.outputs()
+    assert out["status"] == "planned" and out["reason"] == ""
+    assert out["plan"].startswith("would deploy 3 to blue") and "switch green -> blue" in out["plan"]
+
+
+def test_an_error_before_the_pipeline_sets_the_outputs(step):
+    """An unreachable target fails before any Result exists: the CLI's one line is still the reason."""
+    (step.workspace / ".bluegreen.yml").write_text(
+        "app: ghtest\nenvironments:\n  prod:\n    target: {kind: docker, image: 'x:{version}', "
+        "docker_host: 'unix:///nonexistent/docker.sock'}\n"
+    )
+    result = step.run(command="status")
+    assert result.returncode != 0
+    out = step.outputs()
+    assert out["status"] == "failed" and "/nonexistent/docker.sock" in out["reason"], (out, result.stderr)
+    assert "::error title=bluegreen status failed::" in result.stdout

@@ -82,7 +82,7 @@ def test_actionlint_would_catch_a_wrong_input_or_output(tmp_path):
     result = run(tool("actionlint"), "-no-color", cwd=project)
     assert result.returncode != 0
     assert 'input "versoin" is not defined in action "bluegreen deploy"' in result.stdout
-    assert 'property "live-color" is not defined in object type {idle-colour: string; live-colour: string;' in result.stdout
+    assert 'property "live-color" is not defined in object type {idle-colour: string; idle-state: string;' in result.stdout
 
 
 def test_action_metadata_matches_the_github_schema():
@@ -114,10 +114,22 @@ def test_prebuilt_variant_has_the_same_interface():
 
 
 def test_action_outputs_are_the_results_outputs():
+    """Every output is set by some path: a change command's Result, `command: status`, or the adapter (report)."""
+    from bluegreen.ci.github import status_outputs
+    from bluegreen.pipeline import Status
     from bluegreen.report import Result
 
     outputs = set(Result(command="deploy", status="succeeded", app="a", environment="e").outputs())
-    assert set(load(ROOT / "action.yml")["outputs"]) == outputs | {"report"}
+    status = set(status_outputs(Status(app="a", environment="e", live=None, live_url="", colours=[], lock=None, history=[])))
+    assert set(load(ROOT / "action.yml")["outputs"]) == outputs | status | {"report"}
+
+
+def test_the_entrypoint_knows_the_inputs_action_yml_declares():
+    """The entrypoint refuses INPUT_* it does not know (a misspelt input): its list must be action.yml's."""
+    from bluegreen.ci.github import INPUTS
+
+    for path in (ROOT / "action.yml", ROOT / "prebuilt" / "action.yml"):
+        assert list(load(path)["inputs"]) == list(INPUTS), path
 
 
 # --- the README's "GitHub Actions" section --------------------------------------------------------

@@ -19,18 +19,27 @@ import argparse
 import atexit
 import base64
 import binascii
+import difflib
+import io
 import os
 import re
 import secrets
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
-from ..events import Events
+from ..events import Events, outcome
 from ..report import Phase, Result, write_atomic
 from . import Adapter
 
+if TYPE_CHECKING:
+    from ..pipeline import Status
+
+# The action's inputs, as action.yml and prebuilt/action.yml declare them (a test keeps the three equal):
+# the entrypoint refuses any other INPUT_*, so a misspelt input fails instead of being ignored.
+INPUTS = ("command", "config", "environment", "version", "no-switch", "dry-run", "force", "kubeconfig",
+          "working-directory")
 COMMANDS = ("deploy", "promote", "rollback", "status")
 FLAGS = {"no-switch": "deploy", "dry-run": "deploy", "force": "rollback"}  # boolean input -> its command
 MIN_SECRET = 4  # GitHub masks any string; a 1-3 character "secret" would blank common words
@@ -38,6 +47,34 @@ MIN_SECRET = 4  # GitHub masks any string; a 1-3 character "secret" would blank 
 
 class InputError(Exception):
     """A wrong action input: one `::error` line and exit code 2."""
+
+
+# The engine's messages name the CLI's options; in the action the user sets inputs instead.
+CLI_TERMS = (
+    (re.compile(r"choose one with -e\b"), "set the input environment"),
+    (re.compile(r"\(choose one with -c\)"), "(set the inputs config and working-directory)"),
+    (re.compile(r"run `deploy --no-switch` first"), "run a deploy with no-switch: true first"),
+    (re.compile(r"deploy it again: bluegreen deploy .*?--version=(\S+)"),
+     r"deploy it again: command: deploy, version: \1"),
+    (re.compile(r"^--force: "), "force: "),
+)
+
+
+def in_action_terms(text: str) -> str:
+    for pattern, replacement in CLI_TERMS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def check_inputs(environ: dict[str, str] | None = None) -> None:
+    """Refuse an INPUT_* that is no input of the action: GitHub passes any `with:` key on, and a misspelt
+    one (`enviroment`) would otherwise be ignored, the run going on without it."""
+    environ = os.environ if environ is None else environ
+    given = {key[len("INPUT_"):].lower().replace("_", "-") for key in environ if key.startswith("INPUT_")}
+    for name in sorted(given - set(INPUTS)):
+        close = difflib.get_close_matches(name, INPUTS, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise InputError(f"input {name} is not an input of this action ({hint}its inputs: {', '.join(INPUTS)})")
 
 
 # --- workflow commands -------------------------------------------------------------------------
@@ -122,13 +159,15 @@ class GitHubEvents(Events):
         super().phase_finished(phase)
 
     def warning(self, message: str) -> None:
-        self.write(command("warning", message, title="bluegreen"))
+        self.write(command("warning", in_action_terms(message), title="bluegreen"))
 
     def finished(self, result: Result) -> None:
         self._close()
+        if result.reason:  # once, here: the log, the annotation, the outputs, the summary and the report all say it so
+            result.reason = in_action_terms(result.reason)
         super().finished(result)
         if result.exit_code != 0:
-            self.write(command("error", result.reason or result.status, title=f"bluegreen {result.command} {result.status}"))
+            self.write(command("error", result.reason or result.status, title=f"bluegreen {outcome(result)}"))
 
     def _close(self) -> None:
         if self._open:
@@ -176,6 +215,14 @@ class GitHubAdapter(Adapter):
         if summary:
             with open(summary, "a", encoding="utf-8") as handle:
                 handle.write(self.secrets.redact(result.to_markdown()) + "\n")
+
+    def invalid(self, reason: str) -> None:
+        """A wrong input or config, found before anything ran: status invalid and the reason, as outputs and summary."""
+        self.write_outputs({"status": "invalid", "reason": reason})
+        summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if summary:
+            with open(summary, "a", encoding="utf-8") as handle:
+                handle.write(self.secrets.redact(f"### bluegreen: invalid input or config\n\n> **{reason}**\n"))
 
     def write_outputs(self, outputs: dict[str, str]) -> None:
         """Append `name<<DELIMITER` blocks: multiline-safe, with a delimiter no value contains."""
@@ -311,9 +358,10 @@ def build_argv() -> list[str]:
 
 def main() -> int:
     from ..cli import build_parser, run
-    from ..errors import ConfigError
+    from ..errors import BluegreenError, ConfigError
 
     secrets_ = Secrets()
+    adapter = GitHubAdapter(secrets_)
     try:
         # 1. Masks first: nothing is printed before every secret input is masked.
         kubeconfig = os.environ.get("INPUT_KUBECONFIG", "").strip()
@@ -325,6 +373,7 @@ def main() -> int:
                 handle.write(text)
             atexit.register(lambda: Path(path).unlink(missing_ok=True))
             os.environ["KUBECONFIG"] = path
+        check_inputs()
         argv = build_argv()
         workdir = read_input("working-directory", ".")
         try:
@@ -335,18 +384,89 @@ def main() -> int:
         try:
             mask_config(args.config, args.environment, secrets_)
         except ConfigError as exc:
-            print(config_error_annotation(str(exc)), flush=True)
+            for message in getattr(exc, "errors", [str(exc)]):
+                print(secrets_.redact(config_error_annotation(in_action_terms(message))), flush=True)
+            adapter.invalid(in_action_terms(str(exc)))
             return 2
     except InputError as exc:
         print(command("error", str(exc), title="bluegreen: wrong input"), flush=True)
+        adapter.invalid(str(exc))
         return 2
-    adapter = GitHubAdapter(secrets_)
-    code = run(args, adapter)
-    if code != 0 and not adapter.published:
-        # An error before the pipeline ran (the CLI printed its line on stderr): make it an annotation too.
-        print(command("error", f"bluegreen {args.command} failed with exit code {code}; see the log",
-                      title="bluegreen"), flush=True)
+    errors = _ErrorLines(sys.stderr)
+    sys.stderr = errors
+    try:
+        code = run(args, adapter)
+    finally:
+        sys.stderr = errors.stream
+    if code == 0 and args.command == "status":
+        try:
+            adapter.write_outputs(read_status_outputs(args))
+        except BluegreenError as exc:  # the target changed its mind between the two reads: say so, not a traceback
+            print(command("error", secrets_.redact(str(exc)), title="bluegreen status failed"), flush=True)
+            adapter.write_outputs({"status": "failed", "reason": str(exc)})
+            return exc.exit_code
+    elif code != 0 and not adapter.published:
+        # An error before the pipeline ran (the CLI printed its line on stderr): an annotation and outputs too.
+        reason = in_action_terms(errors.last or f"bluegreen {args.command} failed with exit code {code}; see the log")
+        print(command("error", secrets_.redact(reason), title=f"bluegreen {args.command} failed"), flush=True)
+        adapter.write_outputs({"status": EXIT_STATUS.get(code, "failed"), "reason": reason})
     return code
+
+
+# The status of a run that ended before the pipeline made a Result, by the CLI's exit code.
+EXIT_STATUS = {1: "failed", 2: "invalid", 3: "locked", 130: "cancelled"}
+
+
+class _ErrorLines(io.TextIOBase):
+    """stderr, remembering the CLI's last `bluegreen: error: ...` line: an error before the pipeline ran (an
+    unreachable target) has no Result, and its one line is the reason."""
+
+    PREFIX = "bluegreen: error: "
+
+    def __init__(self, stream) -> None:  # type: ignore[no-untyped-def]
+        self.stream = stream
+        self.last: str | None = None
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            if line.startswith(self.PREFIX):
+                self.last = line[len(self.PREFIX):]
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def status_outputs(status: Status) -> dict[str, str]:
+    """`command: status` as outputs: the live colour and version, and the idle colour's version and state."""
+    by_colour = {c.colour: c for c in status.colours}
+    idle = "green" if status.live == "blue" else "blue"  # nothing live: blue is the one a deploy would use
+    live_state, idle_state = by_colour.get(status.live) if status.live else None, by_colour.get(idle)
+    state = "none" if idle_state is None or idle_state.version is None else (
+        "ready" if idle_state.ready else "running" if idle_state.running else "stopped")
+    return {
+        "status": "succeeded",
+        "live-colour": status.live or "",
+        "live-version": (live_state.version if live_state else None) or "",
+        "idle-colour": idle,
+        "idle-version": (idle_state.version if idle_state else None) or "",
+        "idle-state": state,
+        "live-url": status.live_url,
+        "reason": "",
+    }
+
+
+def read_status_outputs(args: argparse.Namespace) -> dict[str, str]:
+    from ..config import DEFAULT_CONFIG, load_config
+    from ..pipeline import Pipeline, RunInfo
+    from ..targets import make_target
+
+    settings = load_config(args.config or DEFAULT_CONFIG, args.environment)
+    target = make_target(settings)
+    try:
+        return status_outputs(Pipeline(settings, target, Events(io.StringIO()), RunInfo(rollback_command="")).status())
+    finally:
+        target.close()
 
 
 _LOCATED = re.compile(r"^(?P<file>[^:\n]+?):(?P<line>\d+)(?::(?P<col>\d+))?: (?P<message>.*)$", re.S)
