@@ -264,7 +264,7 @@ def test_dry_run_changes_nothing(local_env):
     plan = local_env.cli("deploy", "--version", "2", "--dry-run", "--json")
     assert plan.returncode == 0
     result = json.loads(plan.stdout)
-    assert result["status"] == "planned" and "switch blue -> green" in result["reason"]
+    assert result["status"] == "planned" and "switch blue -> green" in result["plan"] and result["reason"] is None
     assert local_env.live_version() == "1"
     green = next(c for c in json.loads(local_env.cli("status", "--json").stdout)["colours"] if c["colour"] == "green")
     assert green["version"] is None

@@ -56,8 +56,14 @@ class Cancellation:
         try:
             yield
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            if self.requested:
+                # Cancelled: the process is on its way out, and GitHub's next signal must not kill it while it
+                # exits (Python resets its own handlers when it finalizes; an ignored signal stays ignored).
+                for sig in SIGNALS:
+                    signal.signal(sig, signal.SIG_IGN)
+            else:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
 
     def _on_signal(self, signum: int, frame: object) -> None:
         if self.signal_name is None:

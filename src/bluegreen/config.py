@@ -551,6 +551,7 @@ def _describe(error: dict) -> str:
 
 
 MAX_SHOWN = 10  # errors named in one message; a file with more has a bigger problem than its 11th typo
+MAX_LINE = 1500  # characters of that message: a terminal line, not a page
 
 
 class ConfigErrors(ConfigError):
@@ -559,8 +560,13 @@ class ConfigErrors(ConfigError):
 
     def __init__(self, errors: list[str]) -> None:
         self.errors = errors
-        more = f" (and {len(errors) - MAX_SHOWN} more)" if len(errors) > MAX_SHOWN else ""
-        super().__init__("; ".join(errors[:MAX_SHOWN]) + more)
+        shown = [errors[0]]
+        for error in errors[1:MAX_SHOWN]:
+            if len("; ".join([*shown, error])) > MAX_LINE:
+                break
+            shown.append(error)
+        more = f" (and {len(errors) - len(shown)} more)" if len(errors) > len(shown) else ""
+        super().__init__("; ".join(shown) + more)
 
 
 def _model_at(data: Any, loc: tuple) -> type[BaseModel] | None:

@@ -70,7 +70,7 @@ def summary_line(result: Result) -> str:
     elif r.status == "prepared":
         line = f"prepared: version {r.version} is ready on {r.idle_colour} at {r.preview_url}; live stays {r.live_colour}"
     elif r.status == "planned":
-        line = f"dry run: nothing changed; {r.reason or ''}".rstrip("; ")
+        line = f"dry run: nothing changed; {r.plan or ''}".rstrip("; ")
     elif r.status == "succeeded":
         line = f"{r.command}: {r.reason or 'done'}"
     else:

@@ -452,8 +452,8 @@ class Pipeline:
                 steps.append(f"run {len(self.settings.smoke.checks)} smoke check(s) on {idle}")
             if switch:
                 steps += [f"switch {live or 'none'} -> {idle}", "verify through the live URL"]
-            self.result.reason = "would " + ", ".join(steps)
-            return self._finish("planned", keep_reason=True)
+            self.result.plan = "would " + ", ".join(steps)
+            return self._finish("planned")
 
     # --- plumbing --------------------------------------------------------------------------
 

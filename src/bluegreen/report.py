@@ -80,6 +80,7 @@ class Result(BaseModel):
     raw_rollback_command: str | None = None
     release_id: str | None = None
     reason: str | None = None  # why it failed, one line
+    plan: str | None = None  # what a dry run would do
     phases: list[Phase] = Field(default_factory=list)
     checks: list[CheckResult] = Field(default_factory=list)
 
@@ -106,7 +107,6 @@ class Result(BaseModel):
 
     def outputs(self) -> dict[str, str]:
         """The facts a later CI step needs, as flat strings (GitHub outputs, GitLab dotenv)."""
-        planned = self.status == "planned"  # a dry run's reason is its plan, not a failure
         return {
             "status": self.status,
             "live-colour": self.live_colour or "",
@@ -119,8 +119,8 @@ class Result(BaseModel):
             "live-url": self.live_url or "",
             "switched": "true" if self.switched else "false",
             "rollback-command": (self.rollback_command or "") if self._can_roll_back() else "",
-            "reason": "" if planned else self.reason or "",
-            "plan": (self.reason or "") if planned else "",
+            "reason": self.reason or "",
+            "plan": self.plan or "",
         }
 
     def _can_roll_back(self) -> bool:
@@ -151,8 +151,10 @@ class Result(BaseModel):
             ("switched", "yes" if self.switched else "no"),
         ]
         out = [f"### bluegreen {self.command}: {self.app} ({self.environment})", ""]
+        if self.plan:
+            out += [f"> Plan: {_md_cell(self.plan)}", ""]
         if self.reason:
-            out += [f"> Plan: {_md_cell(self.reason)}" if self.status == "planned" else f"> **{self.reason}**", ""]
+            out += [f"> **{self.reason}**", ""]
         out += ["| | |", "| --- | --- |"]
         out += [f"| {k} | {_md_cell(v)} |" for k, v in rows if v is not None]
         if self.rollback_command and self._can_roll_back():
