@@ -24,7 +24,7 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(BIN)/python bench/switch_under_load.py
 
-# 200 deploy/rollback cycles under load, then a leak check (~10 min; CYCLES=5 for a quick run).
+# 200 deploy/rollback cycles under load, then leak checks (~10-17 min on 2 cores; CYCLES=5 for a quick run).
 CYCLES ?= 200
 soak: $(VENV)/.installed
 	$(BIN)/python bench/soak.py --cycles $(CYCLES)

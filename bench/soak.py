@@ -273,7 +273,8 @@ def verdict(result: Soak, args: argparse.Namespace) -> list[str]:
 def print_figures(result: Soak, args: argparse.Namespace, reasons: list[str]) -> None:
     recorder = result.recorder
     recorder_failed = sum(recorder.errors.values()) if recorder else 0
-    print(f"soak: {result.cycles_done} deploy/rollback cycles of the local target; load: {args.wrk and 'wrk' or 'httpx'}, "
+    tool = "wrk" if args.wrk else "httpx"
+    print(f"soak: {result.cycles_done} deploy/rollback cycles of the local target; load: {tool}, "
           f"{args.connections} keep-alive connections, plus a recorder on {args.recorder_connections}; 127.0.0.1 only")
     print("\nseries (cycle: Caddy fds, Caddy RSS, state dir files / bytes (logs), history entries; "
           "growth is from cycle 1)")
@@ -298,6 +299,7 @@ def print_figures(result: Soak, args: argparse.Namespace, reasons: list[str]) ->
         first, last = baseline(result), result.samples[-1]
         fds = [s.fds for s in result.samples if s.cycle]
         rss = [s.rss_kib / 1024 for s in result.samples if s.cycle]
+        log_per_cycle = (last.log_bytes - first.log_bytes) / max(1, last.cycle - 1)
         rows += [
             ("Caddy fds start / end (min-max)", f"{first.fds} / {last.fds} ({min(fds)}-{max(fds)}), "
                                                 f"growth {last.fds - first.fds:+d}"),
@@ -306,8 +308,8 @@ def print_figures(result: Soak, args: argparse.Namespace, reasons: list[str]) ->
             ("state dir files start / end", f"{first.state_files} / {last.state_files}"),
             ("state dir bytes start / end, without logs", f"{first.state_bytes - first.log_bytes:,} / "
                                                           f"{last.state_bytes - last.log_bytes:,}"),
-            ("logs (append-only) start / end, per cycle", f"{first.log_bytes:,} / {last.log_bytes:,} B, "
-                                                          f"{(last.log_bytes - first.log_bytes) / max(1, last.cycle - 1):.0f} B"),
+            ("logs (append-only) start / end, per cycle",
+             f"{first.log_bytes:,} / {last.log_bytes:,} B, {log_per_cycle:.0f} B"),
             ("history entries (max) / limit", f"{max(s.history_entries for s in result.samples)} / {args.history_limit}"),
         ]
     print()
