@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 DEMO    = $(BIN)/bluegreen
 DEMO_CONFIG = examples/local/bluegreen.yml
 
-.PHONY: demo test bench schema lint clean
+.PHONY: demo test bench soak schema lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/switch_under_load.py
+
+# 200 deploy/rollback cycles under load, then leak checks (~10-17 min on 2 cores; CYCLES=5 for a quick run).
+CYCLES ?= 200
+soak: $(VENV)/.installed
+	$(BIN)/python bench/soak.py --cycles $(CYCLES)
 
 schema: $(VENV)/.installed
 	$(BIN)/bluegreen schema > schema/bluegreen.schema.json

@@ -34,6 +34,7 @@ import asyncio
 import bisect
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -141,6 +142,28 @@ def free_ports(count: int) -> list[int]:
     finally:
         for s in sockets:
             s.close()
+
+
+def free_listen_ports(count: int, attempts: int = 500) -> list[int]:
+    """Free ports below the kernel's ephemeral range, for servers that are stopped and started again on
+    the same port: a port from the ephemeral range (what `free_ports` gets) may meanwhile become the
+    source port of some outgoing connection, and the restart then fails with 'Address already in use'."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    floor = 20000 if low > 21000 else 1024
+    found: list[int] = []
+    for port in random.sample(range(floor, low), min(attempts, low - floor)):
+        with socket.socket() as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+        found.append(port)
+        if len(found) == count:
+            return found
+    raise BenchError(f"no {count} free ports in {floor}..{low - 1}")
 
 
 async def wait_http(url: str, timeout: float = 15.0) -> None:
@@ -276,14 +299,17 @@ class Recorder:
             try:
                 response = await client.get(self.url)
             except httpx.HTTPError as exc:
-                self.samples.append(Sample(sent, time.time(), None, False))
-                self.errors[type(exc).__name__] += 1
+                self.note(Sample(sent, time.time(), None, False), type(exc).__name__)
                 await asyncio.sleep(0.01)  # a refused connection fails at once: do not spin
                 continue
             ok = response.is_success
-            if not ok:
-                self.errors[f"HTTP {response.status_code}"] += 1
-            self.samples.append(Sample(sent, time.time(), answered_by(response), ok))
+            self.note(Sample(sent, time.time(), answered_by(response), ok), None if ok else f"HTTP {response.status_code}")
+
+    def note(self, sample: Sample, error: str | None) -> None:
+        """Keep every sample (the switch latency needs them all); a long run may keep less."""
+        self.samples.append(sample)
+        if error:
+            self.errors[error] += 1
 
 
 def answered_by(response: httpx.Response) -> str | None:
