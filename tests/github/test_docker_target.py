@@ -412,3 +412,19 @@ def test_engine_calls_survive_the_engine_restarting(tmp_path):
     finally:
         api.close()
         docker("network", "rm", network, check=False)
+
+
+def test_a_router_inside_the_actions_container_is_refused(denv, action_image):
+    """router.mode host with manage left on, run in the action's image: starting Caddy there would die with the
+    step, so bluegreen refuses before it deploys anything."""
+    denv.write(target_extra='router: {mode: host, listen: "127.0.0.1:%d"}\n' % denv.proxy)
+    result = docker(
+        "run", "--rm", "--network", "host", "-v", f"{SOCKET}:{SOCKET}", "-v", f"{denv.dir}:{denv.dir}", "-w", str(denv.dir),
+        "-e", "BLUEGREEN_CI=plain", "--entrypoint", "/opt/bluegreen/bin/python", action_image,
+        "-m", "bluegreen", "deploy", "-c", str(denv.config), "--version", "1", check=False, timeout=120,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "router: refusing to start Caddy inside this container" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert denv.container("blue") is None
+    assert socket.socket().connect_ex(("127.0.0.1", denv.proxy)) != 0  # no proxy that would vanish with the step
