@@ -222,7 +222,16 @@ class RouterContainer:
                               f"(run a deploy, or `docker start {self.name}`)")
         exec_id = created.json()["Id"]
         output = self.api.call("POST", f"/exec/{exec_id}/start", json={"Detach": False, "Tty": False}).content
-        code = self.api.call("GET", f"/exec/{exec_id}/json").json().get("ExitCode")
+        # The stream can end a moment before the engine records the exit code: None until then.
+        deadline = time.monotonic() + 10
+        while True:
+            info = self.api.call("GET", f"/exec/{exec_id}/json").json()
+            if not info.get("Running") and info.get("ExitCode") is not None:
+                break
+            if time.monotonic() > deadline:
+                raise TargetError(f"router: {' '.join(cmd)} did not finish in {self.name}")
+            time.sleep(0.02)
+        code = int(info["ExitCode"])
         if check and code != 0:
             from .docker import _demux  # one demuxer for logs and exec output
             raise TargetError(f"router: {' '.join(cmd)} failed in {self.name} (exit {code}): {_demux(output).strip()}")
