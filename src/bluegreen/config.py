@@ -322,7 +322,10 @@ class DockerTarget(Model):
     health_path: str = Field("/healthz", description="Readiness: this path answers 2xx.")
     env: dict[str, str] = Field(default_factory=dict, description="Container environment; {version}, {colour} filled in.")
     labels: dict[str, str] = Field(default_factory=dict, description="Extra container labels.")
-    network: str | None = Field(None, description="A Docker network to attach the containers to; default the bridge.")
+    network: str | None = Field(
+        None, description="A Docker network to attach the containers to. router.mode container: a user-defined "
+        "network the router shares with them (default bluegreen-<app>-<environment>); host mode: default the bridge."
+    )
     pull: Literal["missing", "always", "never"] = Field("missing", description="When to pull the image.")
     docker_host: str | None = Field(
         None, description="unix:///path/docker.sock or tcp://host:port; default $DOCKER_HOST, else /var/run/docker.sock."
