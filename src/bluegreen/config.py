@@ -305,9 +305,34 @@ class KubernetesTarget(Model):
     request_timeout: Duration = Field(10, description="Timeout of one API request (retried when transient).")
 
 
+class DockerCaddyRouter(CaddyRouter):
+    """The docker target's Caddy: by default a container beside the colours, its state in a named volume."""
+
+    mode: Literal["container", "host"] | None = Field(
+        None, description="container: bluegreen runs Caddy as a container on the colours' engine (restart policy "
+        "unless-stopped) and keeps the live colour, lock and history in a named volume mounted in it, so nothing is "
+        "set up on the host and a cleaned checkout loses nothing. host: a Caddy on the host reads the upstream "
+        "file in state_dir. Default: host when manage is false or upstream_file is set, else container."
+    )
+    image: str = Field(
+        "python:3.12-slim", description="container mode: the router container's image; any image with a POSIX "
+        "shell (bluegreen copies its own static Caddy binary into it). The action's base image by default, so on "
+        "a runner it is already on the engine."
+    )
+    network: str | None = Field(
+        None, description="container mode: the Docker network the router and the colours share (created when "
+        "missing); default the target's network, else bluegreen-<app>-<environment>."
+    )
+
+    def resolved_mode(self) -> str:
+        if self.mode:
+            return self.mode
+        return "host" if (not self.manage or self.upstream_file) else "container"
+
+
 class DockerTarget(Model):
     """Each colour is a container on a Docker engine (Engine API over its socket), published on a host port;
-    a Caddy on the host switches between them through its upstream file."""
+    a Caddy switches between them through its upstream file: by default a router container beside them."""
 
     kind: Literal["docker"]
     image: str = Field(description="Image of one colour; {version} is filled in, e.g. 'ghcr.io/org/app:{version}'.")
@@ -323,22 +348,26 @@ class DockerTarget(Model):
     health_path: str = Field("/healthz", description="Readiness: this path answers 2xx.")
     env: dict[str, str] = Field(default_factory=dict, description="Container environment; {version}, {colour} filled in.")
     labels: dict[str, str] = Field(default_factory=dict, description="Extra container labels.")
-    network: str | None = Field(None, description="A Docker network to attach the containers to; default the bridge.")
+    network: str | None = Field(
+        None, description="A Docker network to attach the containers to. router.mode container: a user-defined "
+        "network the router shares with them (default bluegreen-<app>-<environment>); host mode: default the bridge."
+    )
     pull: Literal["missing", "always", "never"] = Field("missing", description="When to pull the image.")
     docker_host: str | None = Field(
         None, description="unix:///path/docker.sock or tcp://host:port; default $DOCKER_HOST, else /var/run/docker.sock."
     )
     stop_timeout: Duration = Field(10, description="Grace between SIGTERM and SIGKILL when a colour is stopped.")
-    scale_down_wait: Duration = Field(
-        60, description="A scale_down_delay up to this long is waited for in the run; a longer one is recorded in "
-        "the state dir and applied by the next bluegreen run that takes the lock (nothing outlives a CI step)."
+    scale_down_wait: Duration | None = Field(
+        None, description="A scale_down_delay up to this long is waited for in the run; a longer one is recorded "
+        "with the router's state and applied by the next bluegreen run that takes the lock (nothing outlives a CI "
+        "step). Default 60s, but 0 in GitHub Actions and GitLab CI, so later steps are not held up."
     )
     state_dir: str = Field(
         ".bluegreen/{environment}",
-        description="Router upstream file, lock and history; relative to the config file. Must be readable by the "
-        "router: in a container action, inside the workspace.",
+        description="router.mode host only: the upstream file, lock and history; relative to the config file. "
+        "Must be readable by the host's router (in a container action: inside the workspace).",
     )
-    router: CaddyRouter = Field(default_factory=CaddyRouter)
+    router: DockerCaddyRouter = Field(default_factory=DockerCaddyRouter)
 
 
 # Each target kind adds its model here and to the union below.

@@ -199,11 +199,13 @@ def _md_cell(value: object) -> str:
     return " ".join(str(value).replace("|", "\\|").splitlines())
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write a file so that readers never see half of it."""
+def write_atomic(path: Path, text: str, mode: int | None = None) -> None:
+    """Write a file so that readers never see half of it. `mode`: its permissions (mkstemp's are 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        if mode is not None:
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)

@@ -1,32 +1,34 @@
 """The action end to end with act and the Docker engine, through the example workflows.
 
 A workspace (a git repository in a temp dir) holds the action (action.yml, Dockerfile, src/), the
-example workflows with `uses: bluegreen-dev/bluegreen@v1` replaced by `uses: ./`, and a .bluegreen.yml
-for the docker target. Outside it, on the host: a real Caddy reading the upstream file in the workspace
-(act -b mounts the workspace at its host path), and the colours' containers, which the action starts
-through the host's Docker socket. Traffic is checked from outside, through that Caddy.
+example workflows with `uses: bluegreen-dev/bluegreen@v1` replaced by `uses: ./`, and as .bluegreen.yml
+examples/docker/bluegreen.yml with its defaults (only names, ports and timeouts changed for the test).
+Nothing is set up on the host: the action starts the colours' containers and the router container
+through the host's Docker socket, and the router keeps its state in a named volume. Traffic is checked
+from outside, through the router's published port, after the step has ended.
 
 The tests run in order and share the workspace: deploy, deploy again, roll back, a failing deploy,
-deploy-then-promote, and the prebuilt image by `docker://` reference.
+deploy-then-promote, the prebuilt image by `docker://` reference, and a cleaned checkout.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
 import subprocess
+import tarfile
 import textwrap
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
-from bluegreen.config import CaddyRouter
-from bluegreen.targets.caddy import CaddyFileRouter
-
-from .support import ACT_JOB_IMAGE, ROOT, docker, free_port, need_act, remove_containers, tag_example, unique
+from .support import (ACT_JOB_IMAGE, ROOT, docker, docker_client, free_port, need_act, remove_containers,
+                      tag_example, unique)
 
 ENVIRONMENT = "production"  # the example workflows deploy this environment
 
@@ -63,6 +65,15 @@ class Workspace:
     def live_version(self) -> str:
         return httpx.get(f"http://127.0.0.1:{self.proxy}/version", timeout=5).text.strip()
 
+    def history(self) -> list[dict]:
+        """The release history, from the router's state volume (nothing is kept in the workspace)."""
+        with docker_client() as client:
+            response = client.get(f"/containers/{self.app}-{ENVIRONMENT}-router/archive",
+                                  params={"path": "/state/history.json"})
+        response.raise_for_status()
+        with tarfile.open(fileobj=io.BytesIO(response.content)) as tar:
+            return json.loads(tar.extractfile(tar.next()).read())
+
 
 def log_lines(result: subprocess.CompletedProcess, prefix: str = "bluegreen: ") -> list[str]:
     """The lines the workflow's own `echo "bluegreen: ..."` steps printed (act prefixes them with `| `)."""
@@ -87,45 +98,25 @@ def ws(tmp_path_factory, example_image):
 
     space = Workspace(root, act, app=unique("e2e"), repository=unique("bluegreen-example-"),
                       proxy=free_port(), ports={"blue": free_port(), "green": free_port()})
-    (root / ".bluegreen.yml").write_text(textwrap.dedent(f"""\
-        app: {space.app}
-        environments:
-          {ENVIRONMENT}:
-            target:
-              kind: docker
-              image: "{space.repository}:{{version}}"
-              command: ["--version", "{{version}}", "--colour", "{{colour}}"]
-              ports: {{blue: {space.ports['blue']}, green: {space.ports['green']}}}
-              pull: never
-              stop_timeout: 2
-              router:
-                listen: 127.0.0.1:{space.proxy}
-                manage: false  # the Caddy below runs on the host, outside the action's container
-        timeouts: {{ready: 30s}}
-        smoke:
-          timeout: 5s
-          interval: 0.2
-          checks:
-            - name: version
-              path: /version
-              expect: {{status: 200, body_contains: "{{version}}"}}
-        verify: {{consecutive_successes: 2, window: 1s}}
-        scale_down_delay: 1s
-        """))
+    # The example config as a user copies it; only names, ports and timeouts differ.
+    config = yaml.safe_load((ROOT / "examples" / "docker" / "bluegreen.yml").read_text())
+    config["app"] = space.app
+    target = config["environments"][ENVIRONMENT]["target"]
+    target.update(image=f"{space.repository}:{{version}}", ports=space.ports, pull="never", stop_timeout=2)
+    target["router"]["listen"] = f"127.0.0.1:{space.proxy}"
+    config.update(timeouts={"ready": "30s"}, verify={"consecutive_successes": 2, "window": "1s"},
+                  scale_down_delay="1s")
+    config["smoke"].update(timeout="5s", interval=0.2)
+    (root / ".bluegreen.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     (root / ".gitignore").write_text(".bluegreen/\nbluegreen-report.json\n")
     space.git("init", "-q", "-b", "main")
     space.git("add", "-A")
     space.git("commit", "-q", "-m", "the action and its workflows")
 
-    # The host's Caddy, as an operator runs it: upstream read per request from the workspace's state dir.
-    router = CaddyFileRouter(
-        CaddyRouter(listen=f"127.0.0.1:{space.proxy}", upstream_file=str(root / ".bluegreen" / ENVIRONMENT / "upstream")),
-        root.parent / "caddy", {c: f"127.0.0.1:{p}" for c, p in space.ports.items()},
-    )
-    router.ensure_running()
     yield space
-    router.stop()
-    remove_containers(space.app)
+    remove_containers(space.app)  # the colours and the router
+    docker("volume", "rm", f"bluegreen-{space.app}-{ENVIRONMENT}", check=False)
+    docker("network", "rm", f"bluegreen-{space.app}-{ENVIRONMENT}", check=False)
     tags = docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", space.repository, check=False).stdout.split()
     if tags:
         docker("rmi", *tags, check=False)
@@ -138,7 +129,8 @@ def test_deploy_workflow_builds_the_action_and_switches_traffic(ws, example_imag
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert f"docker build -t act-dockeraction:latest {ws.root}" in result.stdout  # the image from ./Dockerfile
     assert "Success - Main Blue-green deploy" in result.stdout
-    assert ws.live_version() == sha  # from outside, through the host's proxy
+    assert ws.live_version() == sha  # from outside, after the step: the router container outlived it
+    assert not (ws.root / ".bluegreen").exists()  # nothing kept in the workspace
     assert log_lines(result)[0] == "bluegreen: status=succeeded live-colour=blue previous-colour="
 
 
@@ -157,8 +149,7 @@ def test_a_later_step_reads_the_outputs(ws, example_image):
 
 
 def test_rollback_workflow_dispatched_with_act_switches_back(ws):
-    history = ws.root / ".bluegreen" / ENVIRONMENT / "history.json"
-    previous = json.loads(history.read_text())[0]["previous_version"]
+    previous = ws.history()[0]["previous_version"]
     result = ws.act("workflow_dispatch", "rollback.yml", f"environment={ENVIRONMENT}", "reason=e2e test", "force=false")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert ws.live_version() == previous
@@ -286,3 +277,20 @@ def test_prebuilt_image_by_docker_reference(ws, action_image):
     result = ws.act("workflow_dispatch", "prebuilt.yml")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert re.search(rf"\|\s+{ws.app}/{ENVIRONMENT}\s+live: green \(version {live}\)", result.stdout), result.stdout[-3000:]
+
+
+def test_a_cleaned_checkout_loses_nothing(ws, example_image):
+    """`actions/checkout` cleans the workspace (`git clean -ffdx`) before every job: live keeps serving, and
+    the next deploy and a dispatched rollback both still know what was live."""
+    live = ws.live_version()
+    ws.git("clean", "-ffdx")
+    assert ws.live_version() == live
+    sha = ws.commit("after a clean checkout", example_image)
+    result = ws.act("push", "deploy.yml")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert ws.live_version() == sha
+    assert log_lines(result)[1] == f"bluegreen: version={sha} previous-version={live}"
+    ws.git("clean", "-ffdx")
+    result = ws.act("workflow_dispatch", "rollback.yml", f"environment={ENVIRONMENT}", "reason=clean", "force=false")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert ws.live_version() == live

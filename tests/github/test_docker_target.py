@@ -1,10 +1,17 @@
-"""The docker target against the real Docker engine: containers per colour, a real Caddy, the real CLI."""
+"""The docker target against the real Docker engine: containers per colour, a real Caddy, the real CLI.
+
+By default the router is a Caddy container beside the colours with its state in a named volume; the
+host mode (a Caddy on the host reading the upstream file) is tested too."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
+import socket
+import tempfile
+import threading
 import subprocess
 import sys
 import textwrap
@@ -15,7 +22,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .support import docker_client, free_port, remove_containers, tag_example, unique
+from bluegreen.errors import TargetError
+from bluegreen.targets.caddy import caddy_binary
+from bluegreen.targets.docker import DockerAPI
+
+from .support import SOCKET, docker, docker_client, free_port, need_docker, remove_containers, tag_example, unique
 
 
 @dataclass
@@ -61,8 +72,23 @@ class DockerEnv:
         return subprocess.run(
             [sys.executable, "-m", "bluegreen", args[0], "-c", str(self.config), *args[1:]], cwd=self.dir,
             capture_output=True, text=True, timeout=timeout,
-            env={**os.environ, "BLUEGREEN_CI": "plain", **(env or {})},
+            env={**_without_ci(os.environ), "BLUEGREEN_CI": "plain", **(env or {})},
         )
+
+    @property
+    def router(self) -> str:
+        return f"{self.app}-test-router"
+
+    def state(self, name: str) -> str | None:
+        """A file in the router's state volume, read as bluegreen reads it (the engine's archive endpoint)."""
+        with docker_client() as client:
+            response = client.get(f"/containers/{self.router}/archive", params={"path": f"/state/{name}"})
+        if response.status_code == 404:
+            return None
+        import io
+        import tarfile
+        with tarfile.open(fileobj=io.BytesIO(response.content)) as tar:
+            return tar.extractfile(tar.next()).read().decode()
 
     def report(self) -> dict:
         return json.loads((self.dir / "bluegreen-report.json").read_text())
@@ -86,6 +112,8 @@ def denv(tmp_path, example_image):
     yield env
     env.cli("down", "--purge", timeout=60)
     remove_containers(env.app)
+    docker("volume", "rm", f"bluegreen-{env.app}-test", check=False)
+    docker("network", "rm", f"bluegreen-{env.app}-test", check=False)
     subprocess.run(["docker", "rmi", f"{env.repository}:1", f"{env.repository}:2"], capture_output=True, timeout=60)
 
 
@@ -143,8 +171,7 @@ def test_rollback_is_not_blocked_while_a_deploy_waits_to_scale_down(denv):
     )
     try:
         deadline = time.monotonic() + 60
-        lock = denv.dir / ".bluegreen" / "test" / "lock.json"
-        while not (denv.live_version() == "2" and not lock.exists()):  # switched, verified, lock released
+        while not (denv.live_version() == "2" and denv.state("lock.json") is None):  # switched, verified, lock released
             assert time.monotonic() < deadline, "the deploy never switched and released the lock"
             time.sleep(0.1)
         rollback = denv.cli("rollback")
@@ -162,14 +189,16 @@ def test_rollback_is_not_blocked_while_a_deploy_waits_to_scale_down(denv):
     assert denv.live_version() == "1"
 
 
-def test_long_scale_down_delay_is_applied_by_the_next_run(denv):
-    denv.write(extra="scale_down_delay: 1s\n", target_extra="scale_down_wait: 0\n")
-    assert denv.cli("deploy", "--version", "1").returncode == 0
+def test_in_ci_the_scale_down_delay_is_not_waited_for_but_applied_by_the_next_run(denv):
+    """In the action (GITHUB_ACTIONS=true) the step does not wait for scale_down_delay: later steps go on."""
+    ci = {"GITHUB_ACTIONS": "true"}
+    assert denv.cli("deploy", "--version", "1", env=ci).returncode == 0
     started = time.monotonic()
-    assert denv.cli("deploy", "--version", "2").returncode == 0
+    assert denv.cli("deploy", "--version", "2", env=ci).returncode == 0
     assert time.monotonic() - started < 15
+    assert "scale down blue (due)" not in [p["name"] for p in denv.report()["phases"]]
     assert denv.container("blue")["State"]["Running"]  # nothing waited, nothing lingers: kept warm
-    due = json.loads((denv.dir / ".bluegreen" / "test" / "scale-down.json").read_text())
+    due = json.loads(denv.state("scale-down.json"))
     assert set(due) == {"blue"}
     time.sleep(1.2)
     # The next run that takes the lock applies the due scale-down (then this rollback starts blue again).
@@ -206,3 +235,196 @@ def test_unreachable_engine_is_one_line(denv):
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "docker: cannot reach the engine at /nonexistent/docker.sock" in denv.report()["reason"]
+
+
+def _without_ci(environ) -> dict[str, str]:
+    """The tests decide whether bluegreen believes it runs in CI (it changes the scale-down wait)."""
+    return {k: v for k, v in environ.items() if k not in ("GITHUB_ACTIONS", "GITLAB_CI")}
+
+
+def test_state_lives_with_the_router_not_in_the_workspace(denv):
+    """A cleaned checkout (everything but the config deleted) loses nothing: live keeps serving, and the next
+    deploy and a rollback both know what was live."""
+    assert denv.cli("deploy", "--version", "1").returncode == 0
+    assert denv.cli("deploy", "--version", "2").returncode == 0
+    for path in denv.dir.iterdir():  # like `git clean -ffdx`
+        if path != denv.config:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    assert not (denv.dir / ".bluegreen").exists()
+    assert denv.live_version() == "2"
+    with docker_client() as client:
+        router = client.get(f"/containers/{denv.router}/json").json()
+    assert router["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+    assert router["Mounts"][0]["Name"] == f"bluegreen-{denv.app}-test"
+    network = f"bluegreen-{denv.app}-test"
+    assert set(denv.container("green")["NetworkSettings"]["Networks"]) == {network}  # dialled by name
+    assert denv.state("upstream").strip() == f"{denv.app}-test-green:8000"
+
+    rollback = denv.cli("rollback")
+    assert rollback.returncode == 0, rollback.stderr
+    assert denv.live_version() == "1"
+    deploy = denv.cli("deploy", "--version", "2")
+    assert deploy.returncode == 0, deploy.stderr
+    assert (denv.report()["previous_colour"], denv.report()["live_colour"]) == ("blue", "green")
+    assert [r["version"] for r in json.loads(denv.state("history.json"))][:3] == ["2", "1", "2"]
+
+    # A removed router container (not its volume) is started again by the next run, with its state.
+    docker("rm", "-f", denv.router)
+    assert denv.cli("deploy", "--version", "1").returncode == 0
+    assert (denv.report()["previous_colour"], denv.report()["live_colour"]) == ("green", "blue")
+    # The runbook's switch without bluegreen works as printed.
+    raw = denv.report()["raw_rollback_command"]
+    assert raw.startswith(f"docker exec {denv.router} sh -c ")
+    docker("start", f"{denv.app}-test-green")  # scaled down after its 1 s delay: an incident starts it first
+    subprocess.run(raw, shell=True, check=True, timeout=30)
+    deadline = time.monotonic() + 10
+    while denv.live_version() != "2":
+        assert time.monotonic() < deadline, "the raw rollback command did not switch to green"
+        time.sleep(0.1)
+
+
+def test_host_router_not_running_fails_before_anything_changes(denv):
+    denv.write(target_extra="router: {mode: host, manage: false, listen: \"127.0.0.1:%d\"}\n" % denv.proxy)
+    result = denv.cli("deploy", "--version", "1")
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    reason = denv.report()["reason"]
+    assert reason.startswith(f"the router at 127.0.0.1:{denv.proxy} is not running; live traffic was not touched"), reason
+    assert "Start the host's Caddy" in reason
+    assert denv.container("blue") is None  # stopped before it deployed anything
+
+
+def test_host_mode_switch_file_is_read_by_a_proxy_not_running_as_root(denv):
+    """router.mode host: the switch file is world-readable, so a Caddy running as nobody serves it."""
+    shared = Path(tempfile.mkdtemp(prefix="bg-nobody-"))
+    try:
+        shared.chmod(0o755)
+        data = shared / "caddy-data"
+        data.mkdir()
+        data.chmod(0o777)
+        upstream = shared / "state" / "upstream"
+        denv.write(target_extra=f"state_dir: {shared / 'state'}\n"
+                   f"router: {{mode: host, manage: false, listen: \"127.0.0.1:{denv.proxy}\"}}\n")
+        config = shared / "caddy.json"
+        config.write_text(json.dumps({
+            "admin": {"disabled": True},
+            "storage": {"module": "file_system", "root": str(data)},
+            "apps": {"http": {"servers": {"s": {
+                "listen": [f"127.0.0.1:{denv.proxy}"], "automatic_https": {"disable": True},
+                "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "{file.%s}" % upstream}]}]}],
+            }}}},
+        }))
+        config.chmod(0o644)
+        caddy = subprocess.Popen(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", caddy_binary(), "run", "--config", str(config)],
+            env={"HOME": str(data), "XDG_DATA_HOME": str(data), "XDG_CONFIG_HOME": str(data), "PATH": "/usr/bin:/bin"},
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        try:
+            deadline = time.monotonic() + 10
+            while socket.socket().connect_ex(("127.0.0.1", denv.proxy)) != 0:
+                assert caddy.poll() is None and time.monotonic() < deadline, "caddy as nobody did not start"
+                time.sleep(0.05)
+            result = denv.cli("deploy", "--version", "1")
+            assert result.returncode == 0, result.stderr
+            assert oct(upstream.stat().st_mode & 0o777) == "0o644"
+            assert denv.live_version() == "1"  # read by nobody, per request
+        finally:
+            caddy.terminate()
+            caddy.wait(timeout=10)
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+class SocketProxy:
+    """A unix socket in front of the engine's, to be stopped and started: the engine restarting, as the client
+    sees it, without touching the real dockerd."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.server: socket.socket | None = None
+        self.open: list[socket.socket] = []
+
+    def start(self) -> None:
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(self.path)
+        server.listen(16)
+        self.server = server
+        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
+
+    def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        os.unlink(self.path)
+        self.server = None
+        for conn in self.open:  # kept-alive connections die with the engine too
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.open.clear()
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            engine = socket.socket(socket.AF_UNIX)
+            engine.connect(SOCKET)
+            self.open += [client, engine]
+            for a, b in ((client, engine), (engine, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while chunk := a.recv(65536):
+                b.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+def test_engine_calls_survive_the_engine_restarting(tmp_path):
+    need_docker()
+    proxy = SocketProxy(str(tmp_path / "docker.sock"))
+    proxy.start()
+    api = DockerAPI(f"unix://{proxy.path}", retry_for=10)
+    network = unique("bg-restart-")
+    try:
+        assert api.inspect(unique("no-such-")) is None
+        proxy.stop()  # the engine goes away...
+        threading.Timer(1.5, proxy.start).start()  # ...and is back 1.5 s later
+        started = time.monotonic()
+        api.call("POST", "/networks/create", json={"Name": network}, ok=(201,))  # refused, retried, then done
+        assert 1.4 < time.monotonic() - started < 10
+        assert api.call("GET", f"/networks/{network}").json()["Name"] == network
+        proxy.stop()  # gone for longer than the deadline: one line, no traceback
+        api.retry_for = 0.5
+        with pytest.raises(TargetError, match=r"^docker: cannot reach the engine at .*docker.sock"):
+            api.inspect("x")
+    finally:
+        api.close()
+        docker("network", "rm", network, check=False)
+
+
+def test_a_router_inside_the_actions_container_is_refused(denv, action_image):
+    """router.mode host with manage left on, run in the action's image: starting Caddy there would die with the
+    step, so bluegreen refuses before it deploys anything."""
+    denv.write(target_extra='router: {mode: host, listen: "127.0.0.1:%d"}\n' % denv.proxy)
+    result = docker(
+        "run", "--rm", "--network", "host", "-v", f"{SOCKET}:{SOCKET}", "-v", f"{denv.dir}:{denv.dir}", "-w", str(denv.dir),
+        "-e", "BLUEGREEN_CI=plain", "--entrypoint", "/opt/bluegreen/bin/python", action_image,
+        "-m", "bluegreen", "deploy", "-c", str(denv.config), "--version", "1", check=False, timeout=120,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "router: refusing to start Caddy inside this container" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert denv.container("blue") is None
+    assert socket.socket().connect_ex(("127.0.0.1", denv.proxy)) != 0  # no proxy that would vanish with the step

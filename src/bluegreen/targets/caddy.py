@@ -62,7 +62,7 @@ class CaddyFileRouter:
     def switch(self, to: Colour) -> None:
         """Caddy reads the file on every request, so the next request after the rename goes to `to`."""
         self.ensure_running()
-        write_atomic(self.upstream_file, self.upstreams[to] + "\n")
+        write_atomic(self.upstream_file, self.upstreams[to] + "\n", mode=0o644)  # a proxy not run as root reads it
 
     # --- the proxy process ---------------------------------------------------------------
 

@@ -1,35 +1,36 @@
-"""The docker target: each colour is a container on a Docker engine, a Caddy on the host switches.
+"""The docker target: each colour is a container on a Docker engine; a Caddy switches between them.
 
 Containers are driven through the Docker Engine API with httpx over the engine's unix
 socket (or `DOCKER_HOST`), so no docker CLI is needed: in a GitHub container action the
 runner mounts the host's socket, and the containers it starts live on the host, not in
 the step. Each colour is the container `<app>-<environment>-<colour>`, labelled with its
 app, environment, colour and version (the labels are the truth about what runs where),
-and published on its own host port for the router.
+and published on its own host port (the preview URL, bluegreen's health checks).
 
-The router is the local target's Caddy upstream file: one atomic rename switches, and
-Caddy reads it per request. The lock and the history are a FileStateStore in the same
-state dir, beside that file. Why files and not container labels: the upstream file has
-to be a file the host's Caddy reads anyway, so the router state, the lock and the
-history share one place and one lifetime; labels cannot change after a container is
-created, so a lock could not be renewed. In a container action the state dir must be
-in the workspace (the only host directory both sides see; act with -b mounts it at its
-host path).
+The router, by default (`router.mode: container`), is a Caddy container on the same engine,
+and the live colour, the lock, the history and the planned scale-downs live in a named
+volume mounted in it: nothing to set up on the host, nothing in the workspace that a cleaned
+checkout could delete (docker_router.py says how and why). `router.mode: host` keeps the
+older shape: a Caddy on the host reads the upstream file in `state_dir`, beside the lock
+and history files; bluegreen starts that Caddy itself only outside a container (a process
+started in the action's container dies with the step, so there it is refused).
 
-Scaling the old colour down: nothing may outlive a CI step (a process started in the
-action's container dies with it), so the due time is written to `scale-down.json` in
-the state dir; a delay up to `scale_down_wait` is then waited for in the run itself
-and applied, a longer one is applied by the next bluegreen run that takes the lock. A
-colour that became live again in the meantime is never stopped.
+Scaling the old colour down: nothing may outlive a CI step, so the due time is written to
+`scale-down.json` with the state; a delay up to `scale_down_wait` (0 in CI, so later steps
+are not held up) is waited for in the run itself and applied, a longer one is applied by
+the next bluegreen run that takes the lock. A colour that became live again in the meantime
+is never stopped.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
+import shlex
 import shutil
+import socket
 import struct
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -40,19 +41,22 @@ import httpx
 from ..config import COLOURS, Colour, Settings, render
 from ..config import DockerTarget as DockerConfig
 from ..errors import NotReadyError, TargetError
-from ..report import write_atomic
 from .base import ColourState, LockInfo, utcnow
+from .docker_router import CaddyContainerRouter, RouterContainer, VolumeStateStore, safe_name
 from .filestate import FileStateStore
 from .hostports import HostPortTarget
 
 LABEL = "dev.bluegreen."
 DEFAULT_SOCKET = "/var/run/docker.sock"
+DUE = "scale-down.json"
+RETRY_FOR = 30.0  # seconds a call keeps retrying while the engine is unreachable (e.g. dockerd restarting)
 
 
 class DockerAPI:
     """The few Engine API calls we need; every failure is a TargetError of one line."""
 
-    def __init__(self, docker_host: str | None, timeout: float = 30.0) -> None:
+    def __init__(self, docker_host: str | None, timeout: float = 30.0, retry_for: float = RETRY_FOR) -> None:
+        self.retry_for = retry_for
         url = docker_host or os.environ.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}"
         if url.startswith("unix://"):
             self.where = url[len("unix://"):]
@@ -64,14 +68,25 @@ class DockerAPI:
         else:
             raise TargetError(f"docker: unsupported docker host {url!r} (use unix:///path/docker.sock or tcp://host:port)")
         self.client = httpx.Client(transport=transport, base_url=base, timeout=timeout)
+        if url.startswith("unix://") and not os.path.exists(self.where):
+            self.retry_for = 0  # no socket at all is a wrong setting, not a restart: say so at once
 
     def call(self, method: str, path: str, *, ok: tuple[int, ...] = (200, 201, 204), timeout: float | None = None,
              **kwargs: Any) -> httpx.Response:
-        try:
-            extra = {"timeout": timeout} if timeout is not None else {}
-            response = self.client.request(method, path, **kwargs, **extra)
-        except httpx.TransportError as exc:
-            raise TargetError(f"docker: cannot reach the engine at {self.where}: {exc or type(exc).__name__}") from None
+        extra = {"timeout": timeout} if timeout is not None else {}
+        deadline = time.monotonic() + self.retry_for
+        while True:
+            try:
+                response = self.client.request(method, path, **kwargs, **extra)
+                break
+            except httpx.TransportError as exc:
+                # A refused or dropped connection: the engine restarting. Retried briefly; a request it may have
+                # received and acted on is retried only if it is a read (a repeated POST could act twice).
+                transient = isinstance(exc, httpx.ConnectError) or method == "GET"
+                if not transient or time.monotonic() >= deadline:
+                    raise TargetError(
+                        f"docker: cannot reach the engine at {self.where}: {exc or type(exc).__name__}") from None
+                time.sleep(0.25)
         if response.status_code not in ok:
             raise TargetError(f"docker: {method} {path.split('?')[0]}: {response.status_code} {_message(response)}")
         return response
@@ -112,7 +127,8 @@ class DockerAPI:
 
 
 class DockerStateStore(FileStateStore):
-    """Lock and history in files beside the router's upstream file; runs callbacks once the lock is ours."""
+    """router.mode host: lock and history in files beside the host router's upstream file; runs callbacks once
+    the lock is ours."""
 
     def __init__(self, directory: Path) -> None:
         super().__init__(directory)
@@ -125,19 +141,66 @@ class DockerStateStore(FileStateStore):
         return info
 
 
+def in_container() -> bool:
+    """True inside a container (the action's own): a process started here ends with the step."""
+    return Path("/.dockerenv").exists() or Path("/run/.containerenv").exists()
+
+
 class DockerTarget(HostPortTarget):
     config: DockerConfig
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self.state = DockerStateStore(self.state_dir)
-        self.state.on_locked.append(self.apply_scale_downs)
         self.api = DockerAPI(self.config.docker_host)
-        self.due_file = self.state_dir / "scale-down.json"
+        self.mode = self.config.router.resolved_mode()
+        self.state: DockerStateStore | VolumeStateStore
+        if self.mode == "container":
+            labels = {LABEL + "app": settings.app, LABEL + "environment": settings.environment, LABEL + "role": "router"}
+            self.router_container = RouterContainer(self.api, self.config.router, settings.app, settings.environment,
+                                                    self.config.network, labels)
+            upstreams = {c: f"{self.container_name(c)}:{self.config.container_port}" for c in COLOURS}
+            self.router = CaddyContainerRouter(self.router_container, upstreams)  # type: ignore[assignment]
+            self.state = VolumeStateStore(self.router_container)
+        else:
+            self.state = DockerStateStore(self.state_dir)
+        self.state.on_locked.append(self.apply_scale_downs)
+        if self.config.scale_down_wait is not None:
+            self.scale_down_wait = self.config.scale_down_wait
+        else:  # in CI a wait would hold up the job's later steps: the next run applies it
+            ci = os.environ.get("GITHUB_ACTIONS") == "true" or os.environ.get("GITLAB_CI") == "true"
+            self.scale_down_wait = 0.0 if ci else 60.0
+
+    def ensure_router(self) -> None:
+        """Start the router container when missing; in host mode, check the host's router (or start it outside a
+        container). Called before anything changes, so a missing router stops the run with live untouched."""
+        if self.mode == "container":
+            self.router.ensure_running()
+            return
+        if self.config.router.manage:
+            if in_container():
+                raise TargetError(
+                    "router: refusing to start Caddy inside this container (the action's): it would die when the "
+                    "step ends and take the live URL down. Remove router.mode: host to let bluegreen run the router "
+                    "as a container on the Docker engine, or run Caddy on the host and set router.manage: false")
+            self.router.ensure_running()
+            return
+        self.check_router()
+
+    def check_router(self) -> None:
+        if self.mode == "container":
+            self.router.check()  # type: ignore[attr-defined]
+            return
+        host, _, port = self.config.router.listen.rpartition(":")
+        try:
+            socket.create_connection((host or "127.0.0.1", int(port)), timeout=1.0).close()
+        except OSError:
+            raise TargetError(
+                f"the router at {self.config.router.listen} is not running; live traffic was not touched. Start the "
+                f"host's Caddy (its upstream is {{file.{self.router.upstream_file.resolve()}}}), or remove "
+                "router.mode: host / manage: false to let bluegreen run the router as a container") from None
 
     def container_name(self, colour: Colour) -> str:
-        # Docker names allow [a-zA-Z0-9][a-zA-Z0-9_.-]; an environment name may hold anything else.
-        return re.sub(r"[^a-zA-Z0-9_.-]", "-", f"{self.settings.app}-{self.settings.environment}-{colour}")
+        return safe_name(f"{self.settings.app}-{self.settings.environment}-{colour}")
 
     def image(self, version: str) -> str:
         return render(self.config.image, version=version)
@@ -165,7 +228,7 @@ class DockerTarget(HostPortTarget):
     # --- actions -----------------------------------------------------------------------------
 
     def deploy(self, colour: Colour, version: str) -> None:
-        self.router.ensure_running()
+        self.ensure_router()
         image = self.image(version)
         if self.config.pull == "always" or (self.config.pull == "missing" and not self.api.image_exists(image)):
             self.api.pull(image)
@@ -176,6 +239,8 @@ class DockerTarget(HostPortTarget):
         self._remove(name)
         values = {"port": self.config.container_port, "version": version, "colour": colour}
         port_key = f"{self.config.container_port}/tcp"
+        # Container mode: on the router's network, where it dials this colour by name.
+        network = self.router_container.network if self.mode == "container" else self.config.network
         body: dict[str, Any] = {
             "Image": image,
             "Env": [f"{k}={render(v, **values)}" for k, v in self.config.env.items()],
@@ -193,7 +258,7 @@ class DockerTarget(HostPortTarget):
                 "PortBindings": {port_key: [{"HostIp": self.config.bind, "HostPort": str(self.ports[colour])}]},
                 # A reboot of the host brings a colour back as it was; a stopped (scaled-down) one stays stopped.
                 "RestartPolicy": {"Name": "unless-stopped"},
-                **({"NetworkMode": self.config.network} if self.config.network else {}),
+                **({"NetworkMode": network} if network else {}),
             },
         }
         if self.config.command is not None:
@@ -234,6 +299,7 @@ class DockerTarget(HostPortTarget):
         self._start(name)
 
     def switch(self, to: Colour, deadline: float) -> None:
+        self.check_router()  # a switch to a router that is not there would route nothing, and report success
         super().switch(to, deadline)
         self._drop_due(to)  # live again: a scale-down planned for it no longer applies
 
@@ -242,10 +308,10 @@ class DockerTarget(HostPortTarget):
         with self.state._mutex():
             entries = self._due()
             entries[colour] = {"at": due.isoformat(timespec="seconds"), "release": release_id}
-            write_atomic(self.due_file, json.dumps(entries, indent=2))
+            self.state._write(DUE, json.dumps(entries, indent=2))
         # A short delay is waited out by this run (outside the lock); a longer one is applied by
         # the next bluegreen run that takes the lock.
-        return delay if delay <= self.config.scale_down_wait else None
+        return delay if delay <= self.scale_down_wait else None
 
     def stop_all(self, purge: bool = False) -> list[str]:
         stopped = []
@@ -253,13 +319,27 @@ class DockerTarget(HostPortTarget):
             name = self.container_name(colour)
             if self._remove(name):
                 stopped.append(f"{colour} (container {name}, port {self.ports[colour]})")
+        if self.mode == "container":
+            if self.router_container.stop(purge):  # the volume (state) is kept unless purged
+                stopped.append(f"router (container {self.router_container.name}, {self.config.router.listen})")
+            if purge and not self.config.network and not self.config.router.network:
+                self.api.call("DELETE", f"/networks/{quote(self.router_container.network)}", ok=(204, 404, 409))
+            return stopped
         if self.router.stop():
             stopped.append(f"proxy ({self.config.router.listen})")
         self.router.upstream_file.unlink(missing_ok=True)  # nothing is live any more
-        self.due_file.unlink(missing_ok=True)
+        (self.state_dir / DUE).unlink(missing_ok=True)
         if purge:
             shutil.rmtree(self.state_dir, ignore_errors=True)
         return stopped
+
+    def raw_rollback_command(self, to: Colour) -> str | None:
+        if self.mode != "container":
+            return super().raw_rollback_command(to)
+        # The same atomic rename as bluegreen's, inside the router container.
+        name, upstream = self.router_container.name, self.router.upstreams[to]
+        script = f"printf '%s\\n' {upstream} > /state/.upstream.tmp && mv -f /state/.upstream.tmp /state/upstream"
+        return f"docker exec {name} sh -c {shlex.quote(script)}"
 
     def close(self) -> None:
         self.api.close()
@@ -276,8 +356,8 @@ class DockerTarget(HostPortTarget):
 
     def _due(self) -> dict[str, dict]:
         try:
-            data = json.loads(self.due_file.read_text())
-        except (OSError, ValueError):
+            data = json.loads(self.state._read(DUE) or "{}")
+        except ValueError:
             return {}
         return data if isinstance(data, dict) else {}
 
@@ -287,7 +367,7 @@ class DockerTarget(HostPortTarget):
         with self.state._mutex():
             entries = self._due()
             entries.pop(colour, None)
-            write_atomic(self.due_file, json.dumps(entries, indent=2))
+            self.state._write(DUE, json.dumps(entries, indent=2))
 
     def _scale_down_if_due(self, colour: Colour) -> bool:
         entry = self._due().get(colour)

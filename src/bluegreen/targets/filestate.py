@@ -24,10 +24,27 @@ _HISTORY = TypeAdapter(list[Release])
 
 
 class FileStateStore(StateStore):
+    """The files live in a directory; a subclass may keep them elsewhere by overriding the four
+    storage methods (`_read`, `_write`, `_unlink`, `_mutex`), e.g. in a Docker volume."""
+
     def __init__(self, directory: Path) -> None:
         self.dir = directory
         self.lock_file = directory / "lock.json"
         self.history_file = directory / "history.json"
+
+    # --- storage ---------------------------------------------------------------------------
+
+    def _read(self, name: str) -> str | None:
+        try:
+            return (self.dir / name).read_text()
+        except FileNotFoundError:
+            return None
+
+    def _write(self, name: str, text: str) -> None:
+        write_atomic(self.dir / name, text)
+
+    def _unlink(self, name: str) -> None:
+        (self.dir / name).unlink(missing_ok=True)
 
     @contextmanager
     def _mutex(self) -> Iterator[None]:
@@ -39,11 +56,14 @@ class FileStateStore(StateStore):
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    # --- the lock and the history --------------------------------------------------------------
+
     def read_lock(self) -> LockInfo | None:
-        try:
-            return LockInfo.model_validate_json(self.lock_file.read_text())
-        except FileNotFoundError:
+        text = self._read(self.lock_file.name)
+        if text is None:
             return None
+        try:
+            return LockInfo.model_validate_json(text)
         except ValidationError:  # a torn or foreign file must not wedge every future deploy
             return None
 
@@ -62,7 +82,7 @@ class FileStateStore(StateStore):
             info = LockInfo(
                 holder=holder, acquired_at=now, renewed_at=now, expires_at=now + timedelta(seconds=ttl), **this_process()
             )
-            write_atomic(self.lock_file, info.model_dump_json())
+            self._write(self.lock_file.name, info.model_dump_json())
             return info
 
     def note_progress(self, holder: str, command: str, phase: str) -> None:
@@ -70,7 +90,7 @@ class FileStateStore(StateStore):
             current = self.read_lock()
             if current is not None and current.holder == holder:
                 current.command, current.phase = command, phase
-                write_atomic(self.lock_file, current.model_dump_json())
+                self._write(self.lock_file.name, current.model_dump_json())
 
     def renew_lock(self, holder: str, ttl: float) -> None:
         with self._mutex():
@@ -79,29 +99,30 @@ class FileStateStore(StateStore):
                 raise TargetError(f"the deploy lock is no longer held by {holder}")
             now = utcnow()
             current.renewed_at, current.expires_at = now, now + timedelta(seconds=ttl)
-            write_atomic(self.lock_file, current.model_dump_json())
+            self._write(self.lock_file.name, current.model_dump_json())
 
     def release_lock(self, holder: str) -> None:
         with self._mutex():
             current = self.read_lock()
             if current is not None and current.holder == holder:
-                self.lock_file.unlink(missing_ok=True)
+                self._unlink(self.lock_file.name)
 
     def force_unlock(self) -> LockInfo | None:
         with self._mutex():
             current = self.read_lock()
-            self.lock_file.unlink(missing_ok=True)
+            self._unlink(self.lock_file.name)
             return current
 
     def history(self) -> list[Release]:
-        try:
-            return _HISTORY.validate_json(self.history_file.read_text())
-        except FileNotFoundError:
+        text = self._read(self.history_file.name)
+        if text is None:
             return []
+        try:
+            return _HISTORY.validate_json(text)
         except ValidationError as exc:
             raise TargetError(f"{self.history_file}: unreadable history ({exc.error_count()} errors)") from None
 
     def record(self, release: Release, limit: int) -> None:
         with self._mutex():
             entries = [release, *self.history()][:limit]
-            write_atomic(self.history_file, json.dumps([json.loads(e.model_dump_json()) for e in entries], indent=2))
+            self._write(self.history_file.name, json.dumps([json.loads(e.model_dump_json()) for e in entries], indent=2))
