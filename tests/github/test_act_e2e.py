@@ -67,12 +67,18 @@ class Workspace:
 
     def history(self) -> list[dict]:
         """The release history, from the router's state volume (nothing is kept in the workspace)."""
+        return json.loads(self.state_file("history.json") or "[]")
+
+    def state_file(self, name: str) -> str | None:
+        """A file of the router's state volume; None when it does not exist."""
         with docker_client() as client:
             response = client.get(f"/containers/{self.app}-{ENVIRONMENT}-router/archive",
-                                  params={"path": "/state/history.json"})
+                                  params={"path": f"/state/{name}"})
+        if response.status_code == 404:
+            return None
         response.raise_for_status()
         with tarfile.open(fileobj=io.BytesIO(response.content)) as tar:
-            return json.loads(tar.extractfile(tar.next()).read())
+            return tar.extractfile(tar.next()).read().decode()
 
 
 def log_lines(result: subprocess.CompletedProcess, prefix: str = "bluegreen: ") -> list[str]:
@@ -294,3 +300,52 @@ def test_a_cleaned_checkout_loses_nothing(ws, example_image):
     result = ws.act("workflow_dispatch", "rollback.yml", f"environment={ENVIRONMENT}", "reason=clean", "force=false")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert ws.live_version() == live
+
+
+def test_a_cancelled_workflow_leaves_live_untouched(ws, example_image):
+    """A workflow cancelled while the deploy step runs its test suite. act, cancelled, leaves a container
+    action running without a signal; GitHub's runner sends SIGINT to the step (its `docker run` forwards it
+    into the container, where the entrypoint is PID 1), SIGTERM 7.5 s later, and kills it 2.5 s after that.
+    The test does what the runner does, and checks live traffic, the lock, the report and the outputs."""
+    config = ws.root / ".bluegreen.yml"
+    original = config.read_text()
+    slow = yaml.safe_load(original)
+    slow["test_suite"] = {"command": ["{python}", "-c", "import time; open('suite-started', 'w'); time.sleep(120)"]}
+    config.write_text(yaml.safe_dump(slow, sort_keys=False))
+    live, history = ws.live_version(), ws.history()
+    ws.commit("a release whose test suite is slow", example_image)
+    argv = [ws.act_bin, "push", "-W", ".github/workflows/deploy.yml", "-P", f"ubuntu-latest={ACT_JOB_IMAGE}",
+            "--pull=false", "-b", "--rm"]
+    run = subprocess.Popen(argv, cwd=ws.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    step = None
+    try:
+        deadline = time.monotonic() + 240
+        while not (ws.root / "suite-started").exists():
+            assert run.poll() is None, run.communicate()[0][-4000:]
+            assert time.monotonic() < deadline, "the deploy step never reached its test suite"
+            time.sleep(0.2)
+        step = docker("ps", "-q", "--filter", "ancestor=act-dockeraction:latest").stdout.split()
+        assert len(step) == 1, step
+        run.send_signal(2)  # the person pressing Cancel; act stops the job without telling the action
+        cancelled = time.monotonic()
+        docker("kill", "--signal", "SIGINT", step[0])  # what reaches the step's container on GitHub
+        waited = subprocess.run(["docker", "wait", step[0]], capture_output=True, text=True, timeout=7.5)
+        took = time.monotonic() - cancelled
+        exit_code = int(waited.stdout.strip())
+    finally:
+        if run.poll() is None:
+            run.kill()
+        run.communicate(timeout=60)
+        if step:
+            docker("rm", "-f", step[0], check=False)
+        config.write_text(original)
+        (ws.root / "suite-started").unlink(missing_ok=True)
+        ws.git("commit", "-q", "-am", "the ordinary config again")
+    assert exit_code == 1, exit_code  # cancelled before the switch
+    report = json.loads((ws.root / "bluegreen-report.json").read_text())
+    assert (report["status"], report["cancelled_in"], report["switched"]) == ("cancelled", "test suite", False)
+    assert "cancelled by SIGINT during test suite; live untouched" in report["reason"]
+    assert ws.live_version() == live
+    assert ws.state_file("lock.json") is None  # released: the next run need not wait
+    assert ws.history() == history
+    print(f"\nthe action's container stopped {took:.2f}s after SIGINT")
