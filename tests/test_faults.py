@@ -145,10 +145,18 @@ def kill_colour(env, colour: str) -> int:
     pid = int((env.dir / "state" / f"{colour}.pid").read_text().split()[0])
     os.killpg(pid, signal.SIGKILL)
     deadline = time.monotonic() + 5
-    while Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1][:3]:
-        assert time.monotonic() < deadline
+    while not _gone(pid):
+        assert time.monotonic() < deadline, f"{colour} (pid {pid}) survived SIGKILL"
         time.sleep(0.01)
     return pid
+
+
+def _gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie nobody reaped yet."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 def deploy_with_fault(env, version: str, mode: str, *args: str) -> subprocess.CompletedProcess:
