@@ -220,6 +220,8 @@ class Pipeline:
     ) -> None:
         """Switch to `to`, verify through the live URL, switch back if that fails; record; scale down.
         `smoke_window=False` (a forced rollback) checks only that the version answers."""
+        if note := self.target.check_router():  # raises when the router is down for good: live untouched
+            self.events.warning(note)
         try:
             with CANCEL.shielded():  # a switch is never cut in half; a signal meanwhile is raised after it
                 with self._phase(f"switch {live or 'none'} -> {to}") as p:

@@ -166,6 +166,13 @@ class Target(ABC):
     def switch(self, to: Colour, deadline: float) -> None:
         """One atomic change of the router; returns once new requests reach `to`."""
 
+    def check_router(self) -> str | None:
+        """Called right before a switch: make sure the router serves, so a switch never goes out blind.
+        Returns a note when it had to repair something (a proxy restarted); raises TargetError when the
+        router is not running and cannot be, so the run stops with live routing untouched. Default: nothing
+        to check (the router is the platform's, e.g. a Kubernetes Service)."""
+        return None
+
     def schedule_scale_down(self, colour: Colour, delay: float, release_id: str) -> float | None:
         """Plan to stop `colour` in `delay` seconds, unless it is live again by then.
 

@@ -21,6 +21,7 @@ from ..config import CaddyRouter, Colour
 from ..errors import TargetError
 from ..report import write_atomic
 from . import proc
+from .filestate import state_io
 
 
 def caddy_binary() -> str:
@@ -48,21 +49,54 @@ class CaddyFileRouter:
         return f"http://{self.host or '127.0.0.1'}:{self.port}"
 
     def live(self) -> Colour | None:
-        try:
-            upstream = self.upstream_file.read_text().strip()
-        except FileNotFoundError:
-            return None
+        with state_io(self.upstream_file, "read the router's upstream file"):
+            try:
+                upstream = self.upstream_file.read_bytes().decode(errors="replace").strip()
+            except FileNotFoundError:
+                return None
         if not upstream:
             return None
         for colour, address in self.upstreams.items():
             if address == upstream:
                 return colour
-        raise TargetError(f"router: {self.upstream_file} points at {upstream!r}, which is neither blue nor green")
+        raise TargetError(
+            f"router: {self.upstream_file} points at {upstream[:80]!r}, which is neither blue nor green "
+            f"({', '.join(self.upstreams.values())}): write the live colour's address into it, or delete it and deploy"
+        )
 
     def switch(self, to: Colour) -> None:
-        """Caddy reads the file on every request, so the next request after the rename goes to `to`."""
+        """Caddy reads the file on every request, so the next request after the rename goes to `to`.
+        The rename is atomic: a failed write (a full disk) leaves the file, and live traffic, as they were."""
         self.ensure_running()
-        write_atomic(self.upstream_file, self.upstreams[to] + "\n", mode=0o644)  # a proxy not run as root reads it
+        with state_io(self.upstream_file, "write the router's upstream file"):
+            write_atomic(self.upstream_file, self.upstreams[to] + "\n", mode=0o644)  # a proxy not run as root reads it
+
+    def check(self) -> str | None:
+        """Before live routing is touched: the proxy must serve on `listen`. A managed Caddy that died is
+        started again (returns a note saying so); a proxy that is not running and cannot be (re)started
+        raises TargetError, so the run stops before the switch with live routing untouched."""
+        if not self.config.manage:
+            if not _listening(self.host, self.port):
+                raise TargetError(
+                    f"the router at {self.config.listen} is not running: start your proxy there (router.manage is "
+                    f"false, so bluegreen does not start it), or set router.manage: true to let bluegreen run Caddy"
+                )
+            return None
+        if self.running_pid():
+            return None
+        died = proc.read_pid(self.pid_file, running=False)  # a pid file without its process: it crashed or was killed
+        if died is None:
+            self.ensure_running()  # never started here (a first run, or after `down`)
+            return None
+        log = proc.tail(self.state_dir / "caddy.log")
+        how = f"the router at {self.config.listen} had stopped (caddy pid {died} is gone" + (
+            f"; its log ends: {log})" if not log.startswith("(") else ")"  # "(empty log)" says nothing
+        )
+        try:
+            self.ensure_running()
+        except TargetError as exc:
+            raise TargetError(f"{how} and could not be restarted: {exc}") from None
+        return f"{how}; restarted it"
 
     # --- the proxy process ---------------------------------------------------------------
 
@@ -77,16 +111,21 @@ class CaddyFileRouter:
                 f"router: {self.config.listen} is in use by another process, not the bluegreen proxy "
                 f"(free the port, or set router.manage: false if that is your own Caddy)"
             )
-        self.state_dir.mkdir(parents=True, exist_ok=True)
         config_file = self.state_dir / "caddy.json"
-        write_atomic(config_file, json.dumps(self._caddy_config(), indent=2))
-        with CANCEL.shielded():  # a proxy started is a proxy recorded, or the next run cannot find it
+        with state_io(config_file, "write the router's config"):
+            write_atomic(config_file, json.dumps(self._caddy_config(), indent=2))
+        with CANCEL.shielded(), state_io(self.state_dir / "caddy.log", "start caddy with its log"):
             pid = proc.spawn(
                 [caddy_binary(), "run", "--config", str(config_file)],
                 log_file=self.state_dir / "caddy.log",
                 env={**os.environ, "HOME": str(self.state_dir), "XDG_DATA_HOME": str(self.state_dir / "caddy-data")},
             )
-            proc.write_pid(self.pid_file, pid)
+            try:
+                with state_io(self.pid_file, "write"):
+                    proc.write_pid(self.pid_file, pid)
+            except TargetError:
+                proc.stop(pid)  # a proxy we could not find again must not keep the port
+                raise
         deadline = time.monotonic() + 10
         while not _listening(self.host, self.port):
             if not proc.alive(pid) or time.monotonic() > deadline:

@@ -186,7 +186,7 @@ class DockerTarget(HostPortTarget):
             return
         self.check_router()
 
-    def check_router(self) -> None:
+    def check_router(self) -> str | None:
         if self.mode == "container":
             self.router.check()  # type: ignore[attr-defined]
             return

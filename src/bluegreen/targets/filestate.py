@@ -3,14 +3,22 @@
 Every read-modify-write happens under an flock on `.mutex`, so two processes
 never both take the lock; the lock file itself says who holds it and until when,
 so an expired lock (a killed run) can be taken over.
+
+A state file that cannot be read or written is a one-line TargetError (exit 1 before the
+switch) naming the file and what to do, never a traceback. A lock file that is there but
+unreadable counts as held, by an unknown run, until its expiry: files are only ever
+replaced atomically, so a corrupt one was not torn by a killed run but written by someone
+else or damaged, and ignoring it would let a second deploy in. It expires like any lock
+that is not renewed (its age from the file's mtime), and --force-unlock removes it at once.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
 
@@ -22,34 +30,81 @@ from .base import LockInfo, Release, StateStore, this_process, utcnow
 
 _HISTORY = TypeAdapter(list[Release])
 
+_FIXES = {
+    errno.ENOSPC: "free space on that file system",
+    errno.EDQUOT: "free space on that file system",
+    errno.EROFS: "set state_dir to a writable directory",
+    errno.EACCES: "make it writable for this user, or set state_dir elsewhere",
+    errno.EPERM: "make it writable for this user (is it immutable? lsattr), or set state_dir elsewhere",
+    errno.ENOTDIR: "a file stands where a directory is expected: move it away, or set state_dir elsewhere",
+    errno.EEXIST: "a file stands where a directory is expected: move it away, or set state_dir elsewhere",
+    errno.EISDIR: "a directory stands where a file is expected: move it away",
+}
+
+
+@contextmanager
+def state_io(path: Path, doing: str) -> Iterator[None]:
+    """Turn an OSError on a state file into one line naming the file, the cause and the fix."""
+    try:
+        yield
+    except OSError as exc:
+        fix = _FIXES.get(exc.errno or 0)
+        raise TargetError(
+            f"cannot {doing} {path}: {exc.strerror or exc}" + (f" ({fix})" if fix else "")
+        ) from None
+
+
+def parse_error(exc: ValueError) -> str:
+    """The first problem of a file that is not what we wrote, in a few words."""
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return f"{where + ': ' if where else ''}{first['msg']}"
+    return str(exc).split("\n")[0]
+
 
 class FileStateStore(StateStore):
-    """The files live in a directory; a subclass may keep them elsewhere by overriding the four
-    storage methods (`_read`, `_write`, `_unlink`, `_mutex`), e.g. in a Docker volume."""
+    """The files live in a directory; a subclass may keep them elsewhere by overriding the storage
+    methods (`_read`, `_write`, `_unlink`, `_modified`, `_mutex`), e.g. in a Docker volume."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, lock_ttl: float = 120) -> None:
         self.dir = directory
         self.lock_file = directory / "lock.json"
         self.history_file = directory / "history.json"
+        self.lock_ttl = lock_ttl  # how long an unreadable lock file counts as held (timeouts.lock)
 
     # --- storage ---------------------------------------------------------------------------
 
     def _read(self, name: str) -> str | None:
-        try:
-            return (self.dir / name).read_text()
-        except FileNotFoundError:
-            return None
+        with state_io(self.dir / name, "read"):
+            try:
+                return (self.dir / name).read_bytes().decode("utf-8")
+            except FileNotFoundError:
+                return None
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"not UTF-8 text at byte {exc.start}") from None
 
     def _write(self, name: str, text: str) -> None:
-        write_atomic(self.dir / name, text)
+        with state_io(self.dir / name, "write"):
+            write_atomic(self.dir / name, text)
 
     def _unlink(self, name: str) -> None:
-        (self.dir / name).unlink(missing_ok=True)
+        with state_io(self.dir / name, "remove"):
+            (self.dir / name).unlink(missing_ok=True)
+
+    def _modified(self, name: str) -> datetime | None:
+        try:
+            return datetime.fromtimestamp((self.dir / name).stat().st_mtime, timezone.utc)
+        except OSError:
+            return None
 
     @contextmanager
     def _mutex(self) -> Iterator[None]:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.dir / ".mutex", "a") as handle:
+        mutex = self.dir / ".mutex"
+        with state_io(mutex, "open the state lock"):
+            self.dir.mkdir(parents=True, exist_ok=True)
+            handle = open(mutex, "a")
+        with handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
@@ -59,13 +114,16 @@ class FileStateStore(StateStore):
     # --- the lock and the history --------------------------------------------------------------
 
     def read_lock(self) -> LockInfo | None:
-        text = self._read(self.lock_file.name)
-        if text is None:
-            return None
         try:
-            return LockInfo.model_validate_json(text)
-        except ValidationError:  # a torn or foreign file must not wedge every future deploy
-            return None
+            text = self._read(self.lock_file.name)
+            return LockInfo.model_validate_json(text) if text is not None else None
+        except ValueError as exc:
+            # Held by someone we cannot name, until it expires like any lock that is not renewed.
+            since = self._modified(self.lock_file.name) or utcnow() - timedelta(seconds=self.lock_ttl)
+            return LockInfo(
+                holder=f"an unknown run ({self.lock_file} is unreadable: {parse_error(exc)})",
+                acquired_at=since, renewed_at=since, expires_at=since + timedelta(seconds=self.lock_ttl),
+            )
 
     def acquire_lock(self, holder: str, ttl: float) -> LockInfo:
         with self._mutex():
@@ -114,13 +172,22 @@ class FileStateStore(StateStore):
             return current
 
     def history(self) -> list[Release]:
-        text = self._read(self.history_file.name)
+        text = self._read_or_explain(self.history_file.name)
         if text is None:
             return []
         try:
             return _HISTORY.validate_json(text)
-        except ValidationError as exc:
-            raise TargetError(f"{self.history_file}: unreadable history ({exc.error_count()} errors)") from None
+        except ValueError as exc:
+            raise TargetError(
+                f"{self.history_file} is unreadable ({parse_error(exc)}): restore it, or move it aside to start "
+                "an empty history (rollback then needs a new release first)"
+            ) from None
+
+    def _read_or_explain(self, name: str) -> str | None:
+        try:
+            return self._read(name)
+        except ValueError as exc:  # not text at all
+            raise TargetError(f"{self.dir / name} is unreadable ({exc}): restore it, or move it aside") from None
 
     def record(self, release: Release, limit: int) -> None:
         with self._mutex():

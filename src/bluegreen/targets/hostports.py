@@ -23,6 +23,7 @@ class HostPortTarget(Target):
         self.ports: dict[Colour, int] = {"blue": self.config.ports.blue, "green": self.config.ports.green}
         upstreams = {c: f"{self.config.host}:{p}" for c, p in self.ports.items()}
         self.router = CaddyFileRouter(self.config.router, self.state_dir, upstreams)
+        self._router_notes: list[str] = []  # repairs made before the pipeline asked (at deploy start)
 
     def live(self) -> Colour | None:
         return self.router.live()
@@ -35,6 +36,20 @@ class HostPortTarget(Target):
 
     def switch(self, to: Colour, deadline: float) -> None:
         self.router.switch(to)
+
+    def ensure_router(self) -> None:
+        """At deploy start: a router that is down and cannot be started fails the run before the test suite
+        and the checks run, not after them; a restart is reported by the next check_router()."""
+        note = self.router.check()
+        if note:
+            self._router_notes.append(note)
+
+    def check_router(self) -> str | None:
+        """Right before the switch (not inside it): a proxy restart may take seconds, and a proxy that
+        cannot run must stop the run while live routing is untouched. The switch itself still starts
+        a managed proxy that died in between (switching back after a failed verification needs it)."""
+        notes, self._router_notes = [*self._router_notes, self.router.check()], []
+        return "; ".join(n for n in notes if n) or None
 
     def raw_rollback_command(self, to: Colour) -> str | None:
         """The router reads its upstream file on every request: rewriting that file is the whole switch."""

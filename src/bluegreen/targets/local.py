@@ -20,7 +20,7 @@ from ..errors import LockHeldError, NotReadyError, TargetError
 from ..report import write_atomic
 from . import proc
 from .base import ColourState
-from .filestate import FileStateStore
+from .filestate import FileStateStore, state_io
 from .hostports import HostPortTarget
 
 
@@ -29,7 +29,7 @@ class LocalProcessTarget(HostPortTarget):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self.state = FileStateStore(self.state_dir)
+        self.state = FileStateStore(self.state_dir, lock_ttl=settings.timeouts.lock)
 
     # --- questions ---------------------------------------------------------------------------
 
@@ -37,16 +37,23 @@ class LocalProcessTarget(HostPortTarget):
         record = self._record(colour)
         pid = proc.read_pid(self._pid_file(colour))
         ready = pid is not None and self.health(colour, timeout=1.0) is None
+        if pid:
+            detail = f"pid {pid}, port {self.ports[colour]}"
+        elif (gone := proc.read_pid(self._pid_file(colour), running=False)) is not None:
+            # bluegreen removes the pid file before it stops a colour: one left behind means it was not us
+            detail = (f"crashed: pid {gone} exited without bluegreen stopping it (port {self.ports[colour]}); "
+                      f"its log ({self._log_file(colour)}) ends: {proc.tail(self._log_file(colour))}")
+        else:
+            detail = f"stopped (port {self.ports[colour]})"
         return ColourState(
             colour=colour, version=record.get("version"), running=pid is not None, ready=ready,
-            replicas=1 if pid else 0,
-            detail=f"pid {pid}, port {self.ports[colour]}" if pid else f"stopped (port {self.ports[colour]})",
+            replicas=1 if pid else 0, detail=detail,
         )
 
     # --- actions -----------------------------------------------------------------------------
 
     def deploy(self, colour: Colour, version: str) -> None:
-        self.router.ensure_running()
+        self.ensure_router()
         self._stop(colour)
         self._start(colour, version)
 
@@ -110,16 +117,24 @@ class LocalProcessTarget(HostPortTarget):
         cwd = self.settings.path(self.config.working_directory) if self.config.working_directory else self.settings.base_dir
         env = {**os.environ, **{k: render(v, **values) for k, v in self.config.env.items()}}
         log = self._log_file(colour)
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "a") as handle:
-            handle.write(f"--- bluegreen: starting {colour} version {version} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        with state_io(log, "write"):
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "a") as handle:
+                handle.write(f"--- bluegreen: starting {colour} version {version} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         with CANCEL.shielded():  # a process started is a process recorded, or the next run cannot stop it
             try:
                 pid = proc.spawn(argv, log_file=log, env=env, cwd=cwd)
             except OSError as exc:
                 raise TargetError(f"cannot start {colour}: {argv[0]}: {exc.strerror}") from None
-            proc.write_pid(self._pid_file(colour), pid)
-            write_atomic(self._record_file(colour), json.dumps({"version": version, "port": self.ports[colour]}))
+            try:
+                with state_io(self._pid_file(colour), "write"):
+                    proc.write_pid(self._pid_file(colour), pid)
+                with state_io(self._record_file(colour), "write"):
+                    write_atomic(self._record_file(colour), json.dumps({"version": version, "port": self.ports[colour]}))
+            except TargetError:
+                proc.stop(pid)  # a process no state file names could never be found, stopped or rolled back to
+                self._pid_file(colour).unlink(missing_ok=True)
+                raise
 
     def _stop(self, colour: Colour) -> bool:
         pid = proc.read_pid(self._pid_file(colour))
@@ -127,10 +142,22 @@ class LocalProcessTarget(HostPortTarget):
         return proc.stop(pid) if pid else False
 
     def _record(self, colour: Colour) -> dict:
+        path = self._record_file(colour)
+        with state_io(path, "read"):
+            try:
+                raw = path.read_bytes()
+            except FileNotFoundError:
+                return {}
         try:
-            return json.loads(self._record_file(colour).read_text())
-        except (OSError, ValueError):
-            return {}
+            record = json.loads(raw)
+        except ValueError as exc:
+            record = exc
+        if not isinstance(record, dict) or not isinstance(record.get("version"), (str, type(None))):
+            raise TargetError(
+                f"{path} is unreadable (not what bluegreen wrote): delete it, then deploy {colour} again "
+                f"(bluegreen cannot tell which version {colour} runs without it)"
+            )
+        return record
 
     def _record_file(self, colour: Colour) -> Path:
         return self.state_dir / f"{colour}.json"
