@@ -132,3 +132,40 @@ def test_cancel_removes_the_container(local_env, suite_image: str) -> None:
     assert took < 3, took
     report = local_env.report()
     assert report["status"] == "cancelled" and report["cancelled_in"] == "test suite", report
+
+
+def test_from_a_container_action_the_workspace_reaches_the_suite(suite_image: str, tmp_path: Path) -> None:
+    """As on GitHub: bluegreen in the action's container, the workspace a host folder mounted at
+    /github/workspace. The suite's container gets the HOST folder (found by inspecting bluegreen's
+    own container), so the JUnit file it writes is read back; it shares bluegreen's network."""
+    ROOT = Path(__file__).resolve().parent.parent
+    action = f"bluegreen-action-suitetest:{uuid.uuid4().hex[:8]}"  # this checkout's action image, its own tag
+    subprocess.run(["docker", "build", "-q", "-t", action, str(ROOT)], check=True, capture_output=True, timeout=600)
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    workspace.chmod(0o777)
+    (workspace / "probe.py").write_text(textwrap.dedent(f"""\
+        from pathlib import Path
+        from bluegreen.checks.suite import run_test_suite
+        from bluegreen.config import TestSuite
+        suite = TestSuite(image="{suite_image}", pull="never", junit="out/junit.xml", command=[
+            "sh", "-c", "mkdir -p out; echo \\"<testsuite tests='2' failures='0'/>\\" > out/junit.xml; echo host=$(hostname)"])
+        check = run_test_suite(suite, base_dir=Path("/github/workspace"), env={{"BLUEGREEN_APP": "testapp"}},
+                               values={{}}, log=print)
+        print("RESULT", check.passed, check.tests, check.detail)
+        """))
+    try:
+        done = subprocess.run(
+            ["docker", "run", "--rm", "-v", "/var/run/docker.sock:/var/run/docker.sock",
+             "-v", f"{workspace}:/github/workspace", "-w", "/github/workspace",
+             "--entrypoint", "/opt/bluegreen/bin/python", action, "/github/workspace/probe.py"],
+            capture_output=True, text=True, timeout=120)
+    finally:
+        subprocess.run(["docker", "rmi", "-f", action], capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "RESULT True 2 exited with code 0; 2 tests, 0 failed" in done.stdout, done.stdout
+    assert (workspace / "out" / "junit.xml").exists()  # written through the host path
+    # The suite ran in the action container's network (and so UTS) namespace: its hostname is that container's id.
+    host = next(line for line in done.stdout.splitlines() if line.startswith("host="))
+    assert len(host) == len("host=") + 12, host
+    assert _suite_containers() == []
