@@ -169,3 +169,14 @@ def test_from_a_container_action_the_workspace_reaches_the_suite(suite_image: st
     host = next(line for line in done.stdout.splitlines() if line.startswith("host="))
     assert len(host) == len("host=") + 12, host
     assert _suite_containers() == []
+
+
+def test_a_suite_past_its_timeout_fails_and_is_removed(local_env, suite_image: str) -> None:
+    local_env.write(test_suite=_suite(suite_image, command='["sleep", "300"]').replace("timeout: 60s", "timeout: 2s"))
+    started = time.monotonic()
+    done = local_env.cli("deploy", "--version", "6")
+    assert done.returncode == 1, done.stderr
+    assert time.monotonic() - started < 30
+    check = next(c for c in local_env.report()["checks"] if c["kind"] == "test_suite")
+    assert not check["passed"] and check["detail"].startswith("timed out after 2s"), check
+    assert _suite_containers() == []

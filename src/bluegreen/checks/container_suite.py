@@ -76,6 +76,8 @@ def run_container_suite(
             with CANCEL.held():
                 _remove(api, name)
             raise
+        if timed_out:
+            _remove(api, name)  # first: that also ends the log stream the reader follows
         reader.join(timeout=5)
         _remove(api, name)
         return code, timed_out, tail, time.monotonic() - started
