@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 DEMO    = $(BIN)/bluegreen
 DEMO_CONFIG = examples/local/bluegreen.yml
 
-.PHONY: demo test bench soak schema lint clean
+.PHONY: demo test test-all bench soak schema lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/pytest
+
+# Everything, as CI runs it: sets up Docker, act and gitlab-ci-local, and no test may skip.
+test-all:
+	bash .ci/run
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/switch_under_load.py

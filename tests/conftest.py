@@ -117,3 +117,25 @@ def assert_one_line_error(result: subprocess.CompletedProcess) -> str:
     errors = [line for line in result.stderr.splitlines() if line.startswith("bluegreen: error:")]
     assert len(errors) == 1, result.stderr
     return errors[0]
+
+
+def pytest_unconfigure(config) -> None:
+    """End `make test` (after pytest's own summary: the last lines) saying what it skipped and why,
+    and the one command that runs everything."""
+    terminalreporter = config.pluginmanager.get_plugin("terminalreporter")
+    skipped = terminalreporter.stats.get("skipped", []) if terminalreporter else []
+    if not skipped:
+        return
+    reasons: dict[str, int] = {}
+    for report in skipped:
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        reasons[reason] = reasons.get(reason, 0) + 1
+    terminalreporter.section("skipped")
+    for reason, count in sorted(reasons.items(), key=lambda item: -item[1]):
+        terminalreporter.write_line(f"{count:4d} skipped: {reason}")
+    terminalreporter.write_line(
+        "To run everything (installs the Docker engine, act and gitlab-ci-local; a skip then fails): "
+        "`make test-all` (= `bash .ci/run`)"
+    )

@@ -175,7 +175,16 @@ class VerifySettings(Model):
 class TestSuite(Model):
     __test__ = False  # not a pytest test class, despite the name
     command: list[str] | str = Field(
-        description="argv list; a single string is run by /bin/sh -c and needs `shell: true`."
+        description="argv list; a single string is run by /bin/sh -c and needs `shell: true`. With `image`, the "
+        "container's command (its entrypoint's arguments)."
+    )
+    image: str | None = Field(
+        None, description="Run the suite as a container of this image ({version} filled in) on the Docker engine "
+        "($DOCKER_HOST, else /var/run/docker.sock), the working directory mounted at the same path.",
+    )
+    pull: Literal["missing", "always", "never"] = Field("missing", description="With `image`: when to pull it.")
+    docker_host: str | None = Field(
+        None, description="With `image`: unix:///path/docker.sock or tcp://host:port; default $DOCKER_HOST."
     )
     shell: bool = False
     timeout: Duration = 600

@@ -225,3 +225,45 @@ def test_the_component_projects_own_pipeline(gitlab_ci_local: str, tmp_path: Pat
     assert "release" in jobs("1.2.0")
     assert "release" not in jobs(None)
     assert "release" not in jobs("v1.2.0")  # the catalog wants 1.2.0, not v1.2.0
+
+
+E2E_SUITE = """\
+import os, sys, urllib.request
+url = os.environ["BLUEGREEN_PREVIEW_URL"]
+got = urllib.request.urlopen(url + "/version", timeout=5).read().decode().strip()
+print(f"preview {url} answers {got}")
+sys.exit(1 if os.environ.get("E2E_MUST_FAIL") == "1" or got != os.environ["BLUEGREEN_VERSION"] else 0)
+"""
+
+
+def test_the_teams_test_job_gates_an_automatic_promote(project: GitLabProject) -> None:
+    seed(project, "1")
+    project.use_pipeline("tested-promote.yml")
+    project.write("tests_e2e.py", E2E_SUITE)
+    sha = project.commit("a release its tests let through")
+    listed = project.gcl("--list")
+    assert listed.returncode == 0, listed.output
+    jobs = {line.split()[0]: line.split() for line in listed.output.splitlines() if line.startswith(("bluegreen-", "e2e"))}
+    assert jobs["bluegreen-promote"][2] == "on_success", listed.output
+
+    run = project.gcl("--needs", "bluegreen-promote")  # deploy -> e2e-tests -> promote, no person involved
+    assert run.returncode == 0, run.output
+    assert f"answers {sha}" in run.output, run.output
+    assert live_version(project) == sha
+    assert project.dotenv("bluegreen-promote")["BLUEGREEN_STATUS"] == "succeeded"
+
+
+def test_a_failing_test_job_means_no_switch(project: GitLabProject) -> None:
+    seed(project, "1")
+    project.use_pipeline("tested-promote.yml")
+    project.write("tests_e2e.py", E2E_SUITE)
+    project.variables["E2E_MUST_FAIL"] = "1"
+    project.commit("a release its tests stop")
+    with Sampler(project.live_url + "/version") as sampler:
+        run = project.gcl("--needs", "bluegreen-promote")
+    assert run.returncode != 0, run.output
+    assert project.dotenv("bluegreen-deploy")["BLUEGREEN_STATUS"] == "prepared"
+    assert " FAIL  e2e-tests" in run.output, run.output
+    assert "bluegreen-promote " not in run.output, run.output  # never started
+    assert live_version(project) == "1"
+    assert sampler.seen and set(sampler.seen) == {"200 1"}, set(sampler.seen)

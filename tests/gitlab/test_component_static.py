@@ -99,6 +99,8 @@ def test_the_input_check_catches_what_gitlab_refuses() -> None:
         "input 'when': 'later' is not one of ['on_success', 'manual']"]
     assert input_errors({"component": ref, "inputs": {"environment": "p", "no-switch": "$NO_SWITCH"}}) == [
         "input 'no-switch': '$NO_SWITCH' is not a boolean"]
+    assert input_errors({"component": ref, "inputs": {"environment": "p", "promote-needs": "e2e"}}) == [
+        "input 'promote-needs': 'e2e' is not a array"]
     assert input_errors({"component": ref, "inputs": {"environment": "p", "job-prefix": "Web App"}}) == [
         "input 'job-prefix': 'Web App' does not match ^[a-z0-9][a-z0-9_-]{0,62}$"]
     assert input_errors({"component": "$CI_SERVER_FQDN/bluegreen/bluegreen/deploy-all@1.0.0"}) == [

@@ -32,8 +32,11 @@ def pipeline(inputs: dict[str, object]) -> str:
         ({"config": "bluegreen.yml"}, "`environment` input: required value has not been provided"),
         ({**VALID, "job-prefix": "'Web App'"}, "`job-prefix` input: `Web App` does not match required regex"),
         ({**VALID, "no-switch": "'yes please'"}, "`no-switch` input: provided value is not a boolean"),
+        ({**VALID, "promote": "always"}, "`promote` input: `always` cannot be used"),
+        ({**VALID, "promote-needs": "e2e-tests"}, "`promote-needs` input: provided value is not a"),
     ],
-    ids=["value outside options", "another option input", "missing required input", "regex", "type"],
+    ids=["value outside options", "another option input", "missing required input", "regex", "type", "promote",
+         "array"],
 )
 def test_gitlab_ci_local_refuses(project: GitLabProject, inputs: dict, refusal: str) -> None:
     project.write(".gitlab-ci.yml", pipeline(inputs))
@@ -51,3 +54,13 @@ def test_valid_inputs_are_accepted(project: GitLabProject) -> None:
     assert run.returncode == 0, run.output
     listed = {line.split()[0]: line.split()[2] for line in run.output.splitlines() if line.startswith("bluegreen-")}
     assert listed == {"bluegreen-deploy": "manual", "bluegreen-promote": "manual", "bluegreen-rollback": "manual"}
+
+
+def test_promote_on_success_with_its_needs_is_accepted(project: GitLabProject) -> None:
+    inputs = {**VALID, "no-switch": "true", "promote": "on_success", "promote-needs": "[e2e-tests]"}
+    project.write(".gitlab-ci.yml", pipeline(inputs) + "e2e-tests:\n  stage: deploy\n  script: [\"true\"]\n")
+    project.commit()
+    run = project.gcl("--list")
+    assert run.returncode == 0, run.output
+    listed = {line.split()[0]: line.split()[2] for line in run.output.splitlines() if line.startswith("bluegreen-")}
+    assert listed["bluegreen-promote"] == "on_success", run.output

@@ -14,6 +14,7 @@ from xml.etree import ElementTree as ET
 from ..cancel import CANCEL
 from ..config import TestSuite, render
 from ..report import CheckResult
+from .container_suite import run_container_suite
 
 
 def run_test_suite(
@@ -24,7 +25,8 @@ def run_test_suite(
     values: dict[str, str],
     log: Callable[[str], None],
 ) -> CheckResult:
-    """Run the suite with a timeout, streaming its output; a non-zero exit or a timeout fails it."""
+    """Run the suite with a timeout, streaming its output; a non-zero exit or a timeout fails it.
+    A process here, or a container of `test_suite.image` on the Docker engine."""
     cwd = base_dir / suite.working_directory if suite.working_directory else base_dir
     command = [suite.command] if isinstance(suite.command, str) else suite.command
     command = [render(part, **values) for part in command]
@@ -32,11 +34,44 @@ def run_test_suite(
     junit = (cwd / suite.junit) if suite.junit else None
     if junit is not None:
         junit.unlink(missing_ok=True)  # a stale file from an earlier run must not pass for this one
+    if suite.image:
+        image = render(suite.image, **values)
+        code, timed_out, tail, duration = run_container_suite(
+            suite, cwd=cwd.resolve(), command=argv, env=env, image=image, log=log)
+    else:
+        ran = _run_process(suite, cwd, argv, {**os.environ, **suite.env, **env}, log)
+        if isinstance(ran, CheckResult):
+            return ran
+        code, timed_out, tail, duration = ran
+
+    tests = failures = None
+    junit_note = ""
+    if junit is not None:
+        if junit.exists():
+            tests, failures, junit_note = _read_junit(junit)
+        else:
+            junit_note = f"; no JUnit file at {suite.junit}"
+    if timed_out:
+        detail, passed = f"timed out after {suite.timeout:g}s", False
+    elif code != 0:
+        last = next((line for line in reversed(tail) if line.strip()), "")
+        detail, passed = f"exited with code {code}" + (f": {last.strip()[:200]}" if last else ""), False
+    else:
+        detail, passed = "exited with code 0", True
+    return CheckResult(
+        name="test suite", kind="test_suite", target="preview", passed=passed, attempts=1, duration=duration,
+        detail=detail + junit_note, tests=tests, failures=failures,
+    )
+
+
+def _run_process(
+    suite: TestSuite, cwd: Path, argv: list[str], env: dict[str, str], log: Callable[[str], None],
+) -> tuple[int | None, bool, list[str], float] | CheckResult:
     started = time.monotonic()
     try:
         with CANCEL.held():  # started and then stopped on cancellation, never left behind half-known
             proc = subprocess.Popen(
-                argv, cwd=cwd, env={**os.environ, **suite.env, **env}, stdout=subprocess.PIPE,
+                argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, errors="replace",
                 start_new_session=True,  # its own process group: a timeout or a cancel stops its children too
                 preexec_fn=_die_with_parent,
@@ -68,26 +103,7 @@ def run_test_suite(
             stop_group(proc, grace=STOP_GRACE)
         raise
     reader.join(timeout=5)
-    duration = time.monotonic() - started
-
-    tests = failures = None
-    junit_note = ""
-    if junit is not None:
-        if junit.exists():
-            tests, failures, junit_note = _read_junit(junit)
-        else:
-            junit_note = f"; no JUnit file at {suite.junit}"
-    if timed_out:
-        detail, passed = f"timed out after {suite.timeout:g}s", False
-    elif code != 0:
-        last = next((line for line in reversed(tail) if line.strip()), "")
-        detail, passed = f"exited with code {code}" + (f": {last.strip()[:200]}" if last else ""), False
-    else:
-        detail, passed = "exited with code 0", True
-    return CheckResult(
-        name="test suite", kind="test_suite", target="preview", passed=passed, attempts=1, duration=duration,
-        detail=detail + junit_note, tests=tests, failures=failures,
-    )
+    return code, timed_out, tail, time.monotonic() - started
 
 
 def _die_with_parent() -> None:
