@@ -353,6 +353,9 @@ def test_deploy_goes_ahead_when_the_live_colour_crashed(env):
     report = env.report()
     assert report["status"] == "succeeded"
     assert (report["live_colour"], report["previous_colour"], report["previous_version"]) == ("green", "blue", "1")
+    resolve = next(p for p in report["phases"] if p["name"] == "resolve live")
+    assert resolve["detail"].startswith("blue (version 1), not running: crashed:")  # the summary says so
+    assert "warning: the live colour blue is not running" in result.stderr
     assert env.live_version() == "2"
     blue = next(c for c in status(env)["colours"] if c["colour"] == "blue")
     assert blue["detail"].startswith("crashed:")  # still said, for whoever looks next

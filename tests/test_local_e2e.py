@@ -329,3 +329,15 @@ def test_test_suite_sees_the_preview_url_and_version(local_env):
     result = local_env.cli("deploy", "--version", "7")
     assert result.returncode == 0
     assert f"url=http://127.0.0.1:{local_env.ports['blue']} colour=blue v=7" in result.stderr
+
+
+def test_a_colours_log_is_rotated_when_it_grows(local_env):
+    """The soak found the colours' logs the one thing in the state dir that only grew."""
+    from bluegreen.targets.local import MAX_LOG_BYTES
+
+    log = local_env.dir / "state" / "blue.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("x" * (MAX_LOG_BYTES + 1))
+    assert local_env.cli("deploy", "--version", "1").returncode == 0
+    assert (local_env.dir / "state" / "blue.log.1").stat().st_size == MAX_LOG_BYTES + 1
+    assert log.stat().st_size < 10_000 and "starting blue version 1" in log.read_text()

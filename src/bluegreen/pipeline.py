@@ -389,8 +389,12 @@ class Pipeline:
     def _resolve_live(self) -> tuple[Colour | None, str | None]:
         with self._phase("resolve live") as p:
             live = self.target.live()
-            live_version = self.target.colour_state(live).version if live else None
+            state = self.target.colour_state(live) if live else None
+            live_version = state.version if state else None
             p.detail = f"{live} (version {live_version})" if live else "nothing live yet"
+            if state is not None and not state.running:  # users get errors now: say so, and go on
+                p.detail += f", not running: {state.detail}"
+                self.events.warning(f"the live colour {live} is not running: {state.detail}")
         self.result.live_colour = self.result.previous_colour = live
         self.result.previous_version = live_version
         self.result.live_url = self.settings.url or self.target.live_url()

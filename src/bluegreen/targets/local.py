@@ -24,6 +24,9 @@ from .filestate import FileStateStore, state_io
 from .hostports import HostPortTarget
 
 
+MAX_LOG_BYTES = 1024 * 1024  # a colour's log is rotated when a deploy starts it past this size
+
+
 class LocalProcessTarget(HostPortTarget):
     config: LocalTarget
 
@@ -119,6 +122,8 @@ class LocalProcessTarget(HostPortTarget):
         log = self._log_file(colour)
         with state_io(log, "write"):
             log.parent.mkdir(parents=True, exist_ok=True)
+            if log.exists() and log.stat().st_size > MAX_LOG_BYTES:  # one older generation is kept
+                log.replace(log.with_name(log.name + ".1"))
             with open(log, "a") as handle:
                 handle.write(f"--- bluegreen: starting {colour} version {version} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         with CANCEL.shielded():  # a process started is a process recorded, or the next run cannot stop it
