@@ -1,0 +1,110 @@
+"""Two first-try traps of the host-router mode, under act: the router is a Caddy on the host that reads the
+switch file bluegreen writes in the workspace (`router.mode: host`).
+
+- No router running: the deploy stops before anything changes, saying the router is not running.
+- A Caddy run by its own user (not root) reads the switch file and serves the switched colour.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+from bluegreen.targets.caddy import caddy_binary
+
+from .support import docker, free_port, remove_containers, unique
+from .test_act_e2e import ENVIRONMENT, log_lines, ws  # noqa: F401  (ws: the module's act workspace)
+
+
+def _caddy_as_nobody(listen_port: int, upstream: Path, scratch: Path) -> subprocess.Popen:
+    data = scratch / "caddy-data"
+    data.mkdir()
+    data.chmod(0o777)
+    config = scratch / "caddy.json"
+    config.write_text(json.dumps({
+        "admin": {"disabled": True},
+        "storage": {"module": "file_system", "root": str(data)},
+        "apps": {"http": {"servers": {"s": {
+            "listen": [f"127.0.0.1:{listen_port}"], "automatic_https": {"disable": True},
+            "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "{file.%s}" % upstream}]}]}],
+        }}}},
+    }))
+    config.chmod(0o644)
+    caddy = subprocess.Popen(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", caddy_binary(), "run", "--config", str(config)],
+        env={"HOME": str(data), "XDG_DATA_HOME": str(data), "XDG_CONFIG_HOME": str(data), "PATH": "/usr/bin:/bin"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 10
+    while socket.socket().connect_ex(("127.0.0.1", listen_port)) != 0:
+        assert caddy.poll() is None and time.monotonic() < deadline, "caddy as nobody did not start"
+        time.sleep(0.05)
+    return caddy
+
+
+def test_host_router_not_running_then_run_as_nobody(ws, example_image):  # noqa: F811
+    app, proxy = unique("host"), free_port()
+    config = yaml.safe_load((ws.root / ".bluegreen.yml").read_text())
+    config["app"] = app
+    target = config["environments"][ENVIRONMENT]["target"]
+    target["ports"] = {"blue": free_port(), "green": free_port()}
+    target["router"] = {"mode": "host", "manage": False, "listen": f"127.0.0.1:{proxy}"}
+    (ws.root / ".bluegreen-host.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (ws.root / ".github" / "workflows" / "host.yml").write_text(textwrap.dedent(f"""\
+        on: push
+        jobs:
+          deploy:
+            runs-on: ubuntu-latest
+            steps:
+              - uses: ./
+                id: deploy
+                with:
+                  config: .bluegreen-host.yml
+                  environment: {ENVIRONMENT}
+                  version: ${{{{ github.sha }}}}
+              - if: always()
+                run: echo "bluegreen: status=${{{{ steps.deploy.outputs.status }}}} reason=${{{{ steps.deploy.outputs.reason }}}}"
+        """))
+    scratch = Path(tempfile.mkdtemp(prefix="bg-host-router-"))
+    scratch.chmod(0o755)
+    caddy = None
+    try:
+        # Trap 5: nothing listens on router.listen. The step fails before anything is deployed.
+        ws.commit("a release, and no router on the host", example_image)
+        result = ws.act("push", "host.yml")
+        assert result.returncode != 0
+        line = log_lines(result)[0]
+        assert line.startswith("bluegreen: status=failed reason=the router at 127.0.0.1:") and "is not running" in line
+        assert docker("ps", "-aq", "--filter", f"name={app}-").stdout.split() == []  # no colour was started
+
+        # Trap 4: the host's Caddy runs as nobody; the switch file in the workspace must be readable to it.
+        state = ws.root / ".bluegreen" / ENVIRONMENT
+        for folder in [*reversed(state.parents), state]:  # a path nobody may walk, as a runner's workspace is
+            if folder.is_relative_to(Path(tempfile.gettempdir())) and folder.exists():
+                folder.chmod(folder.stat().st_mode | 0o011)
+        state.mkdir(parents=True, exist_ok=True)
+        state.chmod(0o755)
+        caddy = _caddy_as_nobody(proxy, state / "upstream", scratch)
+        sha = ws.commit("the same release, the router running", example_image)
+        result = ws.act("push", "host.yml")
+        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+        assert oct((state / "upstream").stat().st_mode & 0o777) == "0o644"
+        assert httpx.get(f"http://127.0.0.1:{proxy}/version", timeout=5).text.strip() == sha  # nobody read it
+    finally:
+        if caddy is not None:
+            caddy.terminate()
+            caddy.wait(timeout=10)
+        shutil.rmtree(scratch, ignore_errors=True)
+        remove_containers(app)
+        docker("network", "rm", f"bluegreen-{app}-{ENVIRONMENT}", check=False)
+        for name in (".bluegreen-host.yml", ".github/workflows/host.yml"):
+            (ws.root / name).unlink(missing_ok=True)
