@@ -8,7 +8,8 @@ through the host's Docker socket, and the router keeps its state in a named volu
 from outside, through the router's published port, after the step has ended.
 
 The tests run in order and share the workspace: deploy, deploy again, roll back, a failing deploy,
-deploy-then-promote, the prebuilt image by `docker://` reference, and a cleaned checkout.
+deploy-then-promote, the prebuilt image by `docker://` reference, a cleaned checkout, the team's own
+test suite between deploy and promote (passing, then failing), and a cancelled workflow.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def ws(tmp_path_factory, example_image):
     shutil.copytree(ROOT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     workflows = root / ".github" / "workflows"
     workflows.mkdir(parents=True)
-    for name in ("deploy.yml", "rollback.yml", "promote.yml"):
+    for name in ("deploy.yml", "rollback.yml", "promote.yml", "deploy-with-tests.yml"):
         text = (ROOT / "examples" / "workflows" / name).read_text()
         assert "uses: bluegreen-dev/bluegreen@v1" in text
         (workflows / name).write_text(text.replace("uses: bluegreen-dev/bluegreen@v1", "uses: ./"))
@@ -302,6 +303,70 @@ def test_a_cleaned_checkout_loses_nothing(ws, example_image):
     assert ws.live_version() == live
 
 
+# --- the team's own test suite between deploy and promote (issue 9): deploy-with-tests.yml ---------
+
+# The suite needs pytest (not in the action's image) and httpx; the runner has neither, the workflow installs
+# them, as a team's own step would its requirements.
+ACCEPTANCE_SUITE = """\
+import os
+
+import httpx
+
+
+def test_the_preview_serves_this_commit():
+    response = httpx.get(os.environ["BLUEGREEN_PREVIEW_URL"] + "/version", timeout=5)
+    assert response.status_code == 200
+    assert os.environ["GITHUB_SHA"] in response.text
+"""
+
+
+def test_own_test_suite_passes_then_promote_switches(ws, example_image):
+    for package in ("pytest", "httpx"):  # so the suite passes only if the workflow's pip install worked
+        assert docker("run", "--rm", ACT_JOB_IMAGE, "python3", "-c", f"import {package}", check=False).returncode != 0
+    suite = ws.root / "tests" / "acceptance"
+    suite.mkdir(parents=True)
+    (suite / "test_preview.py").write_text(ACCEPTANCE_SUITE)
+    ws.git("add", "tests")
+    live = ws.live_version()
+    sha = ws.commit("a release with its acceptance tests", example_image)
+    result = ws.act("push", "deploy-with-tests.yml")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "Success - Main Deploy to the idle colour; live traffic stays" in result.stdout
+    assert re.search(r"\|\s+tests/acceptance/test_preview.py \.", result.stdout), result.stdout[-3000:]
+    assert "1 passed" in result.stdout
+    assert "Success - Main Switch traffic to the tested version" in result.stdout
+    assert ws.live_version() == sha != live
+    assert "Tests failed, nothing switched" not in result.stdout
+
+
+def test_a_failing_test_leaves_live_untouched_and_promote_skipped(ws, example_image):
+    suite = ws.root / "tests" / "acceptance"
+    (suite / "test_broken.py").write_text(
+        "import os\n\nimport httpx\n\n\ndef test_a_page_this_release_lacks():\n"
+        "    assert httpx.get(os.environ['BLUEGREEN_PREVIEW_URL'] + '/no-such-page', timeout=5).status_code == 200\n")
+    ws.git("add", "tests")
+    live, history = ws.live_version(), ws.history()
+    sha = ws.commit("a release that fails its acceptance tests", example_image)
+    try:
+        result = ws.act("push", "deploy-with-tests.yml")
+    finally:
+        ws.git("rm", "-q", str(suite / "test_broken.py"))
+        ws.git("commit", "-q", "-m", "the passing suite again")
+    assert result.returncode != 0
+    assert "Success - Main Deploy to the idle colour; live traffic stays" in result.stdout
+    assert "1 failed, 1 passed" in result.stdout, result.stdout[-3000:]
+    assert "Failure - Main Acceptance tests against the new version" in result.stdout
+    assert "Main Switch traffic to the tested version" not in result.stdout  # skipped: never started
+    assert ws.live_version() == live  # from outside: live traffic untouched
+    idle = "green" if history[0]["colour"] == "blue" else "blue"
+    assert log_lines(result) == [
+        f"bluegreen: not promoted: live stays {history[0]['colour']}; {sha} stays on {idle} "
+        f"(http://127.0.0.1:{ws.ports[idle]}) until the next deploy replaces it"
+    ]
+    # The failed release is recorded as prepared only; the next deploy (the test below) replaces it.
+    assert (ws.history()[0]["action"], ws.history()[0]["version"]) == ("prepare", sha)
+
+
 def test_a_cancelled_workflow_leaves_live_untouched(ws, example_image):
     """A workflow cancelled while the deploy step runs its test suite. act, cancelled, leaves a container
     action running without a signal; GitHub's runner sends SIGINT to the step (its `docker run` forwards it
@@ -340,7 +405,7 @@ def test_a_cancelled_workflow_leaves_live_untouched(ws, example_image):
             docker("rm", "-f", step[0], check=False)
         config.write_text(original)
         (ws.root / "suite-started").unlink(missing_ok=True)
-        ws.git("commit", "-q", "-am", "the ordinary config again")
+        ws.git("commit", "-q", "--allow-empty", "-am", "the ordinary config again")  # HEAD never had the slow config
     assert exit_code == 1, exit_code  # cancelled before the switch
     report = json.loads((ws.root / "bluegreen-report.json").read_text())
     assert (report["status"], report["cancelled_in"], report["switched"]) == ("cancelled", "test suite", False)

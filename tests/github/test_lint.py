@@ -44,7 +44,7 @@ def run(*argv: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 
 def test_the_workflows_exist():
     assert {p.name for p in WORKFLOWS} >= {"ci.yml", "release.yml"}
-    assert {p.name for p in EXAMPLES} >= {"deploy.yml", "rollback.yml", "promote.yml"}
+    assert {p.name for p in EXAMPLES} >= {"deploy.yml", "rollback.yml", "promote.yml", "deploy-with-tests.yml"}
 
 
 def test_actionlint_passes_on_every_workflow():
@@ -70,6 +70,18 @@ def test_examples_use_only_inputs_and_outputs_that_action_yml_declares(tmp_path)
     project = git_project(tmp_path, workflows)
     result = run(tool("actionlint"), "-no-color", cwd=project)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_readme_shows_deploy_with_tests_as_it_is():
+    """README's "Running your test suite" quotes the example's steps: they must be the file's own lines, the
+    ones act runs (tests/github/test_act_e2e.py), not a copy drifting away from them."""
+    name = "examples/workflows/deploy-with-tests.yml"
+    after = (ROOT / "README.md").read_text().split(f"`{name}`", 1)[1]
+    block = re.search(r"^( *)```yaml\n(.*?)^\1```$", after, re.M | re.S)
+    assert block, f"no YAML block after the README's mention of {name}"
+    snippet = "".join(line.removeprefix(block.group(1)) for line in block.group(2).splitlines(keepends=True))
+    assert "command: promote" in snippet and "no-switch: true" in snippet
+    assert snippet in (ROOT / name).read_text(), f"README's snippet differs from {name}"
 
 
 def test_actionlint_would_catch_a_wrong_input_or_output(tmp_path):
