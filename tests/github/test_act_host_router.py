@@ -72,7 +72,11 @@ def test_host_router_not_running_then_run_as_nobody(ws, example_image):  # noqa:
                   environment: {ENVIRONMENT}
                   version: ${{{{ github.sha }}}}
               - if: always()
-                run: echo "bluegreen: status=${{{{ steps.deploy.outputs.status }}}} reason=${{{{ steps.deploy.outputs.reason }}}}"
+                env:
+                  STATUS: ${{{{ steps.deploy.outputs.status }}}}
+                  REASON: ${{{{ steps.deploy.outputs.reason }}}}
+                run: |
+                  echo "bluegreen: status=$STATUS reason=$REASON"
         """))
     scratch = Path(tempfile.mkdtemp(prefix="bg-host-router-"))
     scratch.chmod(0o755)
@@ -82,6 +86,7 @@ def test_host_router_not_running_then_run_as_nobody(ws, example_image):  # noqa:
         ws.commit("a release, and no router on the host", example_image)
         result = ws.act("push", "host.yml")
         assert result.returncode != 0
+        assert log_lines(result), result.stdout[-3000:] + result.stderr[-3000:]
         line = log_lines(result)[0]
         assert line.startswith("bluegreen: status=failed reason=the router at 127.0.0.1:") and "is not running" in line
         assert docker("ps", "-aq", "--filter", f"name={app}-").stdout.split() == []  # no colour was started
