@@ -120,9 +120,7 @@ def run(args: argparse.Namespace, adapter: Adapter) -> int:
 
 
 def _run(args: argparse.Namespace, adapter: Adapter) -> int:
-    from .errors import ExitCode
-
-    from .errors import one_line
+    from .errors import ExitCode, one_line
 
     if args.command == "schema":
         return _schema()
@@ -157,7 +155,7 @@ def _run(args: argparse.Namespace, adapter: Adapter) -> int:
         target.close()
 
 
-def _report_writer(args: argparse.Namespace, adapter: Adapter, secrets: list[str] = []):  # type: ignore[no-untyped-def]
+def _report_writer(args: argparse.Namespace, adapter: Adapter, secrets: list[str] | None = None):  # type: ignore[no-untyped-def]
     """Writes the JSON report atomically, secrets redacted; None for commands that keep no report."""
     from pathlib import Path
 
@@ -169,7 +167,7 @@ def _report_writer(args: argparse.Namespace, adapter: Adapter, secrets: list[str
 
     def write(result: Result) -> None:
         try:
-            write_atomic(Path(path), adapter.redact(result.redacted(secrets).to_json()) + "\n")
+            write_atomic(Path(path), adapter.redact(result.redacted(secrets or []).to_json()) + "\n")
         except OSError as exc:  # the report is a record: never a reason to stop a run half-way
             print(f"bluegreen: warning: cannot write the report {path}: {exc.strerror}", file=sys.stderr)
 

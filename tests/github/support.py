@@ -6,12 +6,14 @@ BLUEGREEN_REQUIRE_DOCKER=1 (CI sets it: a run must never pass by skipping).
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -146,3 +148,33 @@ def action_image() -> str:
     need_docker()
     docker("build", "-q", "-t", ACTION_IMAGE, str(ROOT))
     return ACTION_IMAGE
+
+
+def caddy_as_nobody(listen_port: int, upstream: Path, scratch: Path) -> subprocess.Popen:
+    """A host's Caddy run by its own user, not root (as under systemd), dialling what `upstream` says per
+    request; `scratch` is a world-readable folder for its config and data. Returns once it listens."""
+    from bluegreen.targets.caddy import caddy_binary
+
+    data = scratch / "caddy-data"
+    data.mkdir()
+    data.chmod(0o777)
+    config = scratch / "caddy.json"
+    config.write_text(json.dumps({
+        "admin": {"disabled": True},
+        "storage": {"module": "file_system", "root": str(data)},
+        "apps": {"http": {"servers": {"s": {
+            "listen": [f"127.0.0.1:{listen_port}"], "automatic_https": {"disable": True},
+            "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "{file.%s}" % upstream}]}]}],
+        }}}},
+    }))
+    config.chmod(0o644)
+    caddy = subprocess.Popen(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", caddy_binary(), "run", "--config", str(config)],
+        env={"HOME": str(data), "XDG_DATA_HOME": str(data), "XDG_CONFIG_HOME": str(data), "PATH": "/usr/bin:/bin"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 10
+    while socket.socket().connect_ex(("127.0.0.1", listen_port)) != 0:
+        assert caddy.poll() is None and time.monotonic() < deadline, "caddy as nobody did not start"
+        time.sleep(0.05)
+    return caddy

@@ -7,48 +7,16 @@ switch file bluegreen writes in the workspace (`router.mode: host`).
 
 from __future__ import annotations
 
-import json
 import shutil
-import socket
-import subprocess
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 
 import httpx
 import yaml
 
-from bluegreen.targets.caddy import caddy_binary
-
-from .support import docker, free_port, remove_containers, unique
+from .support import caddy_as_nobody, docker, free_port, remove_containers, unique
 from .test_act_e2e import ENVIRONMENT, log_lines, ws  # noqa: F401  (ws: the module's act workspace)
-
-
-def _caddy_as_nobody(listen_port: int, upstream: Path, scratch: Path) -> subprocess.Popen:
-    data = scratch / "caddy-data"
-    data.mkdir()
-    data.chmod(0o777)
-    config = scratch / "caddy.json"
-    config.write_text(json.dumps({
-        "admin": {"disabled": True},
-        "storage": {"module": "file_system", "root": str(data)},
-        "apps": {"http": {"servers": {"s": {
-            "listen": [f"127.0.0.1:{listen_port}"], "automatic_https": {"disable": True},
-            "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "{file.%s}" % upstream}]}]}],
-        }}}},
-    }))
-    config.chmod(0o644)
-    caddy = subprocess.Popen(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", caddy_binary(), "run", "--config", str(config)],
-        env={"HOME": str(data), "XDG_DATA_HOME": str(data), "XDG_CONFIG_HOME": str(data), "PATH": "/usr/bin:/bin"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 10
-    while socket.socket().connect_ex(("127.0.0.1", listen_port)) != 0:
-        assert caddy.poll() is None and time.monotonic() < deadline, "caddy as nobody did not start"
-        time.sleep(0.05)
-    return caddy
 
 
 def test_host_router_not_running_then_run_as_nobody(ws, example_image):  # noqa: F811
@@ -98,7 +66,7 @@ def test_host_router_not_running_then_run_as_nobody(ws, example_image):  # noqa:
                 folder.chmod(folder.stat().st_mode | 0o011)
         state.mkdir(parents=True, exist_ok=True)
         state.chmod(0o755)
-        caddy = _caddy_as_nobody(proxy, state / "upstream", scratch)
+        caddy = caddy_as_nobody(proxy, state / "upstream", scratch)
         sha = ws.commit("the same release, the router running", example_image)
         result = ws.act("push", "host.yml")
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

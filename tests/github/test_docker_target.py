@@ -23,10 +23,10 @@ import httpx
 import pytest
 
 from bluegreen.errors import TargetError
-from bluegreen.targets.caddy import caddy_binary
 from bluegreen.targets.docker import DockerAPI
 
-from .support import SOCKET, docker, docker_client, free_port, need_docker, remove_containers, tag_example, unique
+from .support import (SOCKET, caddy_as_nobody, docker, docker_client, free_port, need_docker, remove_containers,
+                      tag_example, unique)
 
 
 @dataclass
@@ -299,32 +299,11 @@ def test_host_mode_switch_file_is_read_by_a_proxy_not_running_as_root(denv):
     shared = Path(tempfile.mkdtemp(prefix="bg-nobody-"))
     try:
         shared.chmod(0o755)
-        data = shared / "caddy-data"
-        data.mkdir()
-        data.chmod(0o777)
         upstream = shared / "state" / "upstream"
         denv.write(target_extra=f"state_dir: {shared / 'state'}\n"
                    f"router: {{mode: host, manage: false, listen: \"127.0.0.1:{denv.proxy}\"}}\n")
-        config = shared / "caddy.json"
-        config.write_text(json.dumps({
-            "admin": {"disabled": True},
-            "storage": {"module": "file_system", "root": str(data)},
-            "apps": {"http": {"servers": {"s": {
-                "listen": [f"127.0.0.1:{denv.proxy}"], "automatic_https": {"disable": True},
-                "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "{file.%s}" % upstream}]}]}],
-            }}}},
-        }))
-        config.chmod(0o644)
-        caddy = subprocess.Popen(
-            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", caddy_binary(), "run", "--config", str(config)],
-            env={"HOME": str(data), "XDG_DATA_HOME": str(data), "XDG_CONFIG_HOME": str(data), "PATH": "/usr/bin:/bin"},
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
+        caddy = caddy_as_nobody(denv.proxy, upstream, shared)
         try:
-            deadline = time.monotonic() + 10
-            while socket.socket().connect_ex(("127.0.0.1", denv.proxy)) != 0:
-                assert caddy.poll() is None and time.monotonic() < deadline, "caddy as nobody did not start"
-                time.sleep(0.05)
             result = denv.cli("deploy", "--version", "1")
             assert result.returncode == 0, result.stderr
             assert oct(upstream.stat().st_mode & 0o777) == "0o644"
