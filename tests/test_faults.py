@@ -541,6 +541,10 @@ def test_a_full_disk_at_the_switch_leaves_live_untouched(env, small_state_dir):
 
 def test_a_full_disk_after_a_good_switch_only_loses_the_history_line(env, small_state_dir):
     assert env.cli("deploy", "--version", "1").returncode == 0
+    # The filler watches for the switch; a verification window of seconds, not 0.5 s, lets it fill the disk
+    # before the history is written even on a loaded machine.
+    assert "window: 0.5s" in env.config.read_text()
+    env.config.write_text(env.config.read_text().replace("window: 0.5s", "window: 3s"))
 
     result = deploy_with_fault(env, "2", "fill-after-switch", address(env, "green"))
 
