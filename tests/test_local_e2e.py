@@ -236,11 +236,12 @@ def test_old_colour_is_scaled_down_after_the_delay(local_env):
 
 
 def test_scale_down_skips_a_colour_that_is_live_again(local_env):
-    local_env.config.write_text(local_env.config.read_text().replace("scale_down_delay: never", "scale_down_delay: 2s"))
+    # 6 s: the rollback must come within the delay even on a loaded machine (a CLI start is ~0.3-1 s there).
+    local_env.config.write_text(local_env.config.read_text().replace("scale_down_delay: never", "scale_down_delay: 6s"))
     assert local_env.cli("deploy", "--version", "1").returncode == 0
     assert local_env.cli("deploy", "--version", "2").returncode == 0
     assert local_env.cli("rollback").returncode == 0  # blue live again within the delay
-    time.sleep(3)
+    time.sleep(7)
     assert local_env.live_version() == "1"
     assert httpx.get(f"http://127.0.0.1:{local_env.ports['blue']}/healthz").status_code == 200
 
