@@ -69,9 +69,7 @@ class Cancellation:
         if self.signal_name is None:
             self.signal_name = signal.Signals(signum).name
             self.stopping.set()
-        if not self._raised and not self._shield and not self._held:
-            self._raised = True
-            raise Cancelled(self.signal_name)
+        self.check()
 
     def check(self) -> None:
         """Raise Cancelled now if a signal came while it could not be raised."""

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 from ..events import Events, outcome
-from ..report import Phase, Result, write_atomic
+from ..report import Phase, Result
 from . import Adapter
 
 if TYPE_CHECKING:
@@ -203,11 +203,7 @@ class GitHubAdapter(Adapter):
         outputs = result.outputs()
         report = getattr(args, "report", None)
         if report and not getattr(args, "dry_run", False):
-            path = Path(report)
-            if path.exists() and self.secrets.values:
-                # The report was written before we saw it: redact it in place.
-                write_atomic(path, self.secrets.redact(path.read_text(encoding="utf-8")))
-            outputs["report"] = _workspace_relative(path)
+            outputs["report"] = _workspace_relative(Path(report))  # written already, redacted (self.redact)
         else:
             outputs["report"] = ""
         self.write_outputs(outputs)
