@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from bluegreen.config import CaddyRouter
-from bluegreen.targets.caddy import CaddyFileRouter
+from bluegreen.routers.caddy import CaddyRouter as CaddyFileRouter
 
 GITHUB_BUDGET = 7.5 + 2.5  # SIGINT, SIGTERM 7.5 s later, SIGKILL 2.5 s after that
 
@@ -87,8 +87,8 @@ def _pid_alive(pid: int) -> bool:
 def _live_colour(env) -> str | None:
     """Read from the router's own upstream file: exactly one colour, never something in between."""
     router = CaddyFileRouter(
-        CaddyRouter(listen=f"127.0.0.1:{env.proxy_port}"), env.dir / "state",
-        {c: f"127.0.0.1:{p}" for c, p in env.ports.items()},
+        CaddyRouter(listen=f"127.0.0.1:{env.proxy_port}", manage=False),
+        {c: f"127.0.0.1:{p}" for c, p in env.ports.items()}, env.dir / "state", "app",
     )
     return router.live()
 

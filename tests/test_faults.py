@@ -200,7 +200,7 @@ def test_a_router_that_died_is_restarted_before_the_switch(env):
     result = deploy_with_fault(env, "2", "kill-router")  # Caddy is killed while the test suite runs
 
     assert result.returncode == 0, result.stderr
-    assert f"warning: the router at 127.0.0.1:{env.proxy_port} had stopped (caddy pid {old_pid} is gone" in result.stderr
+    assert f"warning: the router (caddy at 127.0.0.1:{env.proxy_port}) had stopped (pid {old_pid} is gone" in result.stderr
     assert "restarted it" in result.stderr
     assert env.report()["status"] == "succeeded"
     assert int((env.dir / "state" / "caddy.pid").read_text().split()[0]) != old_pid
@@ -229,7 +229,7 @@ def test_a_router_that_cannot_be_restarted_stops_the_run_before_the_switch(env):
 
         report = assert_failed_before_switch(env, result, live="blue")
         line = one_line(result)
-        assert f"the router at 127.0.0.1:{env.proxy_port} had stopped" in line
+        assert f"the router (caddy at 127.0.0.1:{env.proxy_port}) had stopped" in line
         assert "could not be restarted" in line and "is in use by another process" in line
         assert not any(p["name"].startswith("switch") for p in report["phases"])  # it never switched blind
     finally:
@@ -253,7 +253,7 @@ def _listening(port: int) -> bool:
 @pytest.fixture
 def user_proxy(env):
     """The user's own Caddy (router.manage: false), reading bluegreen's upstream file."""
-    from bluegreen.targets.caddy import caddy_binary
+    from bluegreen.routers.caddy import caddy_binary
 
     (env.dir / "state").mkdir(exist_ok=True)
     config = env.dir / "user-caddy.json"
@@ -300,8 +300,8 @@ def test_an_unmanaged_router_that_is_down_stops_the_run(env, user_proxy):
     down = env.cli("deploy", "--version", "2")
     assert_failed_before_switch(env, down, live="blue")
     line = one_line(down)
-    assert f"the router at 127.0.0.1:{env.proxy_port} is not running" in line
-    assert "start your proxy there" in line and "router.manage: true" in line
+    assert f"the router (caddy at 127.0.0.1:{env.proxy_port}) is not reachable" in line
+    assert "Start your proxy" in line and "router.manage: true" in line
     assert not (env.dir / "state" / "caddy.pid").exists()  # and it did not start one behind the user's back
 
     # Dies during the test suite: the check right before the switch stops the run.

@@ -318,7 +318,7 @@ def test_port_taken_by_another_process(local_env):
         squatter.listen()
         result = local_env.cli("deploy", "--version", "1")
     assert result.returncode == 1
-    assert "is in use by another process, not the bluegreen proxy" in local_env.report()["reason"]
+    assert "is in use by another process, not the bluegreen caddy" in local_env.report()["reason"]
 
 
 @pytest.mark.skipif(not os.access("/bin/sh", os.X_OK), reason="needs /bin/sh")

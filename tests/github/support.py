@@ -153,7 +153,7 @@ def action_image() -> str:
 def caddy_as_nobody(listen_port: int, upstream: Path, scratch: Path) -> subprocess.Popen:
     """A host's Caddy run by its own user, not root (as under systemd), dialling what `upstream` says per
     request; `scratch` is a world-readable folder for its config and data. Returns once it listens."""
-    from bluegreen.targets.caddy import caddy_binary
+    from bluegreen.routers.caddy import caddy_binary
 
     data = scratch / "caddy-data"
     data.mkdir()

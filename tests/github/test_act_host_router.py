@@ -56,7 +56,7 @@ def test_host_router_not_running_then_run_as_nobody(ws, example_image):  # noqa:
         assert result.returncode != 0
         assert log_lines(result), result.stdout[-3000:] + result.stderr[-3000:]
         line = log_lines(result)[0]
-        assert line.startswith("bluegreen: status=failed reason=the router at 127.0.0.1:") and "is not running" in line
+        assert line.startswith("bluegreen: status=failed reason=the router (caddy at 127.0.0.1:") and "is not reachable" in line
         assert docker("ps", "-aq", "--filter", f"name={app}-").stdout.split() == []  # no colour was started
 
         # Trap 4: the host's Caddy runs as nobody; the switch file in the workspace must be readable to it.

@@ -28,7 +28,7 @@ def test_image_follows_githubs_rules_for_docker_actions(action_image):
 def test_image_holds_the_package_and_caddy_but_no_build_tools(action_image):
     script = (
         "import importlib.util as u, bluegreen, lightkube;"
-        "from bluegreen.targets.caddy import caddy_binary;"
+        "from bluegreen.routers.caddy import caddy_binary;"
         "print(bluegreen.__version__, caddy_binary());"
         "print([m for m in ('pip', 'setuptools', 'wheel') if u.find_spec(m)])"
     )

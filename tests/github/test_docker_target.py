@@ -289,8 +289,9 @@ def test_host_router_not_running_fails_before_anything_changes(denv):
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     reason = denv.report()["reason"]
-    assert reason.startswith(f"the router at 127.0.0.1:{denv.proxy} is not running; live traffic was not touched"), reason
-    assert "Start the host's Caddy" in reason
+    assert reason.startswith(f"the router (caddy at 127.0.0.1:{denv.proxy}) is not reachable"), reason
+    assert "live traffic was not touched" in reason
+    assert "Start your proxy" in reason
     assert denv.container("blue") is None  # stopped before it deployed anything
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import shutil
 import socket
 import struct
@@ -159,7 +158,7 @@ class DockerTarget(HostPortTarget):
             self.router_container = RouterContainer(self.api, self.config.router, settings.app, settings.environment,
                                                     self.config.network, labels)
             upstreams = {c: f"{self.container_name(c)}:{self.config.container_port}" for c in COLOURS}
-            self.router = CaddyContainerRouter(self.router_container, upstreams)  # type: ignore[assignment]
+            self.router = CaddyContainerRouter(self.router_container, upstreams)
             self.state = VolumeStateStore(self.router_container)
         else:
             self.state = DockerStateStore(self.state_dir)
@@ -174,30 +173,25 @@ class DockerTarget(HostPortTarget):
         """Start the router container when missing; in host mode, check the host's router (or start it outside a
         container). Called before anything changes, so a missing router stops the run with live untouched."""
         if self.mode == "container":
-            self.router.ensure_running()
+            self.router.ensure_running()  # type: ignore[attr-defined]
             return
-        if self.config.router.manage:
-            if in_container():
-                raise TargetError(
-                    "router: refusing to start Caddy inside this container (the action's): it would die when the "
-                    "step ends and take the live URL down. Remove router.mode: host to let bluegreen run the router "
-                    "as a container on the Docker engine, or run Caddy on the host and set router.manage: false")
-            self.router.ensure_running()
-            return
-        self.check_router()
+        self._refuse_proxy_in_container()
+        super().ensure_router()
 
     def check_router(self) -> str | None:
         if self.mode == "container":
-            self.router.check()  # type: ignore[attr-defined]
-            return
-        host, _, port = self.config.router.listen.rpartition(":")
-        try:
-            socket.create_connection((host or "127.0.0.1", int(port)), timeout=1.0).close()
-        except OSError:
+            self.router.check()
+            return None
+        self._refuse_proxy_in_container()
+        return super().check_router()
+
+    def _refuse_proxy_in_container(self) -> None:
+        if self.config.router.manage and in_container():
             raise TargetError(
-                f"the router at {self.config.router.listen} is not running; live traffic was not touched. Start the "
-                f"host's Caddy (its upstream is {{file.{self.router.upstream_file.resolve()}}}), or remove "
-                "router.mode: host / manage: false to let bluegreen run the router as a container") from None
+                f"router: refusing to start {self.config.router.kind} inside this container (the action's): it would "
+                "die when the step ends and take the live URL down. Run the proxy on the host and set router.manage: "
+                "false" + (", or remove router.mode: host to let bluegreen run Caddy as a container on the Docker "
+                           "engine" if self.config.router.kind == "caddy" else ""))
 
     def container_name(self, colour: Colour) -> str:
         return safe_name(f"{self.settings.app}-{self.settings.environment}-{colour}")
@@ -299,7 +293,6 @@ class DockerTarget(HostPortTarget):
         self._start(name)
 
     def switch(self, to: Colour, deadline: float) -> None:
-        self.check_router()  # a switch to a router that is not there would route nothing, and report success
         super().switch(to, deadline)
         self._drop_due(to)  # live again: a scale-down planned for it no longer applies
 
@@ -326,20 +319,12 @@ class DockerTarget(HostPortTarget):
                 self.api.call("DELETE", f"/networks/{quote(self.router_container.network)}", ok=(204, 404, 409))
             return stopped
         if self.router.stop():
-            stopped.append(f"proxy ({self.config.router.listen})")
-        self.router.upstream_file.unlink(missing_ok=True)  # nothing is live any more
+            stopped.append(f"proxy ({self.router.name})")
+        self.router.reset()  # nothing is live any more
         (self.state_dir / DUE).unlink(missing_ok=True)
         if purge:
             shutil.rmtree(self.state_dir, ignore_errors=True)
         return stopped
-
-    def raw_rollback_command(self, to: Colour) -> str | None:
-        if self.mode != "container":
-            return super().raw_rollback_command(to)
-        # The same atomic rename as bluegreen's, inside the router container.
-        name, upstream = self.router_container.name, self.router.upstreams[to]
-        script = f"printf '%s\\n' {upstream} > /state/.upstream.tmp && mv -f /state/.upstream.tmp /state/upstream"
-        return f"docker exec {name} sh -c {shlex.quote(script)}"
 
     def close(self) -> None:
         self.api.close()

@@ -36,6 +36,7 @@ import io
 import json
 import re
 import secrets
+import shlex
 import socket
 import tarfile
 import time
@@ -48,7 +49,7 @@ from ..config import Colour
 from ..config import DockerCaddyRouter
 from ..errors import TargetError
 from .base import LockInfo
-from .caddy import caddy_binary
+from ..routers.caddy import caddy_binary, colour_of
 from .filestate import FileStateStore
 
 STATE = "/state"  # the volume's mount point in the router container
@@ -257,7 +258,7 @@ class RouterContainer:
 
 
 class CaddyContainerRouter:
-    """The router interface the docker target uses (live, switch, ensure_running, check, stop) over a container."""
+    """The Router interface (live, switch, check, raw_switch_command) over the router container."""
 
     def __init__(self, container: RouterContainer, upstreams: dict[Colour, str]) -> None:
         self.container = container
@@ -269,24 +270,30 @@ class CaddyContainerRouter:
         return self.container.live_url
 
     def live(self) -> Colour | None:
-        upstream = (self.container.read("upstream") or "").strip()
-        if not upstream:
-            return None
-        for colour, address in self.upstreams.items():
-            if address == upstream:
-                return colour
-        raise TargetError(f"router: {self.container.name}:{STATE}/upstream points at {upstream!r}, "
-                          "which is neither blue nor green")
+        return colour_of(self.container.read("upstream") or "", self.upstreams, f"{self.container.name}:{STATE}/upstream")
 
-    def switch(self, to: Colour) -> None:
-        self.container.check()
+    @property
+    def name(self) -> str:
+        return f"caddy container {self.container.name} at {self.config.listen}"
+
+    def switch(self, to: Colour, deadline: float) -> None:
+        self.container.check()  # a switch to a router that is not there would route nothing, and report success
         self.container.write("upstream", self.upstreams[to] + "\n")
+
+    def raw_switch_command(self, to: Colour) -> str:
+        """The same atomic rename as bluegreen's, inside the router container."""
+        script = (f"printf '%s\\n' {self.upstreams[to]} > {STATE}/.upstream.tmp && "
+                  f"mv -f {STATE}/.upstream.tmp {STATE}/upstream")
+        return f"docker exec {self.container.name} sh -c {shlex.quote(script)}"
 
     def ensure_running(self) -> None:
         self.container.ensure_running()
 
     def check(self) -> None:
         self.container.check()
+
+    def stop(self) -> bool:
+        return False  # the container is stopped by the docker target's `down`
 
 
 class VolumeStateStore(FileStateStore):

@@ -1,9 +1,8 @@
-"""What the local and docker targets share: each colour listens on its own host port, and the
-Caddy file router in front of them sends live traffic to one of those ports."""
+"""What the local and docker targets share: each colour listens on its own host port, and a router
+(routers/: Caddy, HAProxy, Envoy, Traefik, nginx) in front of them sends live traffic to those ports."""
 
 from __future__ import annotations
 
-import shlex
 import time
 from pathlib import Path
 
@@ -11,8 +10,8 @@ import httpx
 
 from ..config import Colour, Settings
 from ..errors import NotReadyError
+from ..routers import make_router
 from .base import Target
-from .caddy import CaddyFileRouter
 
 
 class HostPortTarget(Target):
@@ -22,7 +21,7 @@ class HostPortTarget(Target):
         self.state_dir: Path = settings.path(self.config.state_dir)
         self.ports: dict[Colour, int] = {"blue": self.config.ports.blue, "green": self.config.ports.green}
         upstreams = {c: f"{self.config.host}:{p}" for c, p in self.ports.items()}
-        self.router = CaddyFileRouter(self.config.router, self.state_dir, upstreams)
+        self.router = make_router(self.config.router, upstreams=upstreams, state_dir=self.state_dir, app=settings.app)
         self._router_notes: list[str] = []  # repairs made before the pipeline asked (at deploy start)
 
     def live(self) -> Colour | None:
@@ -35,7 +34,7 @@ class HostPortTarget(Target):
         return self.router.live_url
 
     def switch(self, to: Colour, deadline: float) -> None:
-        self.router.switch(to)
+        self.router.switch(to, deadline)
 
     def ensure_router(self) -> None:
         """At deploy start: a router that is down and cannot be started fails the run before the test suite
@@ -52,10 +51,7 @@ class HostPortTarget(Target):
         return "; ".join(n for n in notes if n) or None
 
     def raw_rollback_command(self, to: Colour) -> str | None:
-        """The router reads its upstream file on every request: rewriting that file is the whole switch."""
-        path = str(self.router.upstream_file.resolve())
-        tmp = shlex.quote(path + ".tmp")
-        return f"printf '%s\\n' {shlex.quote(self.router.upstreams[to])} > {tmp} && mv -f {tmp} {shlex.quote(path)}"
+        return self.router.raw_switch_command(to)
 
     def check_running(self, colour: Colour) -> None:
         """Raise NotReadyError, with the reason and the end of its log, if `colour` has stopped."""

@@ -104,8 +104,8 @@ class LocalProcessTarget(HostPortTarget):
             if self._stop(colour):
                 stopped.append(f"{colour} (port {self.ports[colour]})")
         if self.router.stop():
-            stopped.append(f"proxy ({self.config.router.listen})")
-        self.router.upstream_file.unlink(missing_ok=True)  # nothing is live any more
+            stopped.append(f"proxy ({self.router.name})")
+        self.router.reset()  # nothing is live any more
         if purge:
             if self.settings.source.resolve().is_relative_to(self.state_dir.resolve()):
                 raise TargetError(f"down --purge: state_dir {self.state_dir} holds the config file; delete it by hand")

@@ -1,0 +1,242 @@
+"""The narrow interface every router implements, and the proxy process bluegreen runs for `manage: true`.
+
+A router owns one value in a proxy's configuration (a map entry, a runtime key, a file, a weighted
+service) and answers from the proxy itself which colour that value sends traffic to. Every switch is
+that one value changed atomically at runtime, never a reload: a reload closes kept-alive client
+connections (DESIGN.md section 3 has the measurements).
+
+The value is seen as weights, the percent of new requests each colour gets: a blue-green switch is
+{to: 100, other: 0}, and a canary step is any split, on the routers that can split (`weighted`).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Callable, ClassVar
+
+from ..cancel import CANCEL
+from ..config import COLOURS, Colour, ProxyRouter
+from ..errors import TargetError
+from ..targets import proc
+from ..targets.filestate import state_io
+
+Weights = dict[Colour, int]  # percent of new requests per colour; the values add up to 100
+
+POLL = 0.01  # seconds between read-backs while an asynchronous router applies a change
+
+
+def all_to(colour: Colour) -> Weights:
+    return {c: (100 if c == colour else 0) for c in COLOURS}
+
+
+def listening(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host or "127.0.0.1", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """'127.0.0.1:8080' -> ('127.0.0.1', 8080); ':8080' -> ('127.0.0.1', 8080)."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class Router(ABC):
+    """What moves live traffic between the colours, in front of wherever they run."""
+
+    kind: ClassVar[str]
+    weighted: ClassVar[bool] = False  # can send a share of requests to each colour (canary steps)
+    # Changes the router applies in the background (a watched file): a switch polls until it is applied.
+    asynchronous: ClassVar[bool] = False
+
+    def __init__(self, config: ProxyRouter, upstreams: dict[Colour, str], state_dir: Path, app: str) -> None:
+        self.config = config
+        self.upstreams = upstreams  # colour -> host:port the proxy dials
+        self.state_dir = state_dir
+        self.app = app
+        self.host, self.port = split_address(config.listen)
+        self.process = ProxyProcess(self.kind, state_dir, self.host, self.port) if config.manage else None
+
+    @property
+    def name(self) -> str:
+        """For messages: which router, where."""
+        return f"{self.kind} at {self.config.listen}"
+
+    @property
+    def live_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    # --- the one value bluegreen owns: each router implements these ---------------------------
+
+    @abstractmethod
+    def read(self) -> Weights | None:
+        """The split the proxy applies now, read from the proxy (or the file it reads per request), never
+        from a cache; None before the first release. A value that is neither colour (someone edited it) is a
+        TargetError that says what was found."""
+
+    @abstractmethod
+    def write(self, weights: Weights) -> None:
+        """One atomic change of the value; raises on failure (the caller reads back before deciding)."""
+
+    @abstractmethod
+    def start(self) -> None:
+        """manage: true: write the proxy's config and start it (self.process.spawn); returns once it serves."""
+
+    @abstractmethod
+    def raw_switch_command(self, to: Colour) -> str:
+        """The shell command that makes the same switch without bluegreen, for the incident runbook."""
+
+    def reachable(self) -> str | None:
+        """None when the proxy answers where bluegreen reaches it; else why not (it names the address)."""
+        if listening(self.host, self.port):
+            return None
+        return f"nothing listens on {self.config.listen}"
+
+    def reset(self) -> None:
+        """`down`: nothing is live any more (the value bluegreen wrote is removed, where it is a file)."""
+
+    def applied(self, weights: Weights) -> bool:
+        """Whether new requests are routed by `weights` now. Synchronous routers: what they report."""
+        return self.read() == weights
+
+    # --- what targets call -------------------------------------------------------------------
+
+    def live(self) -> Colour | None:
+        """The colour that takes live traffic: the one with the larger share (the stable one during a canary)."""
+        weights = self.read()
+        if not weights:
+            return None
+        return max(COLOURS, key=lambda c: weights.get(c, 0))
+
+    def weights(self) -> Weights | None:
+        return self.read()
+
+    def switch(self, to: Colour, deadline: float) -> None:
+        """All new requests to `to`, in one change; returns once the proxy routes them there."""
+        self.set_weights(all_to(to), deadline)
+
+    def set_weights(self, weights: Weights, deadline: float) -> None:
+        if sorted(weights) != sorted(COLOURS) or sum(weights.values()) != 100 or min(weights.values()) < 0:
+            raise ValueError(f"weights must give both colours a share adding up to 100, not {weights}")
+        if not self.weighted and 100 not in weights.values():
+            raise TargetError(f"router {self.kind} cannot split traffic between the colours (only switch it)")
+        if self.process:  # a managed proxy that died since the last check (switching back needs it)
+            self.process.ensure(self.start)
+        try:
+            self.write(weights)
+        except (OSError, TargetError) as exc:
+            # The change may have gone through with its answer lost: the proxy decides, not the error.
+            try:
+                now = self.read()
+            except (OSError, TargetError):
+                now = None
+            if now != weights:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                raise TargetError(f"router {self.name}: the switch failed: {reason}; live routing is unchanged"
+                                  + (f" ({describe(now)})" if now else "")) from None
+        while not self.applied(weights):
+            if time.monotonic() > deadline:
+                raise TargetError(f"router {self.name}: the change to {describe(weights)} was not applied "
+                                  "before timeouts.switch")
+            time.sleep(POLL)  # inside the shielded switch: bounded by the deadline, not by a cancel
+
+    def check(self) -> str | None:
+        """Before live routing is touched: the proxy must serve. A managed proxy that died is started again
+        (returns a note saying so); one that is not running and cannot be raises TargetError naming the router
+        and its address, so the run stops with live routing untouched."""
+        if self.process:
+            return self.process.ensure(self.start)
+        why = self.reachable()
+        if why:
+            raise TargetError(
+                f"the router ({self.name}) is not reachable: {why}; live traffic was not touched. Start your "
+                f"proxy (router.manage is false, so bluegreen does not), or set router.manage: true"
+            )
+        return None
+
+    def stop(self) -> bool:
+        """Stop the proxy bluegreen started (manage: true); True if it was running."""
+        return self.process.stop() if self.process else False
+
+
+def describe(weights: Weights) -> str:
+    live = [c for c in COLOURS if weights.get(c) == 100]
+    return f"all to {live[0]}" if live else ", ".join(f"{c} {weights.get(c, 0)}%" for c in COLOURS)
+
+
+class ProxyProcess:
+    """A proxy bluegreen runs itself (manage: true): detached, so it outlives the run; found again by a pid
+    file that also checks the start time (a reused pid is not ours); its log in the state directory."""
+
+    def __init__(self, kind: str, state_dir: Path, host: str, port: int) -> None:
+        self.kind = kind
+        self.state_dir = state_dir
+        self.host, self.port = host, port
+        self.pid_file = state_dir / f"{kind}.pid"
+        self.log_file = state_dir / f"{kind}.log"
+
+    def running_pid(self) -> int | None:
+        return proc.read_pid(self.pid_file)
+
+    def ensure(self, start: Callable[[], None]) -> str | None:
+        """Start the proxy when it is not running; a note when it had died (with the end of its log)."""
+        if self.running_pid():
+            return None
+        died = proc.read_pid(self.pid_file, running=False)  # a pid file without its process: it crashed or was killed
+        if died is None:
+            self._check_port_free()
+            start()  # never started here (a first run, or after `down`)
+            return None
+        log = proc.tail(self.log_file)
+        how = f"the router ({self.kind} at {self.host}:{self.port}) had stopped (pid {died} is gone" + (
+            f"; its log ends: {log})" if not log.startswith("(") else ")"  # "(empty log)" says nothing
+        )
+        try:
+            self._check_port_free()
+            start()
+        except TargetError as exc:
+            raise TargetError(f"{how} and could not be restarted: {exc}") from None
+        return f"{how}; restarted it"
+
+    def _check_port_free(self) -> None:
+        if listening(self.host, self.port):
+            raise TargetError(
+                f"router: {self.host}:{self.port} is in use by another process, not the bluegreen {self.kind} (free "
+                f"the port, or set router.manage: false if that is your own proxy)"
+            )
+
+    def spawn(self, argv: list[str], *, env: dict[str, str] | None = None, ready: Callable[[], bool] | None = None,
+              timeout: float = 15.0) -> None:
+        """Start `argv` detached and wait until `ready()` (default: it listens on its port)."""
+        ready = ready or (lambda: listening(self.host, self.port))
+        with CANCEL.shielded(), state_io(self.log_file, f"start {self.kind} with its log"):
+            try:
+                pid = proc.spawn(argv, log_file=self.log_file, env={**os.environ, **(env or {})},
+                                 cwd=self.state_dir)
+            except OSError as exc:
+                raise TargetError(f"router: cannot start {self.kind} ({argv[0]}): {exc.strerror}") from None
+            try:
+                with state_io(self.pid_file, "write"):
+                    proc.write_pid(self.pid_file, pid)
+            except TargetError:
+                proc.stop(pid)  # a proxy we could not find again must not keep the port
+                raise
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if not proc.alive(pid) or time.monotonic() > deadline:
+                tail = proc.tail(self.log_file)
+                proc.stop(pid)
+                self.pid_file.unlink(missing_ok=True)
+                raise TargetError(f"router: {self.kind} did not start on {self.host}:{self.port}: {tail}")
+            time.sleep(0.05)
+
+    def stop(self) -> bool:
+        pid = self.running_pid()
+        self.pid_file.unlink(missing_ok=True)
+        return proc.stop(pid) if pid else False
