@@ -308,7 +308,7 @@ def test_an_unmanaged_router_that_is_down_stops_the_run(env, user_proxy):
     user_proxy()
     during = deploy_with_fault(env, "2", "kill-user-proxy")
     assert_failed_before_switch(env, during, live="blue")
-    assert "is not running" in one_line(during)
+    assert "is not reachable" in one_line(during)
     user_proxy()
     assert env.live_version() == "1"
 
