@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -258,6 +259,20 @@ def test_status_from_a_fresh_process(local_env):
     ]
     human = local_env.cli("status")
     assert "live: green (version 2)" in human.stdout and "lock: free" in human.stdout
+    # The router line is read from the router: its split, then that it is down, then what garbage it holds.
+    assert data["router"] == {"name": f"caddy at 127.0.0.1:{local_env.proxy_port}", "serving": True,
+                              "weights": {"blue": 0, "green": 100}, "detail": "", "unreadable": ""}
+    assert f"router: caddy at 127.0.0.1:{local_env.proxy_port}: blue 0% / green 100%" in human.stdout
+    pid = int((local_env.dir / "state" / "caddy.pid").read_text().split()[0])
+    os.killpg(pid, signal.SIGKILL)
+    down = local_env.cli("status")
+    assert down.returncode == 0
+    assert f"NOT SERVING: nothing listens on 127.0.0.1:{local_env.proxy_port}; it holds blue 0% / green 100%" in down.stdout
+    (local_env.dir / "state" / "upstream").write_text("10.0.0.9:80\n")
+    garbled = local_env.cli("status", "--json")
+    assert garbled.returncode == 0, garbled.stderr
+    router = json.loads(garbled.stdout)["router"]
+    assert router["weights"] is None and "'10.0.0.9:80', which is neither blue nor green" in router["unreadable"]
 
 
 def test_dry_run_changes_nothing(local_env):

@@ -265,6 +265,12 @@ def _status(pipeline: Pipeline, as_json: bool) -> int:
         role = "live" if c.colour == status.live else "idle"
         health = "ready" if c.ready else ("running" if c.running else "stopped")
         lines.append(f"  {c.colour:<6} {role:<5} version {c.version or '-':<16} {health:<8} {c.detail}")
+    if router := status.router:  # read from the router itself: down or garbled shows here
+        if router.weights:
+            held = " / ".join(f"{c} {w}%" for c, w in router.weights.items())
+        else:
+            held = router.unreadable.removeprefix("router: ") or "nothing live yet"
+        lines.append(f"  router: {router.name}: " + (held if router.serving else f"NOT SERVING: {router.detail}; it holds {held}"))
     lock = status.lock
     if lock is None:
         lines.append("  lock: free")

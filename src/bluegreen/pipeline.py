@@ -32,10 +32,11 @@ from .cancel import CANCEL, Cancelled
 from .checks import smoke
 from .checks.suite import run_test_suite
 from .config import Colour, Settings, other_colour
-from .errors import BluegreenError, CheckFailed, LockHeldError
+from .errors import BluegreenError, CheckFailed, LockHeldError, TargetError
 from .events import Events
 from .report import Phase, Result
 from .targets import ColourState, LockInfo, Release, Target
+from .targets.base import RouterState
 
 
 @dataclass
@@ -56,6 +57,7 @@ class Status:
     colours: list[ColourState]
     lock: LockInfo | None
     history: list[Release]
+    router: RouterState | None = None
 
 
 class _AfterSwitchFailure(BluegreenError):
@@ -202,14 +204,22 @@ class Pipeline:
 
     def status(self) -> Status:
         colours = [self.target.colour_state(c) for c in ("blue", "green")]
+        router = self.target.router_state()
+        try:
+            live = self.target.live()
+        except TargetError:
+            if router is None:
+                raise
+            live = None  # a garbled router value: the router line says what it holds
         return Status(
             app=self.settings.app,
             environment=self.settings.environment,
-            live=self.target.live(),
+            live=live,
             live_url=self.settings.url or self.target.live_url(),
             colours=colours,
             lock=self.target.state.read_lock(),
             history=self.target.state.history(),
+            router=router,
         )
 
     # --- the switch and what follows it ----------------------------------------------------

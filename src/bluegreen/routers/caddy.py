@@ -77,7 +77,9 @@ class CaddyRouter(Router):
 
     def reachable(self) -> str | None:
         why = super().reachable()
-        return why and f"{why} (your Caddy's upstream is {{file.{self.upstream_file.resolve()}}})"
+        if why and not self.config.manage:
+            return f"{why} (your Caddy's upstream is {{file.{self.upstream_file.resolve()}}})"
+        return why
 
     def reset(self) -> None:
         self.upstream_file.unlink(missing_ok=True)

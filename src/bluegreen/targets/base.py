@@ -90,6 +90,16 @@ class ColourState(BaseModel):
     detail: str = ""  # e.g. "pid 123, port 8081" or "2/2 replicas available"
 
 
+class RouterState(BaseModel):
+    """The router as `status` shows it: read from the router, never assumed."""
+
+    name: str  # e.g. "haproxy at 127.0.0.1:8080"
+    serving: bool
+    weights: dict[str, int] | None = None  # percent of new requests per colour; None: nothing live yet
+    detail: str = ""  # why it does not serve
+    unreadable: str = ""  # what it holds when that is neither colour (someone edited it)
+
+
 class StateStore(ABC):
     """Lock and history, kept where the target lives."""
 
@@ -171,6 +181,10 @@ class Target(ABC):
         Returns a note when it had to repair something (a proxy restarted); raises TargetError when the
         router is not running and cannot be, so the run stops with live routing untouched. Default: nothing
         to check (the router is the platform's, e.g. a Kubernetes Service)."""
+        return None
+
+    def router_state(self) -> RouterState | None:
+        """For `status`: the router, whether it serves and the split it applies. None: not a router of ours."""
         return None
 
     def schedule_scale_down(self, colour: Colour, delay: float, release_id: str) -> float | None:

@@ -10,10 +10,11 @@ and published on its own host port (the preview URL, bluegreen's health checks).
 The router, by default (`router.mode: container`), is a Caddy container on the same engine,
 and the live colour, the lock, the history and the planned scale-downs live in a named
 volume mounted in it: nothing to set up on the host, nothing in the workspace that a cleaned
-checkout could delete (docker_router.py says how and why). `router.mode: host` keeps the
-older shape: a Caddy on the host reads the upstream file in `state_dir`, beside the lock
-and history files; bluegreen starts that Caddy itself only outside a container (a process
-started in the action's container dies with the step, so there it is refused).
+checkout could delete (docker_router.py says how and why). `router.mode: host`, and every
+router kind but Caddy (HAProxy, Envoy, Traefik, nginx: routers/), is a proxy on the host that
+dials the colours' published ports, with the lock and history in `state_dir`; bluegreen starts
+that proxy itself only outside a container (a process started in the action's container dies
+with the step, so there it is refused).
 
 Scaling the old colour down: nothing may outlive a CI step, so the due time is written to
 `scale-down.json` with the state; a delay up to `scale_down_wait` (0 in CI, so later steps
@@ -38,6 +39,7 @@ from urllib.parse import quote
 import httpx
 
 from ..config import COLOURS, Colour, Settings, render
+from ..config import DockerCaddyRouter
 from ..config import DockerTarget as DockerConfig
 from ..errors import NotReadyError, TargetError
 from .base import ColourState, LockInfo, utcnow
@@ -151,7 +153,9 @@ class DockerTarget(HostPortTarget):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.api = DockerAPI(self.config.docker_host)
-        self.mode = self.config.router.resolved_mode()
+        # Only Caddy runs as a container beside the colours; every other router kind is a proxy on the host.
+        router = self.config.router
+        self.mode = router.resolved_mode() if isinstance(router, DockerCaddyRouter) else "host"
         self.state: DockerStateStore | VolumeStateStore
         if self.mode == "container":
             labels = {LABEL + "app": settings.app, LABEL + "environment": settings.environment, LABEL + "role": "router"}

@@ -295,6 +295,13 @@ class CaddyContainerRouter:
     def stop(self) -> bool:
         return False  # the container is stopped by the docker target's `down`
 
+    def reachable(self) -> str | None:
+        return None if self.container.reachable() else f"nothing listens on {self.config.listen}"
+
+    def weights(self) -> dict[Colour, int] | None:
+        live = self.live()
+        return {c: (100 if c == live else 0) for c in self.upstreams} if live else None
+
 
 class VolumeStateStore(FileStateStore):
     """The lock, the history and the planned scale-downs as files in the router's state volume."""

@@ -9,9 +9,9 @@ from pathlib import Path
 import httpx
 
 from ..config import Colour, Settings
-from ..errors import NotReadyError
+from ..errors import NotReadyError, TargetError
 from ..routers import make_router
-from .base import Target
+from .base import RouterState, Target
 
 
 class HostPortTarget(Target):
@@ -49,6 +49,14 @@ class HostPortTarget(Target):
         a managed proxy that died in between (switching back after a failed verification needs it)."""
         notes, self._router_notes = [*self._router_notes, self.router.check()], []
         return "; ".join(n for n in notes if n) or None
+
+    def router_state(self) -> RouterState:
+        why = self.router.reachable()
+        try:
+            weights = self.router.weights()
+        except TargetError as exc:  # garbled: status says what it found instead of failing
+            return RouterState(name=self.router.name, serving=why is None, detail=why or "", unreadable=str(exc))
+        return RouterState(name=self.router.name, serving=why is None, weights=weights, detail=why or "")
 
     def raw_rollback_command(self, to: Colour) -> str | None:
         return self.router.raw_switch_command(to)
