@@ -60,6 +60,9 @@ class Status:
     router: RouterState | None = None
 
 
+CANCELLED_SWITCH_BACK = 5.0  # seconds a cancelled run waits for a router to apply the switch back
+
+
 class _AfterSwitchFailure(BluegreenError):
     """Verification failed after live traffic moved."""
 
@@ -349,9 +352,12 @@ class Pipeline:
         outcome: str, outcome_if_stuck: str,
     ) -> None:
         """`to` went live and must not stay: switch back to `live`, the previous colour, still running."""
+        budget = self.settings.timeouts.switch
+        if CANCEL.requested:  # GitHub kills a step 10 s after its first signal: an asynchronous router gets 5 s
+            budget = min(budget, CANCELLED_SWITCH_BACK)
         try:
             with self._phase(f"roll back {to} -> {live}"):
-                self.target.switch(live, time.monotonic() + self.settings.timeouts.switch)
+                self.target.switch(live, time.monotonic() + budget)
         except BluegreenError as exc:
             self.result.reason = f"{reason}; switching back to {live} failed too: {exc}"
             self._record(action, outcome_if_stuck, to, version, live, live_version, detail=self.result.reason)
