@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Debian packages the tests run for real: the HAProxy and nginx (+ njs) routers, and PostgreSQL for the
-# database-migration tests. The tests start their own instances (own config, ports, data dir), so the
+# Debian packages the tests run for real: the HAProxy and nginx (+ njs) routers, PostgreSQL for the
+# database-migration tests and Prometheus for metric analysis. The tests start their own instances (own config, ports, data dir), so the
 # packages' system services are kept from starting (policy-rc.d) and stopped if they did.
 set -euo pipefail
-PACKAGES=(haproxy nginx libnginx-mod-http-js postgresql)
+PACKAGES=(haproxy nginx libnginx-mod-http-js postgresql prometheus)
 missing=()
 for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -15,7 +15,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
   [ $had_policy = 1 ] || rm -f "$policy"
 fi
-for service in nginx haproxy postgresql; do
+for service in nginx haproxy postgresql prometheus prometheus-node-exporter; do
   service "$service" stop >/dev/null 2>&1 || true
 done
 echo "setup-packages: $(haproxy -v | head -1); $(nginx -v 2>&1); postgresql $(ls /usr/lib/postgresql)" >&2

@@ -174,6 +174,53 @@ class VerifySettings(Model):
     timeout: Duration = Field(30, description="Deadline for the version check to pass.")
 
 
+class PrometheusSource(Model):
+    """Where analysis queries go: Prometheus's HTTP API (or anything that speaks it: Thanos, Mimir...)."""
+
+    url: str = Field(description="e.g. http://prometheus:9090; /api/v1/query is appended.")
+    bearer_token: SecretStr | None = Field(None, description="e.g. '${PROMETHEUS_TOKEN}'; never logged.")
+    basic_auth: SecretStr | None = Field(None, description="user:password, e.g. '${PROMETHEUS_AUTH}'; never logged.")
+    timeout: Duration = Field(5, description="Timeout of one query.")
+
+
+class AnalysisQuery(Model):
+    """One PromQL query and the bounds its value must stay within."""
+
+    name: str = Field(min_length=1)
+    query: str = Field(
+        min_length=1, description="PromQL; {colour}, {version}, {app}, {environment} are filled in. Every series "
+        "of the result must be within the bounds."
+    )
+    min: float | None = Field(None, description="The value must be at least this.")
+    max: float | None = Field(None, description="The value must be at most this.")
+    for_: Duration = Field(
+        0, alias="for", description="Out of bounds this long (as Prometheus alerts' `for`) before it counts as a "
+        "failure; 0: each evaluation out of bounds counts."
+    )
+    no_data: Literal["ignore", "fail"] = Field(
+        "ignore", description="An empty result (no traffic yet, a new label): ignore (shown, not counted) or fail."
+    )
+
+    @model_validator(mode="after")
+    def _bounded(self) -> "AnalysisQuery":
+        if self.min is None and self.max is None:
+            raise ValueError("give min, max or both: a query without bounds cannot fail")
+        return self
+
+
+class AnalysisSettings(Model):
+    """Metric analysis: queries evaluated every `interval`; `failure_limit` failures switch back. Blue-green runs
+    it in `verify`, after the switch (as Argo Rollouts' postPromotionAnalysis)."""
+
+    prometheus: PrometheusSource
+    queries: list[AnalysisQuery] = Field(min_length=1)
+    interval: Duration = Field(10, description="Delay between evaluations of every query.")
+    duration: Duration = Field(
+        60, description="Blue-green: how long `verify` analyses after the switch (the old colour keeps running)."
+    )
+    failure_limit: int = Field(1, ge=1, description="Failed evaluations (over all queries) that switch back.")
+
+
 class TestSuite(Model):
     __test__ = False  # not a pytest test class, despite the name
     command: list[str] | str = Field(
@@ -484,6 +531,7 @@ class Overridable(Model):
     test_suite: TestSuite | None = None
     smoke: SmokeSettings | None = None
     verify: VerifySettings | None = None
+    analysis: AnalysisSettings | None = None
     timeouts: Timeouts | None = None
     auto_rollback: bool | None = Field(None, description="Switch back by itself when verification fails.")
     scale_down_delay: Duration | Literal["never"] | None = Field(
@@ -555,6 +603,7 @@ class Settings(BaseModel):
     test_suite: TestSuite | None = None
     smoke: SmokeSettings = Field(default_factory=SmokeSettings)
     verify: VerifySettings = Field(default_factory=VerifySettings)
+    analysis: AnalysisSettings | None = None
     timeouts: Timeouts = Field(default_factory=Timeouts)
     auto_rollback: bool = True
     scale_down_delay: float | Literal["never"] = 30.0
@@ -576,14 +625,17 @@ PLAIN_HEADERS = {"accept", "accept-encoding", "accept-language", "content-type",
 
 
 def secret_header_values(settings: Settings) -> list[str]:
-    """The request header values of the smoke checks and the version check, and a router API's credentials:
-    what must never be shown."""
+    """The request header values of the smoke checks and the version check, a router API's and Prometheus's
+    credentials: what must never be shown."""
     checks = [*settings.smoke.checks, *([settings.verify.version_check] if settings.verify.version_check else [])]
     values = [value for check in checks for name, value in check.headers.items() if name.lower() not in PLAIN_HEADERS]
-    router_auth = getattr(getattr(settings.target, "router", None), "api_auth", None)  # a router API's credentials
-    if router_auth is not None:
-        secret = router_auth.get_secret_value()
-        values += [secret, *secret.split(":", 1)[1:]]  # user:password, and the password alone
+    router = getattr(settings.target, "router", None)
+    prometheus = settings.analysis.prometheus if settings.analysis else None
+    for credential in (getattr(router, "api_auth", None), *(  # a router API's, the metrics source's
+            (prometheus.bearer_token, prometheus.basic_auth) if prometheus else ())):
+        if credential is not None:
+            secret = credential.get_secret_value()
+            values += [secret, *secret.split(":", 1)[1:]]  # user:password, and the password alone
     return [value for value in values if value]
 
 

@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from typing import Callable, Iterator
 
 from .cancel import CANCEL, Cancelled
-from .checks import smoke
+from .checks import analysis, smoke
 from .checks.suite import run_test_suite
 from .config import Colour, Settings, other_colour
 from .errors import BluegreenError, CheckFailed, LockHeldError, TargetError
@@ -233,6 +233,11 @@ class Pipeline:
     ) -> None:
         """Switch to `to`, verify through the live URL, switch back if that fails; record; scale down.
         `smoke_window=False` (a forced rollback) checks only that the version answers."""
+        analysed = self.settings.analysis is not None and action != "rollback"  # a rollback goes back, fast
+        if analysed:
+            with self._phase("analysis preflight") as p:  # a query Prometheus cannot answer: live untouched
+                analysis.preflight(self.settings.analysis, self._query_values(to, version))
+                p.detail = f"{len(self.settings.analysis.queries)} queries answered"
         if note := self.target.check_router():  # raises when the router is down for good: live untouched
             self.events.warning(note)
         try:
@@ -251,6 +256,9 @@ class Pipeline:
                 self.result.live_colour, self.result.idle_colour = to, live
             with self._phase("verify live"):
                 self._verify(to, version, smoke_window)
+            if analysed:
+                with self._phase("analysis") as p:
+                    p.detail = self._analyse(to, version)
         except _AfterSwitchFailure as failure:
             with CANCEL.held():  # switching back is the way out: a signal must not stop it half-way
                 self._after_failed_verify(action, to, version, live, live_version, str(failure))
@@ -399,6 +407,20 @@ class Pipeline:
         failed = next((c for c in results if not c.passed), None)
         if failed:
             raise _AfterSwitchFailure(f"verify: smoke check {failed.name!r} failed through {live_url}: {failed.detail}")
+
+    def _query_values(self, colour: Colour, version: str) -> dict[str, str]:
+        return {"colour": colour, "version": version, "app": self.settings.app, "environment": self.settings.environment}
+
+    def _analyse(self, colour: Colour, version: str) -> str:
+        """Post-switch metric analysis (the old colour still runs): a failure switches back like a failed verify."""
+        settings = self.settings.analysis
+        assert settings is not None
+        results = analysis.analyse(settings, self._query_values(colour, version), settings.duration, self.events.log)
+        self.result.checks.extend(results)
+        failed = [r for r in results if not r.passed]
+        if failed:
+            raise _AfterSwitchFailure("analysis: " + "; ".join(f"query {r.name!r}: {r.detail}" for r in failed))
+        return f"{len(results)} queries within bounds for {settings.duration:g}s"
 
     # --- phases before the switch ----------------------------------------------------------
 
