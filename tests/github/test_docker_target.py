@@ -88,7 +88,8 @@ class DockerEnv:
         import io
         import tarfile
         with tarfile.open(fileobj=io.BytesIO(response.content)) as tar:
-            return tar.extractfile(tar.next()).read().decode()
+            member = tar.next()  # None: the file was removed between the engine's stat and its archive
+            return tar.extractfile(member).read().decode() if member else None
 
     def report(self) -> dict:
         return json.loads((self.dir / "bluegreen-report.json").read_text())
@@ -404,7 +405,7 @@ def test_a_router_inside_the_actions_container_is_refused(denv, action_image):
         "-m", "bluegreen", "deploy", "-c", str(denv.config), "--version", "1", check=False, timeout=120,
     )
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "router: refusing to start Caddy inside this container" in result.stderr
+    assert "router: refusing to start caddy inside this container" in result.stderr
     assert "Traceback" not in result.stderr
     assert denv.container("blue") is None
     assert socket.socket().connect_ex(("127.0.0.1", denv.proxy)) != 0  # no proxy that would vanish with the step
