@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 DEMO    = $(BIN)/bluegreen
 DEMO_CONFIG = examples/local/bluegreen.yml
 
-.PHONY: demo test test-all bench soak schema lint clean
+.PHONY: demo test test-all bench bench-routers soak schema lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,15 @@ test: $(VENV)/.installed
 test-all:
 	bash .ci/run
 
+# Switch under load, bluegreen against a naive Caddy reload; `make bench-routers` for every router kind.
 bench: $(VENV)/.installed
 	$(BIN)/python bench/switch_under_load.py
+
+# Every router kind under the same load: bluegreen's switch against the router's raw switch by hand
+# (a few minutes; ROUTERS=caddy,haproxy for some of them).
+ROUTERS ?= caddy,haproxy,envoy,traefik,nginx
+bench-routers: $(VENV)/.installed
+	$(BIN)/python bench/routers.py --routers $(ROUTERS)
 
 # 200 deploy/rollback cycles under load, then leak checks (~10-17 min on 2 cores; CYCLES=5 for a quick run).
 CYCLES ?= 200

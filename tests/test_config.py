@@ -50,7 +50,7 @@ BROKEN = {
     "missing app": (VALID.replace("app: shop\n", ""), "bad.yml:1: app: required field is missing"),
     "unknown target kind": (
         VALID.replace("kind: local", "kind: nomad"),
-        "bad.yml:4: environments.production.target: unknown kind 'nomad'",
+        "bad.yml:5: environments.production.target.kind: unknown kind 'nomad'",
     ),
     "bad duration": ("smoke: {timeout: forever}\n" + VALID, "bad.yml:1: smoke.timeout: expected a duration"),
     "bad regex": (

@@ -851,6 +851,8 @@ def load_config(path: str | Path, environment: str | None = None) -> Settings:
         seen = {where for where, _ in missing}  # a missing variable's "" fails validation too: named once
         for error in exc.errors():
             loc = _clean_loc(data, error["loc"])
+            if error["type"] == "union_tag_invalid" and isinstance(error.get("input"), dict):
+                loc = (*loc, "kind")  # the field at fault is the kind, not the whole mapping
             if loc in seen:
                 continue  # a union's alternatives fail on one value: its first error says it
             seen.add(loc)
