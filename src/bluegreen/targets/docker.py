@@ -38,6 +38,7 @@ from urllib.parse import quote
 import httpx
 
 from ..config import COLOURS, Colour, Settings, render
+from ..config import DockerCaddyRouter
 from ..config import DockerTarget as DockerConfig
 from ..errors import NotReadyError, TargetError
 from .base import ColourState, LockInfo, utcnow
@@ -151,7 +152,9 @@ class DockerTarget(HostPortTarget):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.api = DockerAPI(self.config.docker_host)
-        self.mode = self.config.router.resolved_mode()
+        # Only Caddy runs as a container beside the colours; every other router kind is a proxy on the host.
+        router = self.config.router
+        self.mode = router.resolved_mode() if isinstance(router, DockerCaddyRouter) else "host"
         self.state: DockerStateStore | VolumeStateStore
         if self.mode == "container":
             labels = {LABEL + "app": settings.app, LABEL + "environment": settings.environment, LABEL + "role": "router"}
