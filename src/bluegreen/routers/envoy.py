@@ -15,6 +15,7 @@ overrides the disk layer, so bluegreen refuses to switch and says how to clear i
 from __future__ import annotations
 
 import fcntl
+import glob
 import ipaddress
 import json
 import os
@@ -82,21 +83,30 @@ class EnvoyRouter(Router):
             raise TargetError(f"router {self.name}: its admin interface at {self.config.admin} did not answer "
                               f"GET {path} ({why})") from None
 
+    def _json(self, path: str, **params: str) -> Any:
+        try:
+            return self._get(path, **params).json()
+        except ValueError:
+            raise TargetError(f"router {self.name}: its admin {path} did not answer JSON") from None
+
     def _runtime(self) -> tuple[dict[str, Any] | None, list[str]]:
         """The key's entry in /runtime (final_value, layer_values) or None, and the layers' names."""
-        try:
-            body = self._get("/runtime").json()
-            return body.get("entries", {}).get(self.key), body.get("layers", [])
-        except (ValueError, AttributeError):
-            raise TargetError(f"router {self.name}: its admin /runtime did not answer JSON") from None
+        body = self._json("/runtime")
+        entry = body.get("entries", {}).get(self.key) if isinstance(body, dict) else None
+        return (entry if isinstance(entry, dict) else None), (body.get("layers", []) if isinstance(body, dict) else [])
 
     def _override(self, entry: dict[str, Any] | None, layers: list[str]) -> tuple[str, str] | None:
         """(layer, value) when an admin layer holds the key: it wins over the disk layer bluegreen swaps."""
         if self._admin_layers is None:  # the bootstrap's layers: fixed while this Envoy runs
-            dump = self._get("/config_dump", mask="bootstrap.layered_runtime").json()
-            found = [config.get("bootstrap", {}).get("layered_runtime", {}).get("layers", []) for config in
-                     dump.get("configs", [])]
-            self._admin_layers = [layer["name"] for group in found for layer in group if "admin_layer" in layer]
+            dump = self._json("/config_dump", mask="bootstrap.layered_runtime")
+            try:
+                self._admin_layers = [
+                    layer["name"] for config in dump.get("configs", [])
+                    for layer in config.get("bootstrap", {}).get("layered_runtime", {}).get("layers", [])
+                    if "admin_layer" in layer
+                ]
+            except (AttributeError, KeyError, TypeError):
+                raise TargetError(f"router {self.name}: its admin /config_dump is not Envoy's") from None
         values = entry.get("layer_values", []) if entry else []
         for name, value in zip(layers, values):
             if name in self._admin_layers and value:
@@ -113,12 +123,13 @@ class EnvoyRouter(Router):
     def read(self) -> Weights | None:
         if self.process and not self.process.running_pid():
             # A managed Envoy that is not running (yet) loads exactly this tree when bluegreen starts it.
+            key_file = self.link / self.key_path
             try:
-                value, where = (self.link / self.key_path).read_text().strip(), f"in {self.link / self.key_path}"
+                value, where = key_file.read_text().strip(), f"in {key_file}"
             except FileNotFoundError:
                 return None
             except OSError as exc:
-                raise TargetError(f"router {self.name}: cannot read {self.link / self.key_path}: {exc.strerror}") from None
+                raise TargetError(f"router {self.name}: cannot read {key_file}: {exc.strerror}") from None
             override = None
         else:
             entry, layers = self._runtime()
@@ -179,7 +190,7 @@ class EnvoyRouter(Router):
                 os.replace(new_link, self.link)
                 # Keep the tree Envoy may still be loading (the previous one); older ones are ours to remove.
                 keep = {tree.name, Path(previous).name if previous else ""}
-                for old in folder.glob(f"{name}.*"):
+                for old in folder.glob(f"{glob.escape(name)}.*"):
                     if old.name not in keep and old.is_dir() and not old.is_symlink():
                         shutil.rmtree(old, ignore_errors=True)
 
@@ -205,7 +216,7 @@ class EnvoyRouter(Router):
         try:
             self._get("/ready")
         except TargetError as exc:
-            return str(exc).split(": ", 1)[1]
+            return str(exc).removeprefix(f"router {self.name}: ")
         return None
 
     def check(self) -> str | None:
