@@ -62,6 +62,7 @@ class EnvoyRouter(Router):
         self.key = render(config.key, app=app)
         self.link = Path(config.runtime_dir) if config.runtime_dir else state_dir / "envoy-runtime" / "current"
         self.key_path = Path(*self.key.split("."))  # each dot of a runtime key is a folder of the layer
+        self.admin_socket = "/" in config.admin  # a unix socket path, else host:port
         self._client: httpx.Client | None = None
         self._admin_layers: list[str] | None = None
 
@@ -70,10 +71,9 @@ class EnvoyRouter(Router):
     def _get(self, path: str, **params: str) -> httpx.Response:
         """GET from Envoy's admin; raises TargetError naming the address."""
         if self._client is None:
-            unix = "/" in self.config.admin
             self._client = httpx.Client(
-                transport=httpx.HTTPTransport(uds=self.config.admin) if unix else None, timeout=2.0,
-                base_url="http://envoy-admin" if unix else f"http://{self.config.admin}",
+                transport=httpx.HTTPTransport(uds=self.config.admin) if self.admin_socket else None, timeout=2.0,
+                base_url="http://envoy-admin" if self.admin_socket else f"http://{self.config.admin}",
             )
         try:
             return self._client.get(path, params=params).raise_for_status()
@@ -115,8 +115,10 @@ class EnvoyRouter(Router):
 
     def _clear_command(self) -> str:
         admin = self.config.admin
-        url = f"http://{'localhost' if '/' in admin else admin}/runtime_modify?{self.key}="
-        return "curl -X POST " + (f"--unix-socket {shlex.quote(admin)} " if "/" in admin else "") + shlex.quote(url)
+        if self.admin_socket:
+            return f"curl -X POST --unix-socket {shlex.quote(admin)} " + shlex.quote(
+                f"http://localhost/runtime_modify?{self.key}=")
+        return "curl -X POST " + shlex.quote(f"http://{admin}/runtime_modify?{self.key}=")
 
     # --- the one value -------------------------------------------------------------------------
 
@@ -262,9 +264,8 @@ class EnvoyRouter(Router):
 
     def bootstrap(self) -> dict[str, Any]:
         admin = self.config.admin
-        host, port = split_address(admin) if "/" not in admin else ("", 0)
         return {
-            "admin": {"address": {"pipe": {"path": admin}} if "/" in admin else _socket(host, port)},
+            "admin": {"address": {"pipe": {"path": admin}} if self.admin_socket else _socket(*split_address(admin))},
             "layered_runtime": {"layers": [
                 {"name": "bluegreen", "disk_layer": {"symlink_root": str(self.link.absolute())}},
                 {"name": "admin", "admin_layer": {}},
@@ -295,7 +296,8 @@ class EnvoyRouter(Router):
 
 
 def _socket(host: str, port: int) -> dict[str, Any]:
-    return {"socket_address": {"address": host, "port_value": port}}
+    # Envoy binds IP addresses only.
+    return {"socket_address": {"address": "127.0.0.1" if host == "localhost" else host, "port_value": port}}
 
 
 def _cluster(name: str, upstream: str) -> dict[str, Any]:
