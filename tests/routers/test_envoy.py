@@ -189,12 +189,17 @@ def test_unmanaged_envoy_configured_as_the_readme_says(user_envoy):
     for block in blocks:
         assert block in readme, "README.md's snippet differs from envoy.yaml"
 
+    # The user's runtime tree already holds a key of theirs: bluegreen keeps it, and keeps their folder.
+    own = env.dir / "envoy-runtime" / "current.v1"
+    (own / "other").mkdir(parents=True)
+    (own / "other" / "flag").write_text("7")
+    (env.dir / "envoy-runtime" / "current").symlink_to("current.v1")
     start()
     deploy(env, "1")
     deploy(env, "2")
     assert live(env) == "green"
     assert not (env.dir / "state" / "envoy.pid").exists()  # bluegreen never ran an Envoy of its own
-    assert (env.dir / "envoy-runtime" / "current").is_symlink()
+    assert runtime(admin)["other.flag"]["final_value"] == "7" and own.is_dir()
     rollback = env.cli("rollback")
     assert rollback.returncode == 0, rollback.stderr
     assert env.live_version() == "1" and live(env) == "blue"

@@ -177,7 +177,7 @@ class EnvoyRouter(Router):
             with open(folder / f".{name}.lock", "a") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 previous = os.readlink(self.link) if self.link.is_symlink() else None
-                tree = Path(tempfile.mkdtemp(dir=folder, prefix=f"{name}."))
+                tree = Path(tempfile.mkdtemp(dir=folder, prefix=f"{name}.bluegreen-"))
                 os.chmod(tree, 0o755)  # a proxy not run as our user reads it
                 if self.link.is_dir():
                     shutil.copytree(self.link, tree, symlinks=True, dirs_exist_ok=True)
@@ -190,9 +190,10 @@ class EnvoyRouter(Router):
                 new_link = folder / f".{tree.name}.link"
                 os.symlink(tree.name, new_link)
                 os.replace(new_link, self.link)
-                # Keep the tree Envoy may still be loading (the previous one); older ones are ours to remove.
+                # Keep the tree Envoy may still be loading (the previous one); older ones of ours go (only ours:
+                # the folder may hold the user's own trees).
                 keep = {tree.name, Path(previous).name if previous else ""}
-                for old in folder.glob(f"{glob.escape(name)}.*"):
+                for old in folder.glob(f"{glob.escape(name)}.bluegreen-*"):
                     if old.name not in keep and old.is_dir() and not old.is_symlink():
                         shutil.rmtree(old, ignore_errors=True)
 
@@ -200,7 +201,7 @@ class EnvoyRouter(Router):
         folder, name = shlex.quote(str(self.link.parent.resolve())), shlex.quote(self.link.name)
         key_file = shlex.quote(str(self.key_path))
         return (
-            f'cd {folder} && d=$(mktemp -d {name}.XXXXXX) && cp -a {name}/. "$d" && '
+            f'cd {folder} && d=$(mktemp -d {name}.bluegreen-XXXXXX) && cp -a {name}/. "$d" && '
             f'mkdir -p "$(dirname "$d"/{key_file})" && printf {100 if to == "green" else 0} > "$d"/{key_file} && '
             f'chmod -R a+rX "$d" && ln -sfn "$d" ".$d.link" && mv -Tf ".$d.link" {name}'
         )
