@@ -318,12 +318,30 @@ class EnvoyRouter(ProxyRouter):
     swapping the disk runtime layer's symlink, read back from the admin /runtime."""
 
     kind: Literal["envoy"]
-    admin: str = Field("127.0.0.1:9901", description="host:port of Envoy's admin interface (read only by bluegreen).")
-    runtime_dir: str | None = Field(
-        None, description="The disk runtime layer's symlink_root (a symlink bluegreen swaps); default "
-        "<state_dir>/envoy-runtime/current."
+    admin: str = Field(
+        "127.0.0.1:9901", description="Envoy's admin interface: host:port, or the path of its unix socket (admin "
+        "address pipe). bluegreen only reads it (/ready, /runtime, /config_dump). With manage: true it listens on "
+        "127.0.0.1 only: it has no authentication."
     )
-    key: str = Field("bluegreen.{app}.green", description="The runtime key: percent of requests sent to green.")
+    runtime_dir: str | None = Field(
+        None, description="The symlink_root of the disk runtime layer: a symlink bluegreen swaps atomically to a "
+        "new directory holding the key's file; its folder must exist. Default <state_dir>/envoy-runtime/current."
+    )
+    key: str = Field(
+        "bluegreen.{app}.green", pattern=r"^[A-Za-z0-9_{}-]+(\.[A-Za-z0-9_{}-]+)*$",
+        description="The runtime key (the route's runtime_fraction.runtime_key): the percent of requests sent to "
+        "green, 0 = all blue, 100 = all green; {app} is filled in.",
+    )
+
+    @model_validator(mode="after")
+    def _admin_on_loopback(self) -> EnvoyRouter:
+        host = self.admin.rpartition(":")[0].strip("[]")
+        if self.manage and "/" not in self.admin and host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError(
+                f"admin {self.admin!r}: with manage: true Envoy's admin listens on 127.0.0.1 only (it has no "
+                "authentication); use 127.0.0.1:<port> or a unix socket path"
+            )
+        return self
 
 
 class TraefikRouter(ProxyRouter):
