@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import os
 import signal
 import socket
@@ -22,6 +23,7 @@ import pytest
 from conftest import ROOT, LocalEnv
 
 from bluegreen.config import load_config
+from bluegreen.errors import TargetError
 from bluegreen.routers.haproxy import haproxy_binary
 from bluegreen.targets import make_target
 from github.support import example_image  # noqa: F401  (the session fixture denv needs)
@@ -286,3 +288,56 @@ def test_docker_runtime_with_haproxy_on_the_host(denv):
         assert status.returncode == 0 and json.loads(status.stdout)["live"] == "blue", status.stderr
     finally:
         proxy.kill()
+
+
+# --- a switch whose answer was lost is read back before deciding ---------------------------------------
+
+
+class LossyRuntimeAPI:
+    """HAProxy's Runtime API reached over TCP through a relay that, for `set map`, loses HAProxy's answer
+    (`answer`: the command went through) or the command itself (`command`); other commands pass."""
+
+    def __init__(self, unix_socket: Path) -> None:
+        self.unix_socket, self.lose = unix_socket, "answer"
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.address = "127.0.0.1:%d" % self.server.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return  # closed
+            with client:
+                command = client.makefile("rb").readline()
+                if command.startswith(b"set map") and self.lose == "command":
+                    continue
+                with socket.socket(socket.AF_UNIX) as haproxy:
+                    haproxy.connect(str(self.unix_socket))
+                    haproxy.sendall(command)
+                    answer = b"".join(iter(lambda: haproxy.recv(65536), b""))
+                if not (command.startswith(b"set map") and self.lose == "answer"):
+                    client.sendall(answer)
+
+
+def test_a_switch_whose_answer_was_lost_is_read_back_before_deciding(managed):
+    env, state = managed, managed.dir / "state"
+    deploy(env, "1")
+    deploy(env, "2")
+    relay = LossyRuntimeAPI(state / "haproxy.sock")
+    router = router_of(env)
+    router.socket = relay.address  # the same HAProxy, through the relay (a TCP Runtime API)
+    try:
+        router.switch("blue", time.monotonic() + 5)  # no answer, but HAProxy did it: read back, done
+        assert env.live_version() == "1"
+        assert (state / "haproxy.map").read_text() == "testapp testapp_blue\n"
+
+        relay.lose = "command"
+        with pytest.raises(TargetError, match=r"the switch failed: .*no answer from its Runtime API at "
+                           + re.escape(relay.address) + r".*; live routing is unchanged \(all to blue\)"):
+            router.switch("green", time.monotonic() + 5)
+        assert env.live_version() == "1"
+        assert (state / "haproxy.map").read_text() == "testapp testapp_blue\n"  # put back: a restart stays on blue
+    finally:
+        relay.server.close()

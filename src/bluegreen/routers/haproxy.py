@@ -75,15 +75,19 @@ class HAProxyRouter(Router):
         except OSError as exc:
             raise Unreachable(f"the router ({self.name}) is not reachable: no Runtime API answers at {self.socket} "
                               f"({exc.strerror or exc})") from None
+        chunks: list[bytes] = []
         with conn:
             try:
                 conn.sendall(command.encode() + b"\n")
-                chunks = []
                 while chunk := conn.recv(65536):
                     chunks.append(chunk)
-            except OSError as exc:  # sent, but the answer was lost: the caller reads back before deciding
-                raise TargetError(f"router {self.name}: no answer from its Runtime API at {self.socket} to "
-                                  f"`{command}` ({exc.strerror or 'timed out'})") from None
+            except OSError as exc:
+                chunks, closed = [], exc.strerror or "timed out"
+            else:
+                closed = "closed without a word"  # HAProxy's shortest answer is a newline
+        if not chunks:  # sent, but the answer was lost: the caller reads back before deciding
+            raise TargetError(f"router {self.name}: no answer from its Runtime API at {self.socket} to `{command}` "
+                              f"({closed})")
         return b"".join(chunks).decode(errors="replace").strip()
 
     def _run(self, command: str) -> None:
