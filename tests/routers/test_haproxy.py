@@ -257,7 +257,7 @@ def test_a_garbled_router_value_is_a_clear_error(local_env, user_haproxy):
     result = local_env.cli("deploy", "--version", "2")
     assert result.returncode == 1, result.stderr  # README, exit codes: failed before the switch
     line = failure_line(result)
-    assert (f"sends 'testapp' to 'testapp_bleu', which is neither blue (testapp_blue) nor green (testapp_green)"
+    assert ("sends 'testapp' to 'testapp_bleu', which is neither blue (testapp_blue) nor green (testapp_green)"
             in line), line
     assert local_env.report()["switched"] is False
     assert runtime_api(user_haproxy.sock, f"show map {user_haproxy.map}").endswith(" testapp testapp_bleu")

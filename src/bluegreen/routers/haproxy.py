@@ -29,7 +29,7 @@ from ..config import HAProxyRouter as HAProxyConfig
 from ..errors import TargetError
 from ..report import write_atomic
 from ..targets.filestate import state_io
-from .base import Router, Weights, all_to, listening, split_address
+from .base import Router, Weights, all_to, split_address
 
 TIMEOUT = 5.0  # seconds for one Runtime API command: no answer by then is a lost answer
 NO_LIVE = "bluegreen_none"  # the managed config's backend before the first release
@@ -37,6 +37,10 @@ NO_LIVE = "bluegreen_none"  # the managed config's backend before the first rele
 
 class Unreachable(TargetError):
     """Nothing answers on the Runtime API (as opposed to an answer we did not expect)."""
+
+    def __init__(self, router: str, why: str) -> None:
+        super().__init__(f"the router ({router}) is not reachable: {why}")
+        self.why = why
 
 
 class HAProxyRouter(Router):
@@ -73,8 +77,7 @@ class HAProxyRouter(Router):
                     conn.close()
                     raise
         except OSError as exc:
-            raise Unreachable(f"the router ({self.name}) is not reachable: no Runtime API answers at {self.socket} "
-                              f"({exc.strerror or exc})") from None
+            raise Unreachable(self.name, f"no Runtime API answers at {self.socket} ({exc.strerror or exc})") from None
         chunks: list[bytes] = []
         with conn:
             try:
@@ -186,9 +189,10 @@ class HAProxyRouter(Router):
         if backend == self.split:  # weights first: the split serves them from its first request
             for colour in COLOURS:
                 self._run(f"set server {self.split}/{colour} weight {weights[colour]}")
-        previous = self._file_entry() if self.config.write_map_file else None
-        if self.config.write_map_file:
-            self._write_file(self.backends[stable])
+        persist = self.config.write_map_file
+        previous = self._file_entry() if persist else None
+        if persist:  # first: a disk that cannot be written stops the switch before live routing changes
+            self._write_file(self.backends[stable])  # for a split, the stable colour (see the module's docstring)
         try:
             answer = self._api(f"set map {self.map_file} {self.key} {backend}")
             if answer.startswith("entry not found"):  # the first release on this HAProxy: the key is new
@@ -196,7 +200,7 @@ class HAProxyRouter(Router):
             elif answer:
                 raise TargetError(f"router {self.name}: HAProxy refused `set map`: {shorten(answer)!r}")
         except TargetError:
-            if self.config.write_map_file and not self._runtime_has(backend):
+            if persist and not self._runtime_has(backend):
                 self._write_file(previous)  # the file keeps what HAProxy routes by, for its next restart
             raise
 
@@ -210,7 +214,7 @@ class HAProxyRouter(Router):
         try:
             self._api("show version")
         except Unreachable as exc:
-            return str(exc).partition(" is not reachable: ")[2]
+            return exc.why
         except TargetError as exc:
             return str(exc)
         return super().reachable()  # the Runtime API answers: does the frontend listen?
