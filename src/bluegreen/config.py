@@ -255,12 +255,13 @@ class HAProxyRouter(ProxyRouter):
 
     kind: Literal["haproxy"]
     socket: str | None = Field(
-        None, description="The Runtime API (`stats socket ... level admin`): a unix socket path or host:port (e.g. "
-        "ipv4@127.0.0.1:9999 in HAProxy's config is 127.0.0.1:9999 here). Default <state_dir>/haproxy.sock."
+        None, pattern=r"^\S+$", description="The Runtime API (`stats socket ... level admin`): a unix socket path "
+        "or host:port (ipv4@127.0.0.1:9999 in HAProxy's config is 127.0.0.1:9999 here). "
+        "Default <state_dir>/haproxy.sock."
     )
     map_file: str | None = Field(
-        None, description="The map file use_backend consults, spelled exactly as in the HAProxy config (the Runtime "
-        "API names a map by it). Default <state_dir>/haproxy.map."
+        None, pattern=r"^\S+$", description="The map file use_backend consults, spelled exactly as in the HAProxy "
+        "config (the Runtime API names a map by it). Default <state_dir>/haproxy.map."
     )
     write_map_file: bool = Field(
         True, description="Also rewrite map_file on disk (atomically), so a reload or restart of HAProxy keeps the "
@@ -276,7 +277,7 @@ class HAProxyRouter(ProxyRouter):
         "{app}_split", pattern=HAPROXY_NAME, description="Only for a split (canary step): a backend with both "
         "colours as servers named blue and green, whose weights bluegreen sets; {app} is filled in."
     )
-    binary: str = Field("haproxy", description="manage: true: the haproxy executable (looked up in PATH, then /usr/sbin).")
+    binary: str = Field("haproxy", description="manage: true: the haproxy executable (PATH, then /usr/sbin).")
 
     @field_validator("backends")
     @classmethod

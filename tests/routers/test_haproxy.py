@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ROOT, LocalEnv
+from conftest import ROOT, LocalEnv, assert_one_line_error
 
 from bluegreen.config import load_config
 from bluegreen.errors import TargetError
@@ -76,6 +76,18 @@ def failure_line(result: subprocess.CompletedProcess) -> str:
 
 def router_of(env: LocalEnv):
     return make_target(load_config(env.config, "test")).router
+
+
+@pytest.mark.parametrize("field, value, says", [
+    ("backends", {"blue": "my blue", "green": "g"}, "router.backends: 'my blue' is not an HAProxy backend name"),
+    ("key", "my app", "router.key: String should match pattern"),
+    ("map_file", "/etc/haproxy/blue green.map", "router.map_file: String should match pattern"),
+])
+def test_names_haproxy_cannot_take_are_refused_naming_the_field(local_env, field, value, says):
+    use_haproxy(local_env, **{field: value})
+    result = local_env.cli("validate")
+    assert result.returncode == 2
+    assert says in assert_one_line_error(result)
 
 
 # --- manage: true -----------------------------------------------------------------------------------

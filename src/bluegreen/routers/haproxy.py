@@ -172,14 +172,15 @@ class HAProxyRouter(Router):
     def _split_weights(self) -> Weights:
         raw: dict[Colour, int] = {}
         for colour in COLOURS:
-            answer = self._api(f"get weight {self.split}/{colour}")  # "10 (initial 50)"
-            match = re.match(r"(\d+) \(initial \d+\)$", answer)
+            command = f"get weight {self.split}/{colour}"
+            match = re.match(r"(\d+) \(initial \d+\)$", answer := self._api(command))  # "10 (initial 50)"
             if not match:
-                raise TargetError(f"router {self.name}: `get weight {self.split}/{colour}` answered {shorten(answer)!r}")
+                raise TargetError(f"router {self.name}: `{command}` answered {shorten(answer)!r}")
             raw[colour] = int(match.group(1))
         total = sum(raw.values())
         if total == 0:
-            raise TargetError(f"router {self.name}: the split backend {self.split} has both weights at 0 (serves nothing)")
+            raise TargetError(f"router {self.name}: the split backend {self.split} has both weights at 0 (it serves "
+                              "nothing)")
         blue = round(100 * raw["blue"] / total)
         return {"blue": blue, "green": 100 - blue}
 
