@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Debian packages the tests run for real: the HAProxy (+ socat, its raw switch command) and nginx (+ njs) routers, and PostgreSQL for the
+# Debian packages the tests run for real: the HAProxy and nginx (+ njs) routers, and PostgreSQL for the
 # database-migration tests. The tests start their own instances (own config, ports, data dir), so the
 # packages' system services are kept from starting (policy-rc.d) and stopped if they did.
 set -euo pipefail
-PACKAGES=(haproxy socat nginx libnginx-mod-http-js postgresql)
+PACKAGES=(haproxy nginx libnginx-mod-http-js postgresql)
 missing=()
+PACKAGES+=(socat)  # the HAProxy router's raw switch command talks to the Runtime API with it
 for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
   policy=/usr/sbin/policy-rc.d
