@@ -5,6 +5,7 @@
 set -euo pipefail
 PACKAGES=(haproxy nginx libnginx-mod-http-js postgresql prometheus)
 missing=()
+PACKAGES+=(socat)  # the HAProxy router's raw switch command talks to the Runtime API with it
 for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
   policy=/usr/sbin/policy-rc.d

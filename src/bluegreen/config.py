@@ -293,24 +293,46 @@ class CaddyRouter(ProxyRouter):
     )
 
 
+HAPROXY_NAME = r"^[A-Za-z0-9_.:{}-]+$"  # HAProxy's characters for names ({app} is filled in); no spaces in a map line
+
+
 class HAProxyRouter(ProxyRouter):
-    """HAProxy: `use_backend` consults a map; switched by `set map` over the Runtime API, the map file rewritten too."""
+    """HAProxy (Debian haproxy): `use_backend` looks the live colour's backend up in a map; switched by `set map`
+    over the Runtime API, never a reload; the map file is rewritten too, so a reload or restart keeps it."""
 
     kind: Literal["haproxy"]
     socket: str | None = Field(
-        None, description="The Runtime API: a unix socket path (stats socket ... level admin) or host:port; "
-        "default <state_dir>/haproxy.sock."
+        None, pattern=r"^\S+$", description="The Runtime API (`stats socket ... level admin`): a unix socket path "
+        "or host:port (ipv4@127.0.0.1:9999 in HAProxy's config is 127.0.0.1:9999 here). "
+        "Default <state_dir>/haproxy.sock."
     )
     map_file: str | None = Field(
-        None, description="The map file use_backend consults (as named in the HAProxy config); bluegreen also "
-        "rewrites it atomically, so a reload or restart keeps the live colour. Default <state_dir>/haproxy.map."
+        None, pattern=r"^\S+$", description="The map file use_backend consults, spelled exactly as in the HAProxy "
+        "config (the Runtime API names a map by it). Default <state_dir>/haproxy.map."
     )
-    key: str = Field("{app}", description="The map key bluegreen owns; {app} is filled in.")
+    write_map_file: bool = Field(
+        True, description="Also rewrite map_file on disk (atomically), so a reload or restart of HAProxy keeps the "
+        "live colour. false: only the running HAProxy is switched (when bluegreen cannot reach the file, e.g. in a "
+        "container); a restart then comes back with what the file holds."
+    )
+    key: str = Field("{app}", pattern=HAPROXY_NAME, description="The map key bluegreen owns; {app} is filled in.")
     backends: ColourNames = Field(
         default_factory=lambda: ColourNames(blue="{app}_blue", green="{app}_green"),
         description="Each colour's backend name in the HAProxy config; {app} is filled in.",
     )
-    binary: str = Field("haproxy", description="manage: true: the haproxy executable.")
+    split_backend: str = Field(
+        "{app}_split", pattern=HAPROXY_NAME, description="Only for a split (canary step): a backend with both "
+        "colours as servers named blue and green, whose weights bluegreen sets; {app} is filled in."
+    )
+    binary: str = Field("haproxy", description="manage: true: the haproxy executable (PATH, then /usr/sbin).")
+
+    @field_validator("backends")
+    @classmethod
+    def _backend_names(cls, value: ColourNames) -> ColourNames:
+        for name in (value.blue, value.green):
+            if not re.match(HAPROXY_NAME, name):
+                raise ValueError(f"{name!r} is not an HAProxy backend name (letters, digits, - _ . :)")
+        return value
 
 
 class EnvoyRouter(ProxyRouter):

@@ -1,0 +1,298 @@
+"""HAProxy (Debian `haproxy`) switched through its Runtime API, never by a reload.
+
+The frontend picks its backend per request from a map:
+
+    use_backend %[str(<key>),map(<map_file>,<fallback>)]
+
+bluegreen owns the one entry `<key> -> <app>_blue | <app>_green`. A switch is one `set map` over the stats
+socket (`level admin`): atomic, ~7 ms here, no failed requests, and kept-alive client connections follow it
+(a reload closes them: DESIGN.md section 3). `show map` reads the live value back from HAProxy itself. The
+map file on disk gets the same line first (temp file + rename), so a reload or restart comes back on the live
+colour, and a disk that cannot be written stops the switch before live routing changes.
+
+A split (a canary step) points the entry at a third backend with both colours as servers `blue` and `green`,
+whose weights are set just before (`set server <split>/<colour> weight N`). For a split the file keeps the
+stable colour (the larger share): a restart mid-canary goes back to all-stable, never to a split nobody set.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import socket
+import stat
+from pathlib import Path
+
+from ..config import COLOURS, Colour, render, shorten
+from ..config import HAProxyRouter as HAProxyConfig
+from ..errors import TargetError
+from ..report import write_atomic
+from ..targets.filestate import state_io
+from .base import Router, Weights, all_to, split_address
+
+TIMEOUT = 5.0  # seconds for one Runtime API command: no answer by then is a lost answer
+NO_LIVE = "bluegreen_none"  # the managed config's backend before the first release
+
+
+class Unreachable(TargetError):
+    """Nothing answers on the Runtime API (as opposed to an answer we did not expect)."""
+
+    def __init__(self, router: str, why: str) -> None:
+        super().__init__(f"the router ({router}) is not reachable: {why}")
+        self.why = why
+
+
+class HAProxyRouter(Router):
+    kind = "haproxy"
+    weighted = True
+    config: HAProxyConfig
+
+    def __init__(self, config: HAProxyConfig, upstreams: dict[Colour, str], state_dir: Path, app: str) -> None:
+        super().__init__(config, upstreams, state_dir, app)
+        self.socket = config.socket or str(state_dir.resolve() / "haproxy.sock")
+        self.map_file = config.map_file or str(state_dir.resolve() / "haproxy.map")
+        self.key = render(config.key, app=app)
+        self.backends: dict[Colour, str] = {c: render(getattr(config.backends, c), app=app) for c in COLOURS}
+        self.split = render(config.split_backend, app=app)
+
+    # --- the Runtime API: one command per connection ------------------------------------------
+
+    @property
+    def _tcp(self) -> bool:
+        _, colon, port = self.socket.rpartition(":")
+        return "/" not in self.socket and bool(colon) and port.isdigit()
+
+    def _api(self, command: str) -> str:
+        """HAProxy answers one command and closes the connection: its answer, stripped."""
+        try:
+            if self._tcp:
+                conn = socket.create_connection(split_address(self.socket), timeout=TIMEOUT)
+            else:
+                conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                conn.settimeout(TIMEOUT)
+                try:
+                    conn.connect(self.socket)
+                except OSError:
+                    conn.close()
+                    raise
+        except OSError as exc:
+            raise Unreachable(self.name, f"no Runtime API answers at {self.socket} ({exc.strerror or exc})") from None
+        chunks: list[bytes] = []
+        with conn:
+            try:
+                conn.sendall(command.encode() + b"\n")
+                while chunk := conn.recv(65536):
+                    chunks.append(chunk)
+            except OSError as exc:
+                chunks, closed = [], exc.strerror or "timed out"
+            else:
+                closed = "closed without a word"  # HAProxy's shortest answer is a newline
+        if not chunks:  # sent, but the answer was lost: the caller reads back before deciding
+            raise TargetError(f"router {self.name}: no answer from its Runtime API at {self.socket} to `{command}` "
+                              f"({closed})")
+        return b"".join(chunks).decode(errors="replace").strip()
+
+    def _run(self, command: str) -> None:
+        """A command whose success is an empty answer; anything else is HAProxy's error, quoted."""
+        answer = self._api(command)
+        if answer:
+            raise TargetError(f"router {self.name}: HAProxy refused `{command}`: {shorten(answer)!r}")
+
+    def _runtime_entry(self) -> str | None:
+        answer = self._api(f"show map {self.map_file}")
+        for line in answer.splitlines():  # "0x55d0c08e2ad0 <key> <value>"
+            parts = line.split(None, 2)
+            if len(parts) != 3 or not parts[0].startswith("0x"):
+                raise TargetError(f"router {self.name}: `show map {self.map_file}` answered {shorten(answer)!r} "
+                                  "(router.map_file must name the map exactly as the HAProxy config does)")
+            if parts[1] == self.key:
+                return parts[2]  # the first one wins, as in HAProxy's own lookup
+        return None
+
+    # --- the map file on disk -----------------------------------------------------------------
+
+    def _file_lines(self) -> list[str]:
+        path = Path(self.map_file)
+        with state_io(path, "read the router's map file"):
+            try:
+                return path.read_text(errors="replace").splitlines()
+            except FileNotFoundError:
+                return []
+
+    def _file_entry(self) -> str | None:
+        for line in self._file_lines():
+            parts = line.split(None, 1)
+            if len(parts) == 2 and parts[0] == self.key:
+                return parts[1].strip()
+        return None
+
+    def _write_file(self, backend: str | None) -> None:
+        """Our line set to `backend` (None: removed), the other lines kept, in one atomic rename."""
+        path = Path(self.map_file)
+        lines, ours = [], f"{self.key} {backend}"
+        for line in self._file_lines():
+            if line.split(None, 1)[:1] == [self.key]:
+                if backend:
+                    lines.append(ours)
+                backend = None  # written (or removed) once
+            else:
+                lines.append(line)
+        if backend:
+            lines.append(ours)
+        with state_io(path, "write the router's map file"):
+            mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644  # HAProxy may run as its own user
+            write_atomic(path, "".join(line + "\n" for line in lines), mode=mode)
+
+    # --- the Router interface -----------------------------------------------------------------
+
+    def read(self) -> Weights | None:
+        try:
+            backend = self._runtime_entry()
+        except Unreachable:
+            if not self.process or self.process.running_pid():
+                raise
+            backend = self._file_entry()  # our proxy is not running: the file is what it starts with
+        return self._weights_of(backend)
+
+    def _weights_of(self, backend: str | None) -> Weights | None:
+        if backend is None:
+            return None
+        for colour in COLOURS:
+            if backend == self.backends[colour]:
+                return all_to(colour)
+        if backend == self.split:
+            return self._split_weights()
+        raise TargetError(
+            f"router {self.name}: map {self.map_file} sends {self.key!r} to {shorten(backend)!r}, which is neither "
+            f"blue ({self.backends['blue']}) nor green ({self.backends['green']}) nor the split ({self.split}): "
+            f"set it back to the live colour's backend (the raw rollback command does), then deploy"
+        )
+
+    def _split_weights(self) -> Weights:
+        raw: dict[Colour, int] = {}
+        for colour in COLOURS:
+            command = f"get weight {self.split}/{colour}"
+            match = re.match(r"(\d+) \(initial \d+\)$", answer := self._api(command))  # "10 (initial 50)"
+            if not match:
+                raise TargetError(f"router {self.name}: `{command}` answered {shorten(answer)!r}")
+            raw[colour] = int(match.group(1))
+        total = sum(raw.values())
+        if total == 0:
+            raise TargetError(f"router {self.name}: the split backend {self.split} has both weights at 0 (it serves "
+                              "nothing)")
+        blue = round(100 * raw["blue"] / total)
+        return {"blue": blue, "green": 100 - blue}
+
+    def write(self, weights: Weights) -> None:
+        stable = max(COLOURS, key=weights.__getitem__)
+        backend = self.backends[stable] if weights[stable] == 100 else self.split
+        if backend == self.split:  # weights first: the split serves them from its first request
+            for colour in COLOURS:
+                self._run(f"set server {self.split}/{colour} weight {weights[colour]}")
+        persist = self.config.write_map_file
+        previous = self._file_entry() if persist else None
+        if persist:  # first: a disk that cannot be written stops the switch before live routing changes
+            self._write_file(self.backends[stable])  # for a split, the stable colour (see the module's docstring)
+        try:
+            answer = self._api(f"set map {self.map_file} {self.key} {backend}")
+            if answer.startswith("entry not found"):  # the first release on this HAProxy: the key is new
+                self._run(f"add map {self.map_file} {self.key} {backend}")
+            elif answer:
+                raise TargetError(f"router {self.name}: HAProxy refused `set map`: {shorten(answer)!r}")
+        except TargetError:
+            if persist and not self._runtime_has(backend):
+                self._write_file(previous)  # the file keeps what HAProxy routes by, for its next restart
+            raise
+
+    def _runtime_has(self, backend: str) -> bool:
+        try:
+            return self._runtime_entry() == backend
+        except TargetError:
+            return False
+
+    def reachable(self) -> str | None:
+        try:
+            self._api("show version")
+        except Unreachable as exc:
+            return exc.why
+        except TargetError as exc:
+            return str(exc)
+        return super().reachable()  # the Runtime API answers: does the frontend listen?
+
+    def reset(self) -> None:
+        """`down`: our entry leaves the map file (and the running HAProxy, if one answers)."""
+        if self.config.write_map_file:
+            self._write_file(None)
+        try:
+            self._api(f"del map {self.map_file} {self.key}")
+        except TargetError:
+            pass  # nothing runs (down stopped our proxy): the file is what counts
+
+    def raw_switch_command(self, to: Colour) -> str:
+        command = f"set map {self.map_file} {self.key} {self.backends[to]}"
+        address = f"tcp:{self.socket}" if self._tcp else f"unix-connect:{Path(self.socket).resolve()}"
+        api = f"echo {shlex.quote(command)} | socat stdio {shlex.quote(address)}"
+        if not self.config.write_map_file:
+            return api
+        sed = f"s/^{sed_escape(self.key)}[[:space:]].*/{self.key} {self.backends[to]}/"
+        return f"sed -i {shlex.quote(sed)} {shlex.quote(str(Path(self.map_file).resolve()))} && {api}"
+
+    def start(self) -> None:
+        config_file = self.state_dir / "haproxy.cfg"
+        map_path = Path(self.map_file)
+        with state_io(config_file, "write the router's config"):
+            if not map_path.exists():  # HAProxy refuses to start without its map file
+                write_atomic(map_path, "", mode=0o644)
+            write_atomic(config_file, self._haproxy_config())
+        assert self.process
+        self.process.spawn([haproxy_binary(self.config.binary), "-db", "-f", str(config_file)],
+                           ready=lambda: self.reachable() is None, timeout=10)
+
+    def _haproxy_config(self) -> str:
+        if self._tcp:
+            host, port = split_address(self.socket)
+            stats = f"{'ipv6' if ':' in host else 'ipv4'}@{host}:{port}"
+        else:
+            stats = str(Path(self.socket).resolve()) + " mode 600"
+        blue, green = self.upstreams["blue"], self.upstreams["green"]
+        return f"""\
+# Written by bluegreen (router.manage: true) at each start; the live colour is in {self.map_file}.
+global
+    stats socket {stats} level admin
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+
+frontend bluegreen
+    bind {self.config.listen}
+    use_backend %[str({self.key}),map({self.map_file},{NO_LIVE})]
+
+backend {NO_LIVE}
+    http-request return status 503 content-type text/plain string "no release is live yet"
+
+backend {self.backends['blue']}
+    server blue {blue}
+
+backend {self.backends['green']}
+    server green {green}
+
+backend {self.split}
+    server blue {blue} weight 50
+    server green {green} weight 50
+"""
+
+
+def sed_escape(text: str) -> str:
+    """`text` matched literally in a sed regex (keys are names: letters, digits, - _ . :)."""
+    return re.sub(r"([.^$*\[\]/\\])", r"\\\1", text)
+
+
+def haproxy_binary(name: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
+    if not found:
+        raise TargetError(f"router: the haproxy binary {name!r} is not installed (apt-get install haproxy)")
+    return found
