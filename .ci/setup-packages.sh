@@ -3,9 +3,9 @@
 # database-migration tests and Prometheus for metric analysis. The tests start their own instances (own config, ports, data dir), so the
 # packages' system services are kept from starting (policy-rc.d) and stopped if they did.
 set -euo pipefail
-PACKAGES=(haproxy nginx libnginx-mod-http-js postgresql prometheus)
+# socat: the HAProxy router's raw switch command talks to the Runtime API with it
+PACKAGES=(haproxy socat nginx libnginx-mod-http-js postgresql prometheus)
 missing=()
-PACKAGES+=(socat)  # the HAProxy router's raw switch command talks to the Runtime API with it
 for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
   policy=/usr/sbin/policy-rc.d

@@ -12,6 +12,7 @@ engine, pydantic and httpx load when a command runs.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
 import sys
@@ -99,7 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .ci import detect
 
-    return run(args, detect())
+    try:
+        return run(args, detect())
+    except BrokenPipeError:  # `bluegreen status | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 0
 
 
 def run(args: argparse.Namespace, adapter: Adapter) -> int:
@@ -269,7 +274,8 @@ def _status(pipeline: Pipeline, as_json: bool) -> int:
         if router.weights:
             held = " / ".join(f"{c} {w}%" for c, w in router.weights.items())
         else:
-            held = router.unreadable.removeprefix("router: ") or "nothing live yet"
+            # the message names the router itself: said once
+            held = router.unreadable.removeprefix(f"router {router.name}: ").removeprefix("router: ") or "nothing live yet"
         lines.append(f"  router: {router.name}: " + (held if router.serving else f"NOT SERVING: {router.detail}; it holds {held}"))
     lock = status.lock
     if lock is None:
