@@ -185,6 +185,9 @@ def user_nginx(env):
 
 
 def test_unmanaged_nginx_configured_as_the_readme_says(env, user_nginx):
+    readme = (SNIPPET.parent / "README.md").read_text()
+    shown = readme.split("```nginx\n", 1)[1].split("```", 1)[0]
+    assert shown == SNIPPET.read_text().split("\n", 2)[2]  # the README shows the file this test runs, minus its header
     with httpx.Client(timeout=5) as client:
         before = client.get(env.live_url + "/")
     assert before.status_code == 502 and "bluegreen: no live colour" in before.text  # nothing released yet
