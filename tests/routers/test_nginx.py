@@ -247,6 +247,14 @@ def test_an_unmanaged_nginx_that_is_down_stops_the_run_before_the_switch(env, us
     user_nginx.start()
     assert env.live_version() == "1"
 
+    # manage: true with an nginx that cannot start: the same, naming the executable.
+    user_nginx.kill()
+    configure(env, ", binary: /nonexistent/nginx")
+    result = env.cli("deploy", "--version", "2")
+    assert result.returncode == 1, result.stderr
+    assert "cannot start nginx (/nonexistent/nginx)" in env.report()["reason"]
+    assert env.report()["switched"] is False and upstream_file(env).read_text() == "blue\n"
+
 
 # --- 5. a garbled value --------------------------------------------------------------------------------------
 
