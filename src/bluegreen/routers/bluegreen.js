@@ -18,10 +18,11 @@ const COLOURS = ['blue', 'green'];
 
 // [[colour, percent], ...] for a valid file, else null. bluegreen's read() applies the same rules.
 function parse(text) {
-    const words = text.trim().split(/\s+/);
-    if (words.length == 1 && COLOURS.includes(words[0])) {
-        return [[words[0], 100]];
+    const value = text.trim();
+    if (value == 'blue' || value == 'green') {  // the common case first: no split, no regular expression
+        return [[value, 100]];
     }
+    const words = value.split(/\s+/);
     if (words.length != 4 || words[0] == words[2] || !COLOURS.includes(words[0]) || !COLOURS.includes(words[2])
         || !/^\d{1,3}$/.test(words[1]) || !/^\d{1,3}$/.test(words[3])) {
         return null;
