@@ -383,14 +383,23 @@ class TraefikRouter(ProxyRouter):
 
 
 class NginxRouter(ProxyRouter):
-    """nginx with njs (Debian libnginx-mod-http-js): njs reads the upstream from a file on every request, so a
-    switch is an atomic rename and never a reload."""
+    """nginx with njs (Debian nginx + libnginx-mod-http-js): njs reads the live colour from a file on every request
+    and proxies to the upstream{} block <app>_<colour>, so a switch is an atomic rename and never a reload."""
 
     kind: Literal["nginx"]
     upstream_file: str | None = Field(
-        None, description="The file njs reads the upstream from; default <state_dir>/upstream."
+        None, description="The file njs reads per request ($bluegreen_file in your nginx config): 'blue', 'green' "
+        "or a split like 'blue 90 green 10'. Relative to state_dir; default <state_dir>/upstream. nginx's worker "
+        "user must be able to read it."
     )
     binary: str = Field("nginx", description="manage: true: the nginx executable.")
+    mode: Literal["host"] = Field(
+        "host", description="docker target: nginx runs on the host and dials the colours' published ports (the "
+        "only mode)."
+    )
+
+    def resolved_mode(self) -> str:
+        return self.mode
 
 
 def _router_kind(value: object) -> str:
