@@ -393,13 +393,6 @@ class NginxRouter(ProxyRouter):
         "user must be able to read it."
     )
     binary: str = Field("nginx", description="manage: true: the nginx executable.")
-    mode: Literal["host"] = Field(
-        "host", description="docker target: nginx runs on the host and dials the colours' published ports (the "
-        "only mode)."
-    )
-
-    def resolved_mode(self) -> str:
-        return self.mode
 
 
 def _router_kind(value: object) -> str:
