@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import assert_one_line_error
+from conftest import ROOT, assert_one_line_error
 
 # Run as the test suite (cwd: the env's folder); each mode is one fault.
 FAULT_SCRIPT = textwrap.dedent(
@@ -256,15 +256,11 @@ def user_proxy(env):
     from bluegreen.routers.caddy import caddy_binary
 
     (env.dir / "state").mkdir(exist_ok=True)
-    config = env.dir / "user-caddy.json"
-    config.write_text(json.dumps({
-        "admin": {"disabled": True},
-        "apps": {"http": {"servers": {"own": {
-            "listen": [f"127.0.0.1:{env.proxy_port}"], "automatic_https": {"disable": True},
-            "routes": [{"handle": [{"handler": "reverse_proxy",
-                                    "upstreams": [{"dial": "{file." + str(env.dir / "state" / "upstream") + "}"}]}]}],
-        }}}},
-    }))
+    config = env.dir / "user-caddy.json"  # the README's snippet, with this test's address and state_dir
+    snippet = (ROOT / "examples" / "routers" / "caddy" / "caddy.json").read_text()
+    assert "127.0.0.1:8080" in snippet and "/srv/myapp/.bluegreen/production/upstream" in snippet
+    config.write_text(snippet.replace("127.0.0.1:8080", f"127.0.0.1:{env.proxy_port}")
+                      .replace("/srv/myapp/.bluegreen/production/upstream", str(env.dir / "state" / "upstream")))
     procs: list[subprocess.Popen] = []
 
     def start() -> None:
@@ -310,7 +306,9 @@ def test_an_unmanaged_router_that_is_down_stops_the_run(env, user_proxy):
     assert_failed_before_switch(env, during, live="blue")
     assert "is not reachable" in one_line(during)
     user_proxy()
-    assert env.live_version() == "1"
+    assert env.live_version() == "1"  # restarted from its own config, it reads the live colour back
+    assert env.cli("deploy", "--version", "2").returncode == 0 and env.live_version() == "2"
+    assert env.cli("rollback").returncode == 0 and env.live_version() == "1"
 
 
 # --- a colour's process crashed ---------------------------------------------------------------------
