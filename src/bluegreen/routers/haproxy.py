@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import shutil
 import socket
 import stat
 from pathlib import Path
@@ -29,7 +28,7 @@ from ..config import HAProxyRouter as HAProxyConfig
 from ..errors import TargetError
 from ..report import write_atomic
 from ..targets.filestate import state_io
-from .base import Router, Weights, all_to, split_address
+from .base import Router, Weights, all_to, find_binary, split_address
 
 TIMEOUT = 5.0  # seconds for one Runtime API command: no answer by then is a lost answer
 NO_LIVE = "bluegreen_none"  # the managed config's backend before the first release
@@ -246,7 +245,7 @@ class HAProxyRouter(Router):
                 write_atomic(map_path, "", mode=0o644)
             write_atomic(config_file, self._haproxy_config())
         assert self.process
-        self.process.spawn([haproxy_binary(self.config.binary), "-db", "-f", str(config_file)],
+        self.process.spawn([find_binary(self.config.binary, "apt-get install haproxy"), "-db", "-f", str(config_file)],
                            ready=lambda: self.reachable() is None, timeout=10)
 
     def _haproxy_config(self) -> str:
@@ -289,10 +288,3 @@ backend {self.split}
 def sed_escape(text: str) -> str:
     """`text` matched literally in a sed regex (keys are names: letters, digits, - _ . :)."""
     return re.sub(r"([.^$*\[\]/\\])", r"\\\1", text)
-
-
-def haproxy_binary(name: str) -> str:
-    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
-    if not found:
-        raise TargetError(f"router: the haproxy binary {name!r} is not installed (apt-get install haproxy)")
-    return found

@@ -31,7 +31,7 @@ from ..config import NginxRouter as NginxConfig
 from ..errors import TargetError
 from ..report import write_atomic
 from ..targets.filestate import state_io
-from .base import Router, Weights, all_to
+from .base import Router, Weights, all_to, find_binary
 
 NJS_MODULE = Path(__file__).with_name("bluegreen.js")
 # Where distributions put the njs module (Debian/Ubuntu, RHEL/Fedora, nginx.org's packages).
@@ -129,7 +129,7 @@ class NginxRouter(Router):
             write_atomic(config_file, self.nginx_conf())
         assert self.process
         # -e stderr: errors before the config is read go to our log, not to /var/log/nginx (root's)
-        self.process.spawn([self.config.binary, "-p", f"{prefix}/", "-c", str(config_file), "-e", "stderr",
+        self.process.spawn([find_binary(self.config.binary, "apt-get install nginx libnginx-mod-http-js"), "-p", f"{prefix}/", "-c", str(config_file), "-e", "stderr",
                             "-g", "daemon off;"], timeout=10)
 
     def nginx_conf(self) -> str:

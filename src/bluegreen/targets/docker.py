@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import struct
 import time
 from datetime import datetime, timedelta, timezone
