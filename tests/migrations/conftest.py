@@ -123,7 +123,7 @@ class DbEnv:
                   expect: {{status: 200}}
             verify: {{consecutive_successes: 2, window: 0.5s, interval: 0.1, timeout: 5s}}
             scale_down_delay: never
-            """) + block + textwrap.dedent(extra))
+            """) + block + extra)  # extra: more lines of the migrations block, indented
 
     def cli(self, command: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run(
