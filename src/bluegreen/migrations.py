@@ -67,6 +67,9 @@ def run_half(
     else:
         code, timed_out, tail, duration = ran
         passed, detail = exit_detail(code, timed_out, tail, migrations.timeout)
+        last = next((line.strip() for line in reversed(tail) if line.strip()), "")
+        if passed and last:  # what the tool said it did, e.g. "Running upgrade a1b2 -> c3d4"
+            detail += f": {last[:200]}"
     return CheckResult(name=half, kind="migration", target="database", passed=passed, attempts=1,
                        duration=duration, detail=redact(detail, secrets))
 

@@ -33,7 +33,7 @@ def test_expand_then_rollback_then_contract_then_no_rollback_past_it(db_env):
     names = [p["name"] for p in report["phases"]]
     assert names[:5] == ["lock", "resolve live", "expand", "smoke checks live", "deploy green"], names
     expand = report["phases"][2]
-    assert expand["status"] == "succeeded" and expand["duration"] > 0 and expand["detail"] == "exited with code 0"
+    assert expand["status"] == "succeeded" and expand["duration"] > 0 and expand["detail"] == "exited with code 0: expand 2: applied expand.sql"
     assert "expand 2: applied expand.sql" in second.stderr  # its output, streamed to the log
     assert report["pending_contract"] == "2"
     assert db_env.columns() == {"id", "name", "full_name"}

@@ -103,7 +103,7 @@ def test_on_next_release_runs_the_pending_contract_first(db_env):
     report = db_env.report()
     names = [p["name"] for p in report["phases"]]
     assert names[:6] == ["lock", "resolve live", "retire blue", "contract", "expand", "smoke checks live"], names
-    assert report["phases"][3]["detail"] == "of release 2: exited with code 0"
+    assert report["phases"][3]["detail"] == "of release 2: exited with code 0: contract 2: applied contract.sql"
     assert db_env.columns() == {"id", "full_name"}
     assert report["pending_contract"] == "3"  # release 3's own expand (nothing to do here) waits for its contract
     assert db_env.live_version() == "3"
