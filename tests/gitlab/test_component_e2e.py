@@ -281,7 +281,7 @@ def test_the_contract_job_runs_a_release_after_the_expand(project: GitLabProject
     ))
     seed(project, "1")
     pipeline = (Path(__file__).parent / "pipelines" / "contract.yml").read_text()
-    project.write(".gitlab-ci.yml", pipeline.replace("CONTRACT_MODE", "manual"))
+    project.write(".gitlab-ci.yml", pipeline)
     sha = project.commit("expands the schema")
     listed = project.gcl("--list")
     assert "web-contract" in listed.output, listed.output
@@ -294,7 +294,7 @@ def test_the_contract_job_runs_a_release_after_the_expand(project: GitLabProject
     assert "blue still runs version 1, which depends on the old schema" in refused.output, refused.output
     assert log.read_text().split("\n")[-2] == f"expand {sha}"  # the contract did not run
 
-    project.write(".gitlab-ci.yml", pipeline.replace("CONTRACT_MODE", "retire-previous"))
+    project.write(".gitlab-ci.yml", pipeline.replace("contract: manual", "contract: retire-previous"))
     project.commit("contract with retire-previous")
     done = project.gcl("--manual", "web-contract", "web-contract")
     assert done.returncode == 0, done.output
