@@ -13,7 +13,13 @@ and remembers what it did. The database URL reaches the command through the envi
 
 from __future__ import annotations
 
+import glob
+import json
 import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Callable, Literal
@@ -21,7 +27,8 @@ from typing import Callable, Literal
 from pydantic import BaseModel
 
 from .checks.suite import exit_detail, run_process
-from .config import Migrations, render
+from .config import MigrationLint, Migrations, render
+from .errors import TargetError
 from .report import CheckResult
 from .targets.base import ColourState, Release
 
@@ -72,6 +79,48 @@ def run_half(
             detail += f": {last[:200]}"
     return CheckResult(name=half, kind="migration", target="database", passed=passed, attempts=1,
                        duration=duration, detail=redact(detail, secrets))
+
+
+# --- lint ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Finding:
+    file: str
+    line: int  # 1-based
+    rule: str
+    message: str
+    blocking: bool
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.rule}: {self.message}"
+
+
+def lint_expand(lint: MigrationLint, *, base_dir: Path, values: dict[str, str]) -> tuple[list[Finding], int]:
+    """squawk's findings in the expand's SQL files (blocking ones first), and how many files it checked.
+    Raises TargetError when squawk is missing or fails without findings."""
+    # os.path.join: a pattern may be absolute (Path.glob takes relative ones only)
+    files = sorted({f for pattern in lint.expand for f in glob.glob(os.path.join(base_dir, render(pattern, **values)))})
+    if not files:
+        return [], 0
+    beside = Path(sys.executable).parent / lint.squawk
+    binary = str(beside) if "/" not in lint.squawk and beside.exists() else shutil.which(lint.squawk)
+    if binary is None:
+        raise TargetError(f"migrations.lint: {lint.squawk!r} is not installed (pip install squawk-cli)")
+    argv = [binary, "--reporter", "json", *(["--pg-version", lint.pg_version] if lint.pg_version else []), *files]
+    try:
+        done = subprocess.run(argv, cwd=base_dir, capture_output=True, text=True, timeout=120)
+        found = json.loads(done.stdout or "[]")
+    except (OSError, subprocess.TimeoutExpired, ValueError) as exc:
+        raise TargetError(f"migrations.lint: squawk failed: {exc}") from None
+    if done.returncode not in (0, 1) or not isinstance(found, list):
+        raise TargetError(f"migrations.lint: squawk exited with code {done.returncode}: {done.stderr.strip()[:200]}")
+    findings = [
+        Finding(file=os.path.relpath(f["file"], base_dir), line=int(f["line"]) + 1, rule=f["rule_name"],
+                message=f["message"], blocking=f["rule_name"] in lint.rules)
+        for f in found
+    ]
+    return sorted(findings, key=lambda f: (not f.blocking, f.file, f.line)), len(files)
 
 
 # --- what the history says -------------------------------------------------------------------

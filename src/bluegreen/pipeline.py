@@ -33,11 +33,11 @@ from typing import Callable, Iterator
 from .cancel import CANCEL, Cancelled
 from .checks import smoke
 from .checks.suite import run_test_suite
-from .config import Colour, Settings, other_colour
+from .config import Colour, MigrationLint, Settings, other_colour
 from .errors import BluegreenError, CheckFailed, ConfigError, LockHeldError
 from .events import Events
 from .migrations import (
-    Half, SchemaState, contract_refusal, old_versions, pending_contract, pending_contracts, rollback_refusal, run_half,
+    Half, SchemaState, contract_refusal, lint_expand, old_versions, pending_contract, pending_contracts, rollback_refusal, run_half,
     schema_state,
 )
 from .report import CheckResult, Phase, Result
@@ -419,6 +419,8 @@ class Pipeline:
         migrations = self.settings.migrations
         if migrations is None:
             return
+        if migrations.lint is not None and migrations.expand is not None:
+            self._lint(migrations.lint, version, idle)
         if migrations.contract and migrations.run_contract == "on_next_release":
             self._contract(live, live_version, retire_previous=True, required=False)
         if migrations.expand is None:
@@ -436,6 +438,19 @@ class Pipeline:
                     f"after the expand, the live version {live_version} on {live} fails: {exc}; the expand is not "
                     "backwards compatible: nothing deployed, traffic untouched"
                 ) from None
+
+    def _lint(self, lint: MigrationLint, version: str, idle: Colour) -> None:
+        """squawk on the expand's SQL, before anything changes: a dangerous statement stops the run."""
+        with self._phase("lint expand") as p:
+            values = {"version": version, "colour": idle}
+            findings, checked = lint_expand(lint, base_dir=self.settings.base_dir, values=values)
+            for finding in findings:
+                self.events.log(f"squawk: {finding}")
+            blocking = [f for f in findings if f.blocking]
+            p.detail = f"{checked} file(s), {len(blocking)} blocking and {len(findings) - len(blocking)} other finding(s)"
+            if blocking:
+                more = f" (and {len(blocking) - 1} more, in the log)" if len(blocking) > 1 else ""
+                raise CheckFailed(f"lint: {blocking[0]}{more}; nothing ran, live untouched")
 
     def _contract(
         self, live: Colour | None, live_version: str | None, *, retire_previous: bool, required: bool,

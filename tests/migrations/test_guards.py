@@ -14,6 +14,8 @@ import httpx
 
 from conftest import assert_one_line_error
 
+from .conftest import APP_DB
+
 
 def migrations(expand: str, extra: str = "") -> str:
     return f"migrations:\n  expand: {expand}\n  timeout: 2s\n{extra}"
@@ -127,3 +129,38 @@ def test_contract_without_a_configured_contract_is_a_config_error(db_env):
     result = db_env.cli("contract")
     assert result.returncode == 2
     assert "migrations.contract is not configured" in assert_one_line_error(result)
+
+
+def test_a_squawk_flagged_expand_stops_before_anything_ran(db_env):
+    assert db_env.cli("deploy", "--version", "1").returncode == 0
+    (db_env.dir / "sql" / "2").mkdir(parents=True)
+    (db_env.dir / "sql" / "2" / "expand.sql").write_text(
+        "ALTER TABLE people ADD COLUMN IF NOT EXISTS full_name text;\nALTER TABLE people DROP COLUMN name;\n")
+    ran = db_env.dir / "expand-ran"
+    db_env.write(migrations(f'{{command: ["touch", "{ran}"]}}',
+                            '  lint: {expand: ["sql/{version}/*.sql"]}\n'))
+    result = db_env.cli("deploy", "--version", "2")
+    assert result.returncode == 1, result.stderr
+    report = db_env.report()
+    assert report["reason"].startswith("lint: sql/2/expand.sql:2: ban-drop-column: Dropping a column"), report["reason"]
+    assert "nothing ran, live untouched" in report["reason"]
+    assert [p["name"] for p in report["phases"]][-1] == "lint expand"
+    assert "squawk: sql/2/expand.sql:1: require-lock-timeout" in result.stderr  # a warning, in the log
+    assert not ran.exists() and db_env.history()[0]["action"] == "deploy"  # no expand ran or was recorded
+    assert db_env.columns() == {"id", "name"} and db_env.live_version() == "1"
+
+    # The example's own expand has only warnings: it passes the lint and runs.
+    db_env.write(extra=f'  lint: {{expand: ["{APP_DB}/migrations/{{version}}/expand.sql", "none/*.sql"]}}\n')
+    result = db_env.cli("deploy", "--version", "2")
+    assert result.returncode == 0, result.stderr
+    lint = next(p for p in db_env.report()["phases"] if p["name"] == "lint expand")
+    assert lint["status"] == "succeeded" and lint["detail"].startswith("1 file(s), 0 blocking"), lint
+
+
+def test_lint_without_squawk_says_how_to_install_it(db_env):
+    (db_env.dir / "expand.sql").write_text("SELECT 1;\n")
+    db_env.write(migrations('{command: ["true"]}', '  lint: {expand: ["expand.sql"], squawk: no-such-squawk}\n'))
+    result = db_env.cli("deploy", "--version", "1")
+    assert result.returncode == 1
+    assert "migrations.lint: 'no-such-squawk' is not installed (pip install squawk-cli)" in db_env.report()["reason"]
+    assert "Traceback" not in result.stderr
