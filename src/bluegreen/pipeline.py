@@ -37,8 +37,8 @@ from .config import Colour, MigrationLint, Settings, other_colour
 from .errors import BluegreenError, CheckFailed, ConfigError, LockHeldError
 from .events import Events
 from .migrations import (
-    Half, SchemaState, contract_refusal, lint_expand, old_versions, pending_contract, pending_contracts, rollback_refusal, run_half,
-    schema_state,
+    Half, SchemaState, contract_refusal, lint_expand, old_versions, pending_contract, pending_contracts,
+    rollback_refusal, run_half, schema_state,
 )
 from .report import CheckResult, Phase, Result
 from .targets import ColourState, LockInfo, Release, Target
@@ -619,8 +619,8 @@ class Pipeline:
             try:
                 pending = pending_contract(self.target.state.history())
                 self.result.pending_contract = pending.version if pending else None
-            except BluegreenError:
-                pass  # an output, not a reason to change the outcome
+            except Exception:  # an output, not a reason to change the outcome (the target may be what failed)
+                pass
         return self.result
 
     def _record(
