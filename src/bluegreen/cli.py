@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("--expect-version", metavar="V",
                           help="refuse unless V is live (a later release must not be undone by mistake)")
     changes(rollback)
+    contract = command("contract", "run the pending contract (migrations), once nothing that needs the old schema can "
+                       "come back")
+    contract.add_argument("--retire-previous", action="store_true",
+                          help="stop the previous colour first when it runs a version from before the expand")
+    changes(contract)
     for sub in (deploy, promote):
         sub.add_argument("--no-auto-rollback", action="store_true", help="never switch back by itself (overrides the config)")
 
@@ -185,7 +190,7 @@ def _write_error_report(args: argparse.Namespace, adapter: Adapter, exc: Excepti
     from .errors import ConfigError
     from .report import Result
 
-    write = _report_writer(args, adapter) if args.command in ("deploy", "promote", "rollback") else None
+    write = _report_writer(args, adapter) if args.command in ("deploy", "promote", "rollback", "contract") else None
     if write is None:
         return
     status = "invalid" if isinstance(exc, ConfigError) else "failed"
@@ -239,6 +244,8 @@ def _change(pipeline: Pipeline, args: argparse.Namespace, adapter: Adapter) -> i
         result = pipeline.deploy(args.release_version, switch=not args.no_switch, dry_run=args.dry_run)
     elif args.command == "promote":
         result = pipeline.promote(expect_version=args.expect_version)
+    elif args.command == "contract":
+        result = pipeline.contract(retire_previous=args.retire_previous)
     else:
         result = pipeline.rollback(force=args.force, expect_version=args.expect_version)
     CANCEL.hold()  # the outcome is decided: what is left is telling it
@@ -287,6 +294,8 @@ def _status(pipeline: Pipeline, as_json: bool) -> int:
         )
     else:
         lines.append(f"  lock: held by {lock.holder} ({lock.where()}) since {lock.acquired_at:%Y-%m-%d %H:%M:%S} UTC")
+    if status.schema is not None:
+        lines += _schema_lines(status.schema)
     if status.history:
         lines.append("  recent releases:")
         for r in status.history[:5]:
@@ -296,6 +305,18 @@ def _status(pipeline: Pipeline, as_json: bool) -> int:
             )
     print("\n".join(lines))
     return 0
+
+
+def _schema_lines(schema) -> list[str]:  # type: ignore[no-untyped-def]
+    """The schema state: a pending contract (which release, since when), the last expand and contract."""
+    pending, expand, contract = schema.pending_contract, schema.last_expand, schema.last_contract
+    return [
+        f"  schema: contract pending for release {pending.version} (expanded {pending.at:%Y-%m-%d %H:%M:%S} UTC, "
+        f"run {pending.id})" if pending else "  schema: no contract pending",
+        f"    last expand:   {expand.version} at {expand.at:%Y-%m-%d %H:%M:%S} UTC" if expand else "    last expand:   -",
+        f"    last contract: {contract.version} at {contract.at:%Y-%m-%d %H:%M:%S} UTC" if contract
+        else "    last contract: -",
+    ]
 
 
 def _schema() -> int:

@@ -1,7 +1,9 @@
 """The run, phase by phase, over a Target.
 
-deploy:   lock -> resolve live -> deploy idle -> wait ready -> test suite -> smoke checks
+deploy:   lock -> resolve live -> [contract of the previous release, expand, smoke checks on live]
+          -> deploy idle -> wait ready -> test suite -> smoke checks
           -> switch -> verify through the live URL -> (switch back on failure) -> record -> scale down old
+contract: lock -> resolve live -> refuse unless nothing older can come back -> [retire previous] -> contract
 promote:  lock -> resolve live -> re-check the prepared idle colour -> switch -> verify -> record
 rollback: lock -> resolve live -> start the previous colour if stopped -> check it -> switch -> verify -> record
 
@@ -31,10 +33,14 @@ from typing import Callable, Iterator
 from .cancel import CANCEL, Cancelled
 from .checks import analysis, smoke
 from .checks.suite import run_test_suite
-from .config import Colour, Settings, other_colour
-from .errors import BluegreenError, CheckFailed, LockHeldError, TargetError
+from .config import Colour, MigrationLint, Settings, other_colour
+from .errors import BluegreenError, CheckFailed, ConfigError, LockHeldError, TargetError
 from .events import Events
-from .report import Phase, Result
+from .migrations import (
+    Half, SchemaState, contract_refusal, lint_expand, old_versions, pending_contract, pending_contracts,
+    rollback_refusal, run_half, schema_state,
+)
+from .report import CheckResult, Phase, Result
 from .targets import ColourState, LockInfo, Release, Target
 from .targets.base import RouterState
 
@@ -58,6 +64,7 @@ class Status:
     lock: LockInfo | None
     history: list[Release]
     router: RouterState | None = None
+    schema: SchemaState | None = None  # with `migrations` configured: pending contract, last expand and contract
 
 
 CANCELLED_SWITCH_BACK = 5.0  # seconds a cancelled run waits for a router to apply the switch back
@@ -95,6 +102,7 @@ class Pipeline:
             live, live_version = self._resolve_live()
             idle = other_colour(live) if live else "blue"
             self.result.idle_colour = idle
+            self._schema_changes(version, live, live_version, idle)
 
             with self._phase(f"deploy {idle}") as p:
                 self.target.deploy(idle, version)
@@ -161,6 +169,8 @@ class Pipeline:
             state = self.target.colour_state(previous)
             if state.version is None:
                 raise BluegreenError(f"{previous} has never been deployed: there is nothing to roll back to")
+            if refusal := rollback_refusal(self.target.state.history(), state.version):
+                raise BluegreenError(f"{refusal}; {live} stays live with version {live_version}, nothing changed")
             if not self._was_live(previous, state.version):
                 raise BluegreenError(
                     f"{previous} runs version {state.version}, which never went live (its release failed or was "
@@ -195,7 +205,8 @@ class Pipeline:
         """What to do instead of a rollback: deploy the newest release that went live, other than the live one."""
         good = next(
             (r.version for r in self.target.state.history()
-             if r.outcome == "succeeded" and r.version and r.version != live_version),
+             if r.action in ("deploy", "promote", "rollback") and r.outcome == "succeeded" and r.version
+             and r.version != live_version),
             None,
         )
         if good is None:
@@ -205,8 +216,23 @@ class Pipeline:
             argv[argv.index("rollback")] = "deploy"
         return f"To go back to the last good version {good}, deploy it again: {shlex.join([*argv, f'--version={good}'])}"
 
+    def contract(self, *, retire_previous: bool = False) -> Result:
+        """Run the pending contract, a release after its expand; refused while a colour that runs a version
+        from before the expand can still be switched to (`retire_previous` stops it first)."""
+        migrations = self.settings.migrations
+        if migrations is None or migrations.contract is None:
+            raise ConfigError(f"{self.settings.source}: migrations.contract is not configured: there is no contract to run")
+        self._begin("contract", f"contract the schema of {self.settings.app}/{self.settings.environment}")
+        with self._guarded(), self._locked():
+            live, live_version = self._resolve_live()
+            self.result.idle_colour = other_colour(live) if live else None
+            self._contract(live, live_version, retire_previous=retire_previous, required=True)
+            self._finish("succeeded")
+        return self.result
+
     def status(self) -> Status:
         colours = [self.target.colour_state(c) for c in ("blue", "green")]
+        history = self.target.state.history()
         router = self.target.router_state()
         try:
             live = self.target.live()
@@ -221,8 +247,9 @@ class Pipeline:
             live_url=self.settings.url or self.target.live_url(),
             colours=colours,
             lock=self.target.state.read_lock(),
-            history=self.target.state.history(),
+            history=history,
             router=router,
+            schema=schema_state(history) if self.settings.migrations else None,
         )
 
     # --- the switch and what follows it ----------------------------------------------------
@@ -422,6 +449,108 @@ class Pipeline:
             raise _AfterSwitchFailure("analysis: " + "; ".join(f"query {r.name!r}: {r.detail}" for r in failed))
         return f"{len(results)} queries within bounds for {settings.duration:g}s"
 
+    # --- database changes (migrations.py) --------------------------------------------------
+
+    def _schema_changes(self, version: str, live: Colour | None, live_version: str | None, idle: Colour) -> None:
+        """Before the idle colour is deployed: the previous release's contract (run_contract: on_next_release),
+        this release's expand, then the smoke checks through the live URL: the live version must still work."""
+        migrations = self.settings.migrations
+        if migrations is None:
+            return
+        if migrations.lint is not None and migrations.expand is not None:
+            self._lint(migrations.lint, version, idle)
+        if migrations.contract and migrations.run_contract == "on_next_release":
+            self._contract(live, live_version, retire_previous=True, required=False)
+        if migrations.expand is None:
+            return
+        with self._phase("expand") as p:
+            check = self._run_half("expand", version, idle, live, live_version)
+            p.detail = check.detail
+            if not check.passed:
+                raise CheckFailed(f"expand {check.detail}; nothing deployed, live untouched (see its output in the log)")
+        if live is not None and live_version is not None:
+            try:
+                self._smoke_checks(live, live_version, live=True)
+            except CheckFailed as exc:
+                raise CheckFailed(
+                    f"after the expand, the live version {live_version} on {live} fails: {exc}; the expand is not "
+                    "backwards compatible: nothing deployed, traffic untouched"
+                ) from None
+
+    def _lint(self, lint: MigrationLint, version: str, idle: Colour) -> None:
+        """squawk on the expand's SQL, before anything changes: a dangerous statement stops the run."""
+        with self._phase("lint expand") as p:
+            values = {"version": version, "colour": idle}
+            findings, checked = lint_expand(lint, base_dir=self.settings.base_dir, values=values)
+            for finding in findings:
+                self.events.log(f"squawk: {finding}")
+            blocking = [f for f in findings if f.blocking]
+            p.detail = f"{checked} file(s), {len(blocking)} blocking and {len(findings) - len(blocking)} other finding(s)"
+            if blocking:
+                more = f" (and {len(blocking) - 1} more, in the log)" if len(blocking) > 1 else ""
+                raise CheckFailed(f"lint: {blocking[0]}{more}; nothing ran, live untouched")
+
+    def _contract(
+        self, live: Colour | None, live_version: str | None, *, retire_previous: bool, required: bool,
+    ) -> None:
+        """The contracts of the pending expands, oldest first, if nothing that needs an old schema can come back.
+        `required` (the contract command): a refusal fails the run; else (on_next_release) they wait."""
+        history = self.target.state.history()
+        pending = pending_contracts(history)
+        if not pending:
+            if required:
+                with self._phase("contract") as p:
+                    p.status, p.detail = "skipped", "no expand is waiting for its contract"
+            return
+        idle = self.target.colour_state(other_colour(live)) if live else None
+        old = set().union(*(old_versions(expand, history) for expand in pending))
+        for expand in pending:  # all are checked before any runs: either all may run, or none
+            refusal = contract_refusal(expand, history, live, live_version, None if retire_previous else idle)
+            if refusal is not None:
+                if required:
+                    raise BluegreenError(f"contract refused: {refusal}; nothing changed")
+                with self._phase("contract") as p:
+                    p.status, p.detail = "skipped", f"not now: {refusal}"
+                self.events.warning(f"the contract of release {expand.version} stays pending: {refusal}")
+                return
+        if idle is not None and idle.running and idle.version in old:
+            with self._phase(f"retire {idle.colour}") as p:
+                self.target.scale(idle.colour, 0)
+                p.detail = f"stopped version {idle.version}, which needs the schema the contract removes"
+        for expand in pending:
+            assert expand.version is not None
+            self.result.version = expand.version
+            with self._phase("contract") as p:
+                check = self._run_half("contract", expand.version, live or "blue", completes=expand.id)
+                p.detail = f"of release {expand.version}: {check.detail}"
+                if not check.passed:
+                    raise CheckFailed(f"contract of release {expand.version} {check.detail}; it stays pending "
+                                      "(see its output in the log)")
+
+    def _run_half(
+        self, half: Half, version: str, colour: Colour, live: Colour | None = None, live_version: str | None = None,
+        completes: str | None = None,
+    ) -> CheckResult:
+        """Run the expand or the contract command and record it in the history, whatever its outcome."""
+        assert self.settings.migrations is not None
+        env = {
+            "BLUEGREEN_MIGRATION": half,
+            "BLUEGREEN_VERSION": version,
+            "BLUEGREEN_APP": self.settings.app,
+            "BLUEGREEN_ENVIRONMENT": self.settings.environment,
+        }
+        values = {"version": version, "colour": colour, "python": sys.executable}
+        outcome, detail = "cancelled", "cancelled: the command was stopped; the schema may be half changed"
+        try:
+            check = run_half(half, self.settings.migrations, base_dir=self.settings.base_dir, values=values, env=env,
+                             log=self.events.log)
+            outcome, detail = ("succeeded" if check.passed else "failed"), check.detail
+        finally:
+            with CANCEL.held():
+                self._record(half, outcome, None, version, live, live_version, detail=detail, completes=completes)
+        self.result.checks.append(check)
+        return check
+
     # --- phases before the switch ----------------------------------------------------------
 
     def _resolve_live(self) -> tuple[Colour | None, str | None]:
@@ -461,12 +590,13 @@ class Pipeline:
             if not check.passed:
                 raise CheckFailed(f"test suite {check.detail}")
 
-    def _smoke_checks(self, colour: Colour, version: str) -> None:
+    def _smoke_checks(self, colour: Colour, version: str, live: bool = False) -> None:
+        """On the preview URL of `colour`; `live`: through the live URL (the live colour after an expand)."""
         cfg = self.settings.smoke
         if not cfg.checks:
             return
-        with self._phase("smoke checks") as p:
-            url = self.target.preview_url(colour)
+        with self._phase("smoke checks live" if live else "smoke checks") as p:
+            url = self.target.live_url() if live else self.target.preview_url(colour)
             deadline = time.monotonic() + cfg.timeout
             values = {"version": version, "colour": colour}
             results = smoke.run_all(
@@ -474,6 +604,7 @@ class Pipeline:
                 lambda check: smoke.run_until_passing(
                     check, url, values, consecutive=cfg.consecutive_successes, interval=cfg.interval,
                     deadline=deadline, request_timeout=cfg.request_timeout, log=self.events.log,
+                    label="live" if live else "preview",
                 ),
             )
             self.result.checks.extend(results)
@@ -490,6 +621,11 @@ class Pipeline:
             self.result.idle_colour = idle
             self.result.preview_url = self.target.preview_url(idle)
             steps = [f"deploy {version} to {idle}", f"wait until ready ({self.settings.timeouts.ready:g}s)"]
+            migrations = self.settings.migrations
+            if migrations and migrations.expand:
+                steps[:0] = ["run the expand migration"] + ([f"smoke checks on live {live}"] if live else [])
+            if migrations and migrations.contract and migrations.run_contract == "on_next_release":
+                steps.insert(0, "run the pending contract, if any")
             if self.settings.test_suite:
                 steps.append("run the test suite")
             if self.settings.smoke.checks:
@@ -517,16 +653,22 @@ class Pipeline:
             self.result.reason = None
         if self.result.switched and self.result.previous_colour:
             self.result.raw_rollback_command = self.target.raw_rollback_command(self.result.previous_colour)
+        if self.settings.migrations is not None:
+            try:
+                pending = pending_contract(self.target.state.history())
+                self.result.pending_contract = pending.version if pending else None
+            except Exception:  # an output, not a reason to change the outcome (the target may be what failed)
+                pass
         return self.result
 
     def _record(
-        self, action: str, outcome: str, colour: Colour, version: str, live: Colour | None, live_version: str | None,
-        detail: str | None = None,
+        self, action: str, outcome: str, colour: Colour | None, version: str, live: Colour | None,
+        live_version: str | None, detail: str | None = None, completes: str | None = None,
     ) -> None:
         release = Release(
             id=self.release_id, action=action, outcome=outcome, version=version, colour=colour,  # type: ignore[arg-type]
             previous_colour=live, previous_version=live_version, run_url=self.run.run_url, actor=self.run.actor,
-            detail=detail,
+            detail=detail, completes=completes,
         )
         try:
             self.target.state.record(release, self.settings.history_limit)
@@ -633,7 +775,7 @@ class Pipeline:
                else f"its lock expired at {previous.expires_at:%H:%M:%S} UTC")
         detail = f"interrupted during {previous.where()}: {how}"
         self.events.warning(f"took over the deploy lock of {previous.holder}, {detail}")
-        action = previous.command if previous.command in ("deploy", "promote", "rollback") else "deploy"
+        action = previous.command if previous.command in ("deploy", "promote", "rollback", "contract") else "deploy"
         try:
             self.target.state.record(
                 Release(id=previous.holder.split(" ")[0], action=action, outcome="interrupted",  # type: ignore[arg-type]

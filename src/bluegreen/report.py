@@ -51,7 +51,7 @@ class Phase(BaseModel):
 
 class CheckResult(BaseModel):
     name: str
-    kind: Literal["smoke", "test_suite", "verify"]
+    kind: Literal["smoke", "test_suite", "verify", "migration"]
     target: str = ""  # "preview" or "live"
     passed: bool
     detail: str = ""
@@ -81,6 +81,7 @@ class Result(BaseModel):
     release_id: str | None = None
     reason: str | None = None  # why it failed, one line
     plan: str | None = None  # what a dry run would do
+    pending_contract: str | None = None  # the release whose expand still waits for its contract, after this run
     phases: list[Phase] = Field(default_factory=list)
     checks: list[CheckResult] = Field(default_factory=list)
 
@@ -121,6 +122,7 @@ class Result(BaseModel):
             "rollback-command": (self.rollback_command or "") if self._can_roll_back() else "",
             "reason": self.reason or "",
             "plan": self.plan or "",
+            "pending-contract": self.pending_contract or "",
         }
 
     def _can_roll_back(self) -> bool:
@@ -149,6 +151,7 @@ class Result(BaseModel):
             ("live URL", self.live_url),
             ("preview URL", self.preview_url),
             ("switched", "yes" if self.switched else "no"),
+            ("pending contract", self.pending_contract and f"of release {self.pending_contract}"),
         ]
         out = [f"### bluegreen {self.command}: {self.app} ({self.environment})", ""]
         if self.plan:

@@ -43,6 +43,7 @@ def inputs(monkeypatch: pytest.MonkeyPatch, **values: str) -> None:
         ({"command": "rollback", "force": "TRUE", "environment": "prod"}, ["rollback", "-c", ".bluegreen.yml", "-e", "prod", "--force"]),
         ({"command": "promote", "version": "abc"}, ["promote", "-c", ".bluegreen.yml", "--expect-version=abc"]),
         ({"command": "status"}, ["status", "-c", ".bluegreen.yml"]),
+        ({"command": "contract", "retire_previous": "true"}, ["contract", "-c", ".bluegreen.yml", "--retire-previous"]),
     ],
 )
 def test_inputs_map_to_cli_arguments(monkeypatch, given, argv):
@@ -60,10 +61,12 @@ def test_github_keeps_hyphens_in_input_names(monkeypatch):
 @pytest.mark.parametrize(
     "given, message",
     [
-        ({"command": "deploi"}, "input command must be one of deploy, promote, rollback, status, got 'deploi'"),
+        ({"command": "deploi"}, "input command must be one of deploy, promote, rollback, contract, status, got 'deploi'"),
         ({"version": "1", "no_switch": "yes"}, "input no-switch must be true or false, got 'yes'"),
         ({}, "input version is required for command deploy"),
         ({"command": "rollback", "no_switch": "true"}, "input no-switch applies to command deploy only, not rollback"),
+        ({"version": "1", "retire_previous": "true"}, "input retire-previous applies to command contract only, not deploy"),
+        ({"command": "contract", "version": "1"}, "input version does not apply to command contract"),
         ({"command": "status", "version": "1"}, "input version does not apply to command status"),
     ],
 )
@@ -263,7 +266,7 @@ def test_a_misspelt_input_fails_with_a_suggestion(step):
     result = step.run(version="1", enviroment="production")
     assert result.returncode == 2
     expected = ("input enviroment is not an input of this action (did you mean environment? its inputs: command, config, "
-                "environment, version, no-switch, dry-run, force, kubeconfig, working-directory)")
+                "environment, version, no-switch, dry-run, force, retire-previous, kubeconfig, working-directory)")
     assert result.stdout == f"::error title=bluegreen%3A wrong input::{expected}\n"
     assert step.outputs() == {"status": "invalid", "reason": expected}
     # The underscore spelling of a declared input is that input; an unrelated name gets no guess.
@@ -357,7 +360,7 @@ def test_status_and_dry_run_outputs(step):
     assert run(command="status").returncode == 0
     assert step.outputs() == {
         "status": "succeeded", "live-colour": "", "live-version": "", "idle-colour": "blue", "idle-version": "",
-        "idle-state": "none", "live-url": f"http://127.0.0.1:{proxy}", "reason": "",
+        "idle-state": "none", "live-url": f"http://127.0.0.1:{proxy}", "pending-contract": "", "reason": "",
     }
     assert run(version="1").returncode == 0 and run(version="2").returncode == 0
     assert run(command="status").returncode == 0

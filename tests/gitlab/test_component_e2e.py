@@ -267,3 +267,40 @@ def test_a_failing_test_job_means_no_switch(project: GitLabProject) -> None:
     assert "bluegreen-promote " not in run.output, run.output  # never started
     assert live_version(project) == "1"
     assert sampler.seen and set(sampler.seen) == {"200 1"}, set(sampler.seen)
+
+
+def test_the_contract_job_runs_a_release_after_the_expand(project: GitLabProject) -> None:
+    """migrations in the config: the deploy job expands; the manual contract job is refused while the previous
+    colour runs, and with `contract: retire-previous` stops it first, then contracts."""
+    config = (project.dir / "bluegreen.yml").read_text()
+    log = project.dir / "migrations.log"
+    project.write("bluegreen.yml", config + (
+        "migrations:\n"
+        f'  expand: {{command: "echo expand {{version}} >> {log}", shell: true}}\n'
+        f'  contract: {{command: "echo contract {{version}} >> {log}", shell: true}}\n'
+    ))
+    seed(project, "1")
+    pipeline = (Path(__file__).parent / "pipelines" / "contract.yml").read_text()
+    project.write(".gitlab-ci.yml", pipeline)
+    sha = project.commit("expands the schema")
+    listed = project.gcl("--list")
+    assert "web-contract" in listed.output, listed.output
+    deployed = project.gcl("web-deploy")
+    assert deployed.returncode == 0, deployed.output
+    assert project.dotenv("web-deploy")["BLUEGREEN_PENDING_CONTRACT"] == sha
+
+    refused = project.gcl("--manual", "web-contract", "web-contract")  # allow_failure: the pipeline goes on
+    assert project.dotenv("web-contract")["BLUEGREEN_STATUS"] == "failed", refused.output
+    assert "blue still runs version 1, which depends on the old schema" in refused.output, refused.output
+    assert log.read_text().split("\n")[-2] == f"expand {sha}"  # the contract did not run
+
+    project.write(".gitlab-ci.yml", pipeline.replace("contract: manual", "contract: retire-previous"))
+    project.commit("contract with retire-previous")
+    done = project.gcl("--manual", "web-contract", "web-contract")
+    assert done.returncode == 0, done.output
+    env = project.dotenv("web-contract")
+    assert (env["BLUEGREEN_STATUS"], env["BLUEGREEN_PENDING_CONTRACT"]) == ("succeeded", "")
+    assert log.read_text().split("\n")[-2] == f"contract {sha}"
+    assert live_version(project) == sha
+    status = json.loads(project.cli("status", "-c", "bluegreen.yml", "--json").stdout)
+    assert {c["colour"]: c["running"] for c in status["colours"]} == {"blue": False, "green": True}

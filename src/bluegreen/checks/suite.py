@@ -39,9 +39,9 @@ def run_test_suite(
         code, timed_out, tail, duration = run_container_suite(
             suite, cwd=cwd.resolve(), command=argv, env=env, image=image, log=log)
     else:
-        ran = _run_process(suite, cwd, argv, {**os.environ, **suite.env, **env}, log)
-        if isinstance(ran, CheckResult):
-            return ran
+        ran = run_process(argv, cwd, {**os.environ, **suite.env, **env}, suite.timeout, log)
+        if isinstance(ran, str):
+            return CheckResult(name="test suite", kind="test_suite", target="preview", passed=False, detail=ran)
         code, timed_out, tail, duration = ran
 
     tests = failures = None
@@ -51,22 +51,28 @@ def run_test_suite(
             tests, failures, junit_note = _read_junit(junit)
         else:
             junit_note = f"; no JUnit file at {suite.junit}"
-    if timed_out:
-        detail, passed = f"timed out after {suite.timeout:g}s", False
-    elif code != 0:
-        last = next((line for line in reversed(tail) if line.strip()), "")
-        detail, passed = f"exited with code {code}" + (f": {last.strip()[:200]}" if last else ""), False
-    else:
-        detail, passed = "exited with code 0", True
+    passed, detail = exit_detail(code, timed_out, tail, suite.timeout)
     return CheckResult(
         name="test suite", kind="test_suite", target="preview", passed=passed, attempts=1, duration=duration,
         detail=detail + junit_note, tests=tests, failures=failures,
     )
 
 
-def _run_process(
-    suite: TestSuite, cwd: Path, argv: list[str], env: dict[str, str], log: Callable[[str], None],
-) -> tuple[int | None, bool, list[str], float] | CheckResult:
+def exit_detail(code: int | None, timed_out: bool, tail: list[str], timeout: float) -> tuple[bool, str]:
+    """(passed, one line): a timeout, or the exit code with the last line of output when it failed."""
+    if timed_out:
+        return False, f"timed out after {timeout:g}s"
+    if code != 0:
+        last = next((line for line in reversed(tail) if line.strip()), "")
+        return False, f"exited with code {code}" + (f": {last.strip()[:200]}" if last else "")
+    return True, "exited with code 0"
+
+
+def run_process(
+    argv: list[str], cwd: Path, env: dict[str, str], timeout: float, log: Callable[[str], None],
+) -> tuple[int | None, bool, list[str], float] | str:
+    """Run a command in its own process group, streaming its output to `log`: (exit code, timed out, the last
+    20 lines, duration), or why it could not start. A cancellation stops the whole group and propagates."""
     started = time.monotonic()
     try:
         with CANCEL.held():  # started and then stopped on cancellation, never left behind half-known
@@ -77,8 +83,7 @@ def _run_process(
                 preexec_fn=_die_with_parent,
             )
     except OSError as exc:
-        return CheckResult(name="test suite", kind="test_suite", target="preview", passed=False,
-                           detail=f"cannot start {argv[0]!r}: {exc.strerror}")
+        return f"cannot start {argv[0]!r}: {exc.strerror}"
     tail: list[str] = []
 
     def pump() -> None:
@@ -93,7 +98,7 @@ def _run_process(
     reader.start()
     try:
         CANCEL.check()
-        code = proc.wait(timeout=suite.timeout)
+        code = proc.wait(timeout=timeout)
         timed_out = False
     except subprocess.TimeoutExpired:
         stop_group(proc, grace=0)

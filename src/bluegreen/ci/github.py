@@ -38,10 +38,11 @@ if TYPE_CHECKING:
 
 # The action's inputs, as action.yml and prebuilt/action.yml declare them (a test keeps the three equal):
 # the entrypoint refuses any other INPUT_*, so a misspelt input fails instead of being ignored.
-INPUTS = ("command", "config", "environment", "version", "no-switch", "dry-run", "force", "kubeconfig",
-          "working-directory")
-COMMANDS = ("deploy", "promote", "rollback", "status")
-FLAGS = {"no-switch": "deploy", "dry-run": "deploy", "force": "rollback"}  # boolean input -> its command
+INPUTS = ("command", "config", "environment", "version", "no-switch", "dry-run", "force", "retire-previous",
+          "kubeconfig", "working-directory")
+COMMANDS = ("deploy", "promote", "rollback", "contract", "status")
+# boolean input -> its command
+FLAGS = {"no-switch": "deploy", "dry-run": "deploy", "force": "rollback", "retire-previous": "contract"}
 MIN_SECRET = 4  # GitHub masks any string; a 1-3 character "secret" would blank common words
 
 
@@ -57,6 +58,7 @@ CLI_TERMS = (
     (re.compile(r"deploy it again: bluegreen deploy .*?--version=(\S+)"),
      r"deploy it again: command: deploy, version: \1"),
     (re.compile(r"^--force: "), "force: "),
+    (re.compile(r"run contract with --retire-previous"), "run command contract with retire-previous: true"),
 )
 
 
@@ -448,6 +450,7 @@ def status_outputs(status: Status) -> dict[str, str]:
         "idle-version": (idle_state.version if idle_state else None) or "",
         "idle-state": state,
         "live-url": status.live_url,
+        "pending-contract": (pending.version or "") if status.schema and (pending := status.schema.pending_contract) else "",
         "reason": "",
     }
 

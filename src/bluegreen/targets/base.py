@@ -67,7 +67,7 @@ class Release(BaseModel):
     """One line of history: what happened to live traffic."""
 
     id: str
-    action: Literal["deploy", "promote", "rollback", "prepare"]
+    action: Literal["deploy", "promote", "rollback", "prepare", "expand", "contract"]
     outcome: str  # a Result status: succeeded, prepared, rolled_back, failed...
     at: datetime = Field(default_factory=utcnow)
     version: str | None = None
@@ -77,6 +77,7 @@ class Release(BaseModel):
     run_url: str | None = None  # the CI job that did it, when known
     actor: str | None = None
     detail: str | None = None  # e.g. why it was cancelled or where it was interrupted
+    completes: str | None = None  # a contract: the id of the release whose expand it completes
 
 
 class ColourState(BaseModel):
