@@ -306,3 +306,13 @@ def test_docker_runtime_with_traefik(denv):  # noqa: F811
         assert denv.report()["live_colour"] == "blue" and denv.live_version() == "1"
     finally:
         traefik.stop()
+
+
+def test_the_readme_snippets_are_the_tested_files():
+    """Every line of the README's YAML snippets is in the example files the tests run Traefik with."""
+    readme = (EXAMPLE / "README.md").read_text()
+    snippets = [block.split("\n", 1)[1] for block in readme.split("```")[1::2]]
+    files = (EXAMPLE / "traefik.yml").read_text().splitlines() + (EXAMPLE / "dynamic" / "routes.yml").read_text().splitlines()
+    assert len(snippets) == 2
+    for line in "".join(snippets).splitlines():
+        assert line in files, line
