@@ -309,10 +309,15 @@ class TraefikRouter(ProxyRouter):
         return "host"
 
     @model_validator(mode="after")
-    def _managed_api_is_local(self) -> TraefikRouter:
-        host = urlsplit(self.api).hostname or ""
-        if self.manage and host not in ("127.0.0.1", "localhost", "::1"):
-            raise ValueError(f"api: with manage: true Traefik's API listens on a loopback address only, not {host!r}")
+    def _check_api(self) -> TraefikRouter:
+        api = urlsplit(self.api)
+        if api.scheme not in ("http", "https") or not api.hostname:
+            raise ValueError(f"api: {self.api[:80]!r} is not a URL like http://127.0.0.1:8099")
+        if self.manage and api.hostname not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError(f"api: with manage: true Traefik's API listens on a loopback address only, not "
+                             f"{api.hostname!r}")
+        if self.api_auth is not None and ":" not in self.api_auth.get_secret_value():
+            raise ValueError("api_auth: must be user:password (its value is not shown)")
         return self
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from bluegreen.config import TraefikRouter as TraefikConfig
 from bluegreen.routers import make_router
@@ -316,3 +317,13 @@ def test_the_readme_snippets_are_the_tested_files():
     assert len(snippets) == 2
     for line in "".join(snippets).splitlines():
         assert line in files, line
+
+
+def test_bad_router_fields_are_refused_without_showing_the_secret():
+    with pytest.raises(ValidationError) as refused:
+        TraefikConfig(kind="traefik", api_auth="no-colon-" + PASSWORD)
+    message = refused.value.errors()[0]["msg"]  # what the CLI shows (pydantic's own repr is never printed)
+    assert "api_auth: must be user:password" in message and PASSWORD not in message
+    with pytest.raises(ValueError, match="loopback address only, not '10.0.0.5'"):
+        TraefikConfig(kind="traefik", api="http://10.0.0.5:8099")
+    assert TraefikConfig(kind="traefik", manage=False, api="http://10.0.0.5:8099").resolved_mode() == "host"

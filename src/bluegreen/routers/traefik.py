@@ -27,7 +27,7 @@ from ..config import TraefikRouter as TraefikConfig
 from ..errors import TargetError
 from ..report import write_atomic
 from ..targets.filestate import state_io
-from .base import Router, Weights
+from .base import Router, Weights, all_to
 
 LIVE_ENTRYPOINT = "live"  # manage: true; the API's entryPoint must be called "traefik" for api.insecure
 
@@ -62,7 +62,7 @@ class TraefikRouter(Router):
         self.service = render(config.service, app=app)
         self.api = config.api.rstrip("/")
         secret = config.api_auth.get_secret_value() if config.api_auth else None
-        self._auth = tuple(secret.split(":", 1)) if secret and ":" in secret else None
+        self._auth = tuple(secret.split(":", 1)) if secret else None  # user:password (checked in the config)
 
     # --- the value: read from the API, written as the file -----------------------------------
 
@@ -93,7 +93,7 @@ class TraefikRouter(Router):
     def raw_switch_command(self, to: Colour) -> str:
         path = str(self.dynamic_file.resolve())
         tmp = shlex.quote(path + ".tmp")  # a .tmp file in the watched directory is ignored by Traefik
-        lines = " ".join(shlex.quote(line) for line in self._render({c: 100 if c == to else 0 for c in COLOURS}).splitlines())
+        lines = " ".join(shlex.quote(line) for line in self._render(all_to(to)).splitlines())
         return f"printf '%s\\n' {lines} > {tmp} && mv -f {tmp} {shlex.quote(path)}"
 
     def reset(self) -> None:
