@@ -17,6 +17,7 @@ import os
 import re
 import typing
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Annotated, Any, Literal, Union
 
 import yaml
@@ -453,15 +454,40 @@ class TraefikRouter(ProxyRouter):
     asynchronously, so a switch waits until Traefik's API reports it."""
 
     kind: Literal["traefik"]
-    api: str = Field("http://127.0.0.1:8099", description="Traefik's API (entryPoint of api@internal).")
+    api: str = Field(
+        "http://127.0.0.1:8099", description="Traefik's API (the entryPoint serving api@internal), read by bluegreen. "
+        "manage: true serves it there, on a loopback address only."
+    )
     api_auth: SecretStr | None = Field(
         None, description="user:password for the API's basic auth, e.g. '${TRAEFIK_API_AUTH}'; never logged."
     )
     dynamic_file: str | None = Field(
-        None, description="The file-provider file bluegreen owns (in the directory Traefik watches); default "
-        "<state_dir>/traefik/bluegreen.yml."
+        None, description="The file-provider file bluegreen owns, in the directory Traefik watches (providers.file."
+        "directory); default <state_dir>/traefik/bluegreen.yml. Define nothing else in it."
     )
-    service: str = Field("{app}", description="The weighted service's name (your router uses <service>@file).")
+    service: str = Field(
+        "{app}", description="The weighted service bluegreen writes (with <service>-blue and <service>-green); "
+        "with manage: false your router uses <service>@file. {app} is filled in."
+    )
+    mode: Literal["host"] | None = Field(
+        None, description="docker target: host, the only mode for traefik (it runs on the host and dials the "
+        "colours' published ports)."
+    )
+
+    def resolved_mode(self) -> str:
+        return "host"
+
+    @model_validator(mode="after")
+    def _check_api(self) -> TraefikRouter:
+        api = urlsplit(self.api)
+        if api.scheme not in ("http", "https") or not api.hostname:
+            raise ValueError(f"api: {self.api[:80]!r} is not a URL like http://127.0.0.1:8099")
+        if self.manage and api.hostname not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError(f"api: with manage: true Traefik's API listens on a loopback address only, not "
+                             f"{api.hostname!r}")
+        if self.api_auth is not None and ":" not in self.api_auth.get_secret_value():
+            raise ValueError("api_auth: must be user:password (its value is not shown)")
+        return self
 
 
 class NginxRouter(ProxyRouter):
