@@ -469,14 +469,6 @@ class TraefikRouter(ProxyRouter):
         "{app}", description="The weighted service bluegreen writes (with <service>-blue and <service>-green); "
         "with manage: false your router uses <service>@file. {app} is filled in."
     )
-    mode: Literal["host"] | None = Field(
-        None, description="docker target: host, the only mode for traefik (it runs on the host and dials the "
-        "colours' published ports)."
-    )
-
-    def resolved_mode(self) -> str:
-        return "host"
-
     @model_validator(mode="after")
     def _check_api(self) -> TraefikRouter:
         api = urlsplit(self.api)

