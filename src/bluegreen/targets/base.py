@@ -18,6 +18,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from ..config import Colour
+from ..errors import TargetError
 
 
 def utcnow() -> datetime:
@@ -176,6 +177,20 @@ class Target(ABC):
     @abstractmethod
     def switch(self, to: Colour, deadline: float) -> None:
         """One atomic change of the router; returns once new requests reach `to`."""
+
+    def weights(self) -> dict[Colour, int] | None:
+        """The split the router applies now (percent of new requests per colour), read from the router; None
+        before the first release. Default: all to the live colour (a router that cannot split)."""
+        live = self.live()
+        return {c: (100 if c == live else 0) for c in ("blue", "green")} if live else None
+
+    def set_weights(self, weights: dict[Colour, int], deadline: float) -> None:
+        """Send each colour its share of new requests in one change (canary steps); returns once applied.
+        Default: only whole switches (a router that cannot split refuses a split)."""
+        to = [c for c, w in weights.items() if w == 100]
+        if not to:
+            raise TargetError(f"{type(self).__name__}: this router cannot split traffic between the colours")
+        self.switch(to[0], deadline)
 
     def check_router(self) -> str | None:
         """Called right before a switch: make sure the router serves, so a switch never goes out blind.

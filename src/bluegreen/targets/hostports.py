@@ -36,6 +36,12 @@ class HostPortTarget(Target):
     def switch(self, to: Colour, deadline: float) -> None:
         self.router.switch(to, deadline)
 
+    def weights(self) -> dict[Colour, int] | None:
+        return self.router.weights()
+
+    def set_weights(self, weights: dict[Colour, int], deadline: float) -> None:
+        self.router.set_weights(weights, deadline)
+
     def ensure_router(self) -> None:
         """At deploy start: a router that is down and cannot be started fails the run before the test suite
         and the checks run, not after them; a restart is reported by the next check_router()."""
