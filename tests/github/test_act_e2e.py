@@ -235,7 +235,7 @@ def test_status_command_sets_outputs(ws):
     assert outputs == {
         "status": "succeeded", "live-colour": "blue", "live-version": shas["first release"], "idle-colour": "green",
         "idle-version": shas["broken release"], "idle-state": "ready", "live-url": f"http://127.0.0.1:{ws.proxy}",
-        "reason": "",
+        "reason": "", "pending-contract": "",
     }
 
 
