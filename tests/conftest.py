@@ -24,6 +24,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def serving(port: int) -> bool:
+    """Something answers HTTP on 127.0.0.1:`port` (any status)."""
+    try:
+        httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+        return True
+    except httpx.HTTPError:
+        return False
+
+
 @dataclass
 class LocalEnv:
     """One app environment on the local target, in a temp dir, on free ports."""

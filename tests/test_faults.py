@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ROOT, assert_one_line_error
+from conftest import ROOT, assert_one_line_error, serving
 
 # Run as the test suite (cwd: the env's folder); each mode is one fault.
 FAULT_SCRIPT = textwrap.dedent(
@@ -242,14 +242,6 @@ def test_a_router_that_cannot_be_restarted_stops_the_run_before_the_switch(env):
     assert env.live_version() == "3"
 
 
-def _listening(port: int) -> bool:
-    try:
-        httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
-        return True
-    except httpx.HTTPError:
-        return False
-
-
 @pytest.fixture
 def user_proxy(env):
     """The user's own Caddy (router.manage: false), reading bluegreen's upstream file."""
@@ -269,7 +261,7 @@ def user_proxy(env):
         procs.append(proxy)
         (env.dir / "user-proxy.pid").write_text(str(proxy.pid))
         deadline = time.monotonic() + 10
-        while not _listening(env.proxy_port):
+        while not serving(env.proxy_port):
             assert time.monotonic() < deadline, "the user's caddy did not start"
             time.sleep(0.05)
 
@@ -456,7 +448,7 @@ def test_a_state_dir_that_is_a_file(env):
         line = one_line(result)
         assert str(env.dir / "state") in line and "a file stands where a directory is expected" in line, line
     assert env.report()["status"] == "failed"
-    assert not _listening(env.proxy_port)  # nothing was started
+    assert not serving(env.proxy_port)  # nothing was started
 
 
 def _mount(*args: str) -> None:

@@ -22,7 +22,7 @@ import pytest
 
 from bluegreen.config import NginxRouter as NginxConfig
 from bluegreen.routers.nginx import NginxRouter, js_module_so
-from conftest import ROOT, LocalEnv, free_port
+from conftest import ROOT, LocalEnv, free_port, serving
 from github.support import docker, example_image, need_docker, remove_containers, tag_example, unique  # noqa: F401
 
 SNIPPET = ROOT / "examples" / "routers" / "nginx" / "bluegreen.conf"
@@ -156,7 +156,7 @@ class UserNginx:
             [NGINX, "-p", f"{self.prefix}/", "-c", "nginx.conf", "-e", "stderr", "-g", "daemon off;"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         deadline = time.monotonic() + 10
-        while not _listening(self.port):
+        while not serving(self.port):
             assert self.process.poll() is None, self.process.stderr.read().decode()
             assert time.monotonic() < deadline, "the user's nginx did not start"
             time.sleep(0.05)
@@ -165,14 +165,6 @@ class UserNginx:
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
-
-
-def _listening(port: int) -> bool:
-    try:
-        httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
-        return True
-    except httpx.HTTPError:
-        return False
 
 
 @pytest.fixture
@@ -209,7 +201,7 @@ def test_live_colour_read_back_after_nginx_is_killed_and_restarted_by_hand(env):
     deploy(env, "2")
     master = int((env.dir / "state" / "nginx.pid").read_text().split()[0])
     os.killpg(master, signal.SIGKILL)
-    while _listening(env.proxy_port):
+    while serving(env.proxy_port):
         time.sleep(0.05)
     prefix = env.dir / "state" / "nginx"
     # What an on-call person runs: nginx from the config bluegreen wrote, without bluegreen.
@@ -217,7 +209,7 @@ def test_live_colour_read_back_after_nginx_is_killed_and_restarted_by_hand(env):
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 10
-        while not _listening(env.proxy_port):
+        while not serving(env.proxy_port):
             assert by_hand.poll() is None and time.monotonic() < deadline, "nginx did not start by hand"
             time.sleep(0.05)
         assert live(env) == "green" and env.live_version() == "2"

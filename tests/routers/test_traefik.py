@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from bluegreen.config import TraefikRouter as TraefikConfig
 from bluegreen.routers import make_router
 from bluegreen.routers.base import find_binary
-from conftest import ROOT, assert_one_line_error, free_port
+from conftest import ROOT, assert_one_line_error, free_port, serving
 from github.support import example_image  # noqa: F401  (the session fixture the docker test needs)
 from github.test_docker_target import denv  # noqa: F401
 
@@ -60,14 +60,6 @@ def wait_until(condition, what: str, timeout: float = 10) -> None:
     while not condition():
         assert time.monotonic() < deadline, what
         time.sleep(0.05)
-
-
-def serving(port: int) -> bool:
-    try:
-        httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
-        return True
-    except httpx.HTTPError:
-        return False
 
 
 @pytest.fixture
