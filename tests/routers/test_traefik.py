@@ -133,12 +133,13 @@ def test_a_garbled_value_is_named(tenv):
     edited = dynamic.read_text().replace(f"127.0.0.1:{tenv.ports['blue']}", "127.0.0.1:9")
     dynamic.write_text(edited)
     wait_until(lambda: _api_has(tenv, "127.0.0.1:9"), "traefik did not apply the edit")
-    status = tenv.cli("status")
-    assert status.returncode == 1
+    status = tenv.cli("status")  # status shows what the router holds instead of failing
+    assert status.returncode == 0, status.stderr
+    router_line = next(line for line in status.stdout.splitlines() if line.strip().startswith("router:"))
     deploy = tenv.cli("deploy", "--version", "2")
     assert deploy.returncode == 1 and "Traceback" not in deploy.stderr
     assert tenv.report()["switched"] is False
-    for line in (assert_one_line_error(status), tenv.report()["reason"]):
+    for line in (router_line, tenv.report()["reason"]):
         assert "sends blue's traffic to http://127.0.0.1:9, which is neither blue nor green" in line, line
         assert f"edit {dynamic} back, or delete it and deploy" in line
     assert not (tenv.dir / "state" / "green.json").exists()  # stopped before deploying anything
@@ -303,8 +304,9 @@ def test_docker_runtime_with_traefik(denv):  # noqa: F811
 
 def test_the_readme_snippets_are_the_tested_files():
     """Every line of the README's YAML snippets is in the example files the tests run Traefik with."""
-    readme = (EXAMPLE.parents[2] / "README.md").read_text()  # the main README, section Routers
-    snippets = [block.split("\n", 1)[1] for block in readme.split("```")[1::2]]
+    readme = (EXAMPLE.parents[2] / "README.md").read_text()  # the main README, section Routers > Traefik
+    section = readme[readme.index("### Traefik\n"):readme.index("### nginx\n")]
+    snippets = [block.split("\n", 1)[1] for block in section.split("```")[1::2]]
     files = (EXAMPLE / "traefik.yml").read_text().splitlines() + (EXAMPLE / "dynamic" / "routes.yml").read_text().splitlines()
     assert len(snippets) == 2
     for line in "".join(snippets).splitlines():
@@ -318,4 +320,3 @@ def test_bad_router_fields_are_refused_without_showing_the_secret():
     assert "api_auth: must be user:password" in message and PASSWORD not in message
     with pytest.raises(ValueError, match="loopback address only, not '10.0.0.5'"):
         TraefikConfig(kind="traefik", api="http://10.0.0.5:8099")
-    assert TraefikConfig(kind="traefik", manage=False, api="http://10.0.0.5:8099").resolved_mode() == "host"
