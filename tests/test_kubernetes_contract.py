@@ -631,7 +631,7 @@ def test_a_10_90_split_is_set_in_one_update_and_read_back_from_the_httproute(clu
     cluster.create_examples("httproute")
     config = write_config(tmp_path / "bluegreen.yml", cluster)
     with kube_target(config) as target:
-        target.wait_ready("green", time.monotonic() + 30)
+        target.wait_ready("green", time.monotonic() + (300 if REAL else 5))
         puts_before = len(cluster.fake.writes(r"/httproutes/example$")) if cluster.fake else 0
         target.set_weights({"blue": 90, "green": 10}, time.monotonic() + 30)
         assert weights(cluster) == {"example-blue": 90, "example-green": 10}
@@ -737,6 +737,22 @@ def test_a_conflicting_write_during_a_split_is_retried_on_a_fresh_read_and_kept(
         assert c.get(HTTPRoute, "example").metadata.annotations["team.example/owner"] == "payments"
     ours = [r.status for r in cluster.fake.writes(r"/httproutes/example$") if r.method == "PUT"]
     assert ours[-2:] == [409, 200]  # the stale write was refused, then re-decided on a fresh read
+
+
+@needs_gateway
+def test_a_colour_taking_a_canary_share_is_never_scaled_down_by_an_earlier_plan(cluster, tmp_path):
+    cluster.create_examples("httproute")
+    config = write_config(tmp_path / "bluegreen.yml", cluster)
+    with kube_target(config) as target:
+        target.wait_ready("green", time.monotonic() + (300 if REAL else 5))
+        target.set_weights({"blue": 95, "green": 5}, time.monotonic() + (60 if REAL else 10))
+        due = (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat(timespec="seconds")
+        with cluster.client() as c:  # a plan made before the canary began, now due
+            c.patch(Deployment, "example-green", {"metadata": {"annotations": {"bluegreen.dev/scale-down-at": due}}})
+        target.apply_scale_downs()
+    assert replicas(cluster, "green") == 2
+    with cluster.client() as c:
+        assert "bluegreen.dev/scale-down-at" not in (c.get(Deployment, "example-green").metadata.annotations or {})
 
 
 def test_the_service_selector_refuses_a_split_naming_the_router_and_still_switches(cluster, tmp_path):

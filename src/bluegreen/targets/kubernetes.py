@@ -4,7 +4,9 @@ Both Deployments are permanent; their pods carry a colour label. Deploying sets 
 new image on the idle colour's Deployment (or server-side applies the user's
 manifests rendered for it) and waits for the rollout; the live Service's selector
 (or the HTTPRoute's weights) is the one switch, written with the resourceVersion
-that was read so a concurrent writer is never overwritten. The router is the
+that was read so a concurrent writer is never overwritten. The HTTPRoute also
+splits traffic (canary steps: any percent per colour, in the same one update);
+the selector names one colour, so it only switches. The router is the
 source of truth for which colour is live; state about releases is kept on the
 cluster (annotations, a Lease, a ConfigMap), never in the CI runner.
 
@@ -601,7 +603,7 @@ class KubernetesTarget(Target):
         due = (deployment.metadata.annotations or {}).get(_ann("scale-down-at"))
         if not due or datetime.fromisoformat(due) > datetime.now(timezone.utc):
             return False
-        if self.live() == colour:  # live again (a rollback) since the scale-down was planned
+        if (self.weights() or {}).get(colour, 0) > 0:  # takes traffic again (a rollback, a canary) since planned
             self._patch(Deployment, name, {"metadata": {"annotations": {_ann("scale-down-at"): None}}})
             return False
         self._patch(Deployment, name, {
