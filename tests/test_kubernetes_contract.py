@@ -9,8 +9,10 @@ injection, API request logs) run on the fake only.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -20,6 +22,7 @@ from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import ConfigMap, Service
 from lightkube.types import PatchType
 
+from bluegreen.errors import TargetError
 from kubefake.fixtures import REAL, SECRET_TOKEN, cluster, get_live_version, image, run_cli, write_config  # noqa: F401
 
 HTTPRoute = create_namespaced_resource("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes")
@@ -595,6 +598,177 @@ def test_a_route_the_gateway_does_not_accept_fails_the_switch_with_the_reason(cl
         assert weights(cluster) == {"example-blue": 0, "example-green": 100}  # written, but not taken
     finally:
         target.close()
+
+
+# --- canary weights: the HTTPRoute splits, the Service selector only switches ----------------------------
+
+needs_gateway = pytest.mark.skipif(bool(REAL) and not __import__("os").environ.get("BLUEGREEN_TEST_GATEWAY"),
+                                   reason="the real cluster has no Gateway API implementation")
+
+
+@contextmanager
+def kube_target(config):
+    from bluegreen.config import load_config
+    from bluegreen.targets import make_target
+
+    target = make_target(load_config(config))
+    try:
+        yield target
+    finally:
+        target.close()
+
+
+def edit_route(cluster, change) -> None:
+    with cluster.client() as c:
+        body = c.get(HTTPRoute, "example").to_dict()
+        change(body["spec"]["rules"])
+        body.pop("status", None)
+        c.replace(HTTPRoute.from_dict(body))
+
+
+@needs_gateway
+def test_a_10_90_split_is_set_in_one_update_and_read_back_from_the_httproute(cluster, tmp_path):
+    cluster.create_examples("httproute")
+    config = write_config(tmp_path / "bluegreen.yml", cluster)
+    with kube_target(config) as target:
+        target.wait_ready("green", time.monotonic() + (300 if REAL else 5))
+        puts_before = len(cluster.fake.writes(r"/httproutes/example$")) if cluster.fake else 0
+        target.set_weights({"blue": 90, "green": 10}, time.monotonic() + 30)
+        assert weights(cluster) == {"example-blue": 90, "example-green": 10}
+        if cluster.fake:
+            assert len(cluster.fake.writes(r"/httproutes/example$")) == puts_before + 1  # one update, both weights
+    with kube_target(config) as fresh:  # read from the route, not remembered
+        assert fresh.weights() == {"blue": 90, "green": 10}
+        assert fresh.live() == "blue"  # the stable colour keeps the larger share
+        assert fresh.router_state().weights == {"blue": 90, "green": 10}
+    shown = run_cli(config, "status")
+    assert shown.code == 0, shown.err
+    assert "blue 90% / green 10%" in shown.out
+    with kube_target(config) as target:  # a whole step completes the canary: the live colour is recorded
+        target.set_weights({"blue": 0, "green": 100}, time.monotonic() + 30)
+        assert target.live() == "green" and target.weights() == {"blue": 0, "green": 100}
+    with cluster.client() as c:
+        assert c.get(HTTPRoute, "example").metadata.annotations["bluegreen.dev/live-colour"] == "green"
+    assert get_live_version(cluster.live_url) == "1"
+
+
+@needs_gateway
+def test_gateway_api_weights_are_relative_and_read_as_percents(cluster, tmp_path):
+    cluster.create_examples("httproute")
+    config = write_config(tmp_path / "bluegreen.yml", cluster)
+
+    def one_to_three(rules):
+        for ref in rules[0]["backendRefs"]:
+            ref["weight"] = 1 if ref["name"] == "example-blue" else 3
+
+    edit_route(cluster, one_to_three)
+    with kube_target(config) as target:
+        assert target.weights() == {"blue": 25, "green": 75}
+        assert target.live() == "green"
+
+    def a_sliver(rules):
+        for ref in rules[0]["backendRefs"]:
+            ref["weight"] = 1 if ref["name"] == "example-blue" else 999
+
+    edit_route(cluster, a_sliver)
+    with kube_target(config) as target:
+        assert target.weights() == {"blue": 1, "green": 99}  # a colour that gets any traffic never reads as 0%
+
+
+GARBLED = [
+    ("a-third-backend", lambda rules: rules[0]["backendRefs"].append({"name": "example-canary", "port": 80,
+                                                                      "weight": 50}),
+     r"HTTPRoute example: rule 0 sends traffic to 'example-canary', neither colour's Service "
+     r"\(example-blue and example-green\)"),
+    ("rules-disagree", lambda rules: rules.append({"matches": [{"path": {"type": "PathPrefix", "value": "/api"}}],
+                                                   "backendRefs": [{"name": "example-blue", "port": 80, "weight": 0},
+                                                                   {"name": "example-green", "port": 80,
+                                                                    "weight": 100}]}),
+     r"HTTPRoute example: its rules split traffic differently \(all to blue; all to green\)"),
+    ("a-colour-missing", lambda rules: rules[0]["backendRefs"].pop(),
+     r"HTTPRoute example must have backendRefs to both example-blue and example-green"),
+]
+
+
+@fake_only
+@pytest.mark.parametrize("change,says", [g[1:] for g in GARBLED], ids=[g[0] for g in GARBLED])
+def test_a_garbled_split_is_a_clear_error_and_never_overwritten(cluster, tmp_path, change, says):
+    cluster.create_examples("httproute")
+    config = write_config(tmp_path / "bluegreen.yml", cluster)
+    edit_route(cluster, change)
+    with cluster.client() as c:
+        garbled = c.get(HTTPRoute, "example").spec["rules"]
+    with kube_target(config) as target:
+        with pytest.raises(TargetError, match=says):
+            target.weights()
+        with pytest.raises(TargetError, match=says):
+            target.live()
+        with pytest.raises(TargetError, match=says):
+            target.set_weights({"blue": 50, "green": 50}, time.monotonic() + 5)
+        assert re.search(says, target.router_state().unreadable)
+    with cluster.client() as c:
+        assert c.get(HTTPRoute, "example").spec["rules"] == garbled  # left for a person to fix
+    shown = run_cli(config, "status")
+    assert shown.code == 0 and "Traceback" not in shown.err
+    router_line = next(line for line in shown.out.splitlines() if line.strip().startswith("router:"))
+    assert router_line.startswith(f"  router: httproute example in namespace {cluster.namespace}: HTTPRoute example")
+    assert re.search(says, router_line)
+
+
+@fake_only
+def test_a_conflicting_write_during_a_split_is_retried_on_a_fresh_read_and_kept(cluster, tmp_path):
+    cluster.create_examples("httproute")
+    config = write_config(tmp_path / "bluegreen.yml", cluster)
+
+    def another_writer():  # e.g. a GitOps controller annotating the route between our read and our PUT
+        with cluster.client() as c:
+            body = c.get(HTTPRoute, "example").to_dict()
+            body["metadata"].setdefault("annotations", {})["team.example/owner"] = "payments"
+            body.pop("status", None)
+            c.replace(HTTPRoute.from_dict(body))
+
+    with kube_target(config) as target:
+        target.wait_ready("green", time.monotonic() + 5)
+        injected = cluster.fake.inject("PUT", r"/httproutes/example$", action=another_writer)
+        target.set_weights({"blue": 10, "green": 90}, time.monotonic() + 10)
+    assert injected.hits == 1
+    assert weights(cluster) == {"example-blue": 10, "example-green": 90}
+    with cluster.client() as c:
+        assert c.get(HTTPRoute, "example").metadata.annotations["team.example/owner"] == "payments"
+    ours = [r.status for r in cluster.fake.writes(r"/httproutes/example$") if r.method == "PUT"]
+    assert ours[-2:] == [409, 200]  # the stale write was refused, then re-decided on a fresh read
+
+
+@needs_gateway
+def test_a_colour_taking_a_canary_share_is_never_scaled_down_by_an_earlier_plan(cluster, tmp_path):
+    cluster.create_examples("httproute")
+    config = write_config(tmp_path / "bluegreen.yml", cluster)
+    with kube_target(config) as target:
+        target.wait_ready("green", time.monotonic() + (300 if REAL else 5))
+        target.set_weights({"blue": 95, "green": 5}, time.monotonic() + (60 if REAL else 10))
+        due = (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat(timespec="seconds")
+        with cluster.client() as c:  # a plan made before the canary began, now due
+            c.patch(Deployment, "example-green", {"metadata": {"annotations": {"bluegreen.dev/scale-down-at": due}}})
+        target.apply_scale_downs()
+    assert replicas(cluster, "green") == 2
+    with cluster.client() as c:
+        assert "bluegreen.dev/scale-down-at" not in (c.get(Deployment, "example-green").metadata.annotations or {})
+
+
+def test_the_service_selector_refuses_a_split_naming_the_router_and_still_switches(cluster, tmp_path):
+    cluster.create_examples("service")
+    config = write_config(tmp_path / "bluegreen.yml", cluster)
+    with kube_target(config) as target:
+        target.wait_ready("green", time.monotonic() + (300 if REAL else 5))
+        with pytest.raises(TargetError, match=r"^router service \(Service example\) cannot split traffic between "
+                                              r"the colours, only switch it: use router.kind: httproute"):
+            target.set_weights({"blue": 95, "green": 5}, time.monotonic() + 5)
+        assert selector_colour(cluster) == "blue"
+        assert target.weights() == {"blue": 100, "green": 0}
+        target.set_weights({"blue": 0, "green": 100}, time.monotonic() + (60 if REAL else 10))
+        assert selector_colour(cluster) == "green" and target.weights() == {"blue": 0, "green": 100}
+        with pytest.raises(ValueError, match="adding up to 100"):
+            target.set_weights({"blue": 60, "green": 60}, time.monotonic() + 5)
 
 
 # --- credentials -------------------------------------------------------------------------------------

@@ -540,7 +540,7 @@ class KubernetesServiceRouter(Model):
 
 
 class KubernetesRouteRouter(Model):
-    """Switch by a Gateway API HTTPRoute's backendRef weights, 100/0 to 0/100 in one update."""
+    """Switch by a Gateway API HTTPRoute's backendRef weights, 100/0 to 0/100 in one update, or split them (canary steps)."""
 
     kind: Literal["httproute"]
     route: str = Field("{app}", description="The HTTPRoute whose backendRefs name both colours' Services.")

@@ -4,7 +4,9 @@ Both Deployments are permanent; their pods carry a colour label. Deploying sets 
 new image on the idle colour's Deployment (or server-side applies the user's
 manifests rendered for it) and waits for the rollout; the live Service's selector
 (or the HTTPRoute's weights) is the one switch, written with the resourceVersion
-that was read so a concurrent writer is never overwritten. The router is the
+that was read so a concurrent writer is never overwritten. The HTTPRoute also
+splits traffic (canary steps: any percent per colour, in the same one update);
+the selector names one colour, so it only switches. The router is the
 source of truth for which colour is live; state about releases is kept on the
 cluster (annotations, a Lease, a ConfigMap), never in the CI runner.
 
@@ -34,7 +36,8 @@ from lightkube.types import PatchType
 
 from ..config import COLOURS, Colour, KubernetesRouteRouter, KubernetesTarget as Config, Settings, other_colour, render
 from ..errors import NotReadyError, TargetError
-from .base import ColourState, Release, Target, utcnow
+from ..routers.base import Weights, all_to, describe
+from .base import ColourState, Release, RouterState, Target, utcnow
 from .kube_client import Kube, is_conflict, is_not_found, make_client
 from .kube_state import KubeStateStore
 
@@ -128,31 +131,69 @@ class KubernetesTarget(Target):
             raise self.kube.error(what, exc) from None
 
     def live(self) -> Colour | None:
+        """The colour with the larger share (the stable one during a canary); None when neither gets any."""
         if self.route_router is not None:
-            route = self._get(HTTPRoute, render(self.route_router.route, app=self.app))
-            return self._route_live(route)
+            weights = self._route_split(self._get(HTTPRoute, self._route_name()))
+            return max(COLOURS, key=lambda c: weights[c]) if weights else None
         service = self._get(Service, self.service_name)
         value = (service.spec.selector or {}).get(self.config.colour_label)
         return value if value in COLOURS else None
 
-    def _route_weights(self, route: Any) -> dict[Colour, int]:
-        weights: dict[Colour, int] = {}
-        names = {self._backend(c): c for c in COLOURS}
-        for rule in route.spec.get("rules") or []:
-            for ref in rule.get("backendRefs") or []:
-                colour = names.get(ref.get("name"))
-                if colour is not None:
-                    weights[colour] = weights.get(colour, 0) + int(ref.get("weight", 1))
-        return weights
+    def weights(self) -> Weights | None:
+        if self.route_router is None:
+            return super().weights()  # a selector names one colour: all or nothing
+        return self._route_split(self._get(HTTPRoute, self._route_name()))
 
-    def _route_live(self, route: Any) -> Colour | None:
-        weights = self._route_weights(route)
-        serving = [c for c in COLOURS if weights.get(c, 0) > 0]
-        if len(serving) > 1:
-            split = "/".join(f"{c} {weights[c]}" for c in COLOURS)
-            raise TargetError(f"HTTPRoute {route.metadata.name} sends traffic to both colours ({split}): "
-                              "set one colour's weight to 0 by hand first")
-        return serving[0] if serving else None
+    def router_state(self) -> RouterState:
+        name = (f"httproute {self._route_name()}" if self.route_router else f"service {self.service_name}") \
+            + f" {self._where()}"
+        try:
+            return RouterState(name=name, serving=True, weights=self.weights())
+        except TargetError as exc:  # garbled: status says what it found instead of failing
+            return RouterState(name=name, serving=True, unreadable=str(exc))
+
+    def _route_name(self) -> str:
+        assert self.route_router is not None
+        return render(self.route_router.route, app=self.app)
+
+    def _route_split(self, route: Any) -> Weights | None:
+        """The percent of new requests each colour gets from the route's backendRefs (Gateway API weights are
+        relative: 1/3 is 25/75); None when neither colour gets any. Every rule that names a colour's Service
+        must name both, send nothing elsewhere, and agree with the others; anything else is a TargetError
+        saying what was found (someone edited the route)."""
+        names = {self._backend(c): c for c in COLOURS}
+        both = f"{self._backend('blue')} and {self._backend('green')}"
+        where = f"HTTPRoute {route.metadata.name}"
+        splits: list[Weights | None] = []
+        for i, rule in enumerate(route.spec.get("rules") or []):
+            refs = rule.get("backendRefs") or []
+            if not any(ref.get("name") in names for ref in refs):
+                continue  # a rule for another backend (e.g. /static): not ours
+            raw: dict[Colour, int] = {}
+            for ref in refs:
+                weight = int(ref.get("weight", 1))  # the Gateway API default is 1
+                if ref.get("name") in names:
+                    colour = names[ref["name"]]
+                    raw[colour] = raw.get(colour, 0) + weight
+                elif weight > 0:
+                    raise TargetError(f"{where}: rule {i} sends traffic to {ref.get('name')!r}, neither colour's "
+                                      f"Service ({both}): fix the route by hand")
+            if set(raw) != set(COLOURS):
+                raise TargetError(f"{where} must have backendRefs to both {both} (weight 0 for the idle one)")
+            total = sum(raw.values())
+            if total == 0:
+                splits.append(None)
+                continue
+            blue = round(100 * raw["blue"] / total)
+            if 0 < raw["blue"] < total:
+                blue = min(max(blue, 1), 99)  # a colour that gets any traffic never reads as 0%
+            splits.append({"blue": blue, "green": 100 - blue})
+        if not splits:
+            raise TargetError(f"{where} has no backendRefs to {both}")
+        if any(split != splits[0] for split in splits):
+            found = "; ".join(describe(s) if s else "none" for s in splits)
+            raise TargetError(f"{where}: its rules split traffic differently ({found}): fix the route by hand")
+        return splits[0]
 
     def colour_state(self, colour: Colour) -> ColourState:
         name = self.deployment_name(colour)
@@ -398,20 +439,37 @@ class KubernetesTarget(Target):
     # --- switch ------------------------------------------------------------------------------
 
     def switch(self, to: Colour, deadline: float) -> None:
-        deployment = self._get(Deployment, self.deployment_name(to), deadline=deadline)
+        self.set_weights(all_to(to), deadline)
+
+    def set_weights(self, weights: Weights, deadline: float) -> None:
+        """One update of the router (the HTTPRoute's weights, or the Service's selector for a whole switch);
+        returns once the gateway / the endpoints carry it. A colour given any share must be fully available."""
+        if sorted(weights) != sorted(COLOURS) or sum(weights.values()) != 100 or min(weights.values()) < 0:
+            raise ValueError(f"weights must give both colours a share adding up to 100, not {weights}")
+        serving = [c for c in COLOURS if weights[c] > 0]
+        if self.route_router is None and len(serving) > 1:
+            raise TargetError(f"router service (Service {self.service_name}) cannot split traffic between the "
+                              "colours, only switch it: use router.kind: httproute for canary steps")
+        versions = {c: self._available_version(c, deadline) for c in serving}
+        if self.route_router is not None:
+            self._set_route(weights, versions, deadline)
+        else:
+            self._switch_service(serving[0], versions[serving[0]], deadline)
+        for colour in serving:  # a colour that takes traffic is never scaled down by an earlier plan
+            self._patch(Deployment, self.deployment_name(colour),
+                        {"metadata": {"annotations": {_ann("scale-down-at"): None}}}, deadline=deadline)
+        if len(serving) == 1:
+            self._point_preview(other_colour(serving[0]))  # the preview reaches only the idle colour, now the old one
+
+    def _available_version(self, colour: Colour, deadline: float) -> str | None:
+        """The version `colour` runs; TargetError unless its Deployment is fully available."""
+        deployment = self._get(Deployment, self.deployment_name(colour), deadline=deadline)
         done, counts = self._rollout_done(deployment)
         if not done or not deployment.spec.replicas:
             # never point live traffic at a colour that is not fully available (argo-rollouts #4750)
-            raise TargetError(f"refusing to switch to {to}: Deployment {deployment.metadata.name} is not ready "
+            raise TargetError(f"refusing to switch to {colour}: Deployment {deployment.metadata.name} is not ready "
                               f"({counts})")
-        version = (deployment.metadata.annotations or {}).get(_ann("version")) or self._image_tag(deployment)
-        if self.route_router is not None:
-            self._switch_route(to, version, deadline)
-        else:
-            self._switch_service(to, version, deadline)
-        self._patch(Deployment, deployment.metadata.name, {"metadata": {"annotations": {_ann("scale-down-at"): None}}},
-                    deadline=deadline)
-        self._point_preview(other_colour(to))  # the preview reaches only the idle colour, now the old one
+        return (deployment.metadata.annotations or {}).get(_ann("version")) or self._image_tag(deployment)
 
     def _state_annotations(self, current: dict, to: Colour, version: str | None) -> dict:
         previous = current.get(_ann("live-colour"))
@@ -467,26 +525,22 @@ class KubernetesTarget(Target):
                                   f"{last}")
             time.sleep(POLL)
 
-    def _switch_route(self, to: Colour, version: str | None, deadline: float) -> None:
-        assert self.route_router is not None
-        name = render(self.route_router.route, app=self.app)
+    def _set_route(self, weights: Weights, versions: dict[Colour, str | None], deadline: float) -> None:
+        name = self._route_name()
+        whole = [c for c in COLOURS if weights[c] == 100]
         for _ in range(_SWITCH_ATTEMPTS):
             route = self._get(HTTPRoute, name, deadline=deadline)
-            weights = self._route_weights(route)
-            if set(weights) != set(COLOURS):
-                raise TargetError(f"HTTPRoute {name} must have backendRefs to both {self._backend('blue')} and "
-                                  f"{self._backend('green')} (weight 0 for the idle one)")
-            if weights.get(to, 0) == 0 or weights.get(other_colour(to), 0) != 0:
+            if self._route_split(route) != weights:
                 body = route.to_dict()
                 for rule in body["spec"].get("rules") or []:
                     for ref in rule.get("backendRefs") or []:
-                        if ref.get("name") == self._backend(to):
-                            ref["weight"] = 100
-                        elif ref.get("name") == self._backend(other_colour(to)):
-                            ref["weight"] = 0
-                meta = body["metadata"]
-                meta["annotations"] = {**(meta.get("annotations") or {}),
-                                       **self._state_annotations(meta.get("annotations") or {}, to, version)}
+                        for colour in COLOURS:
+                            if ref.get("name") == self._backend(colour):
+                                ref["weight"] = weights[colour]
+                if whole:  # the live colour changes only with a whole switch; a canary step keeps it
+                    meta = body["metadata"]
+                    meta["annotations"] = {**(meta.get("annotations") or {}), **self._state_annotations(
+                        meta.get("annotations") or {}, whole[0], versions[whole[0]])}
                 body.pop("status", None)
                 try:  # one PUT carrying the resourceVersion we read: both weights change together or not at all
                     self.kube.call(f"update HTTPRoute {name}",
@@ -494,15 +548,15 @@ class KubernetesTarget(Target):
                                    deadline=deadline)
                 except ApiError as exc:
                     if is_conflict(exc):
-                        continue
+                        continue  # a concurrent writer: re-read and re-decide on what they wrote
                     raise self.kube.error(f"update HTTPRoute {name}", exc) from None
-            self._wait_route(name, to, deadline)
+            self._wait_route(name, weights, deadline)
             return
         raise TargetError(f"HTTPRoute {name}: every switch attempt met a concurrent change ({_SWITCH_ATTEMPTS} conflicts)")
 
-    def _wait_route(self, name: str, to: Colour, deadline: float) -> None:
+    def _wait_route(self, name: str, weights: Weights, deadline: float) -> None:
         """Returns once every parent gateway reports Accepted and ResolvedRefs for the current generation,
-        and the new colour's Service has ready endpoints."""
+        and the Service of each colour given a share has ready endpoints."""
         last = "no status from the gateway yet"
         while True:
             route = self._get(HTTPRoute, name, deadline=deadline)
@@ -519,13 +573,15 @@ class KubernetesTarget(Target):
                         problems.append(f"{wanted}={c.get('status')} ({c.get('reason')}: {c.get('message')})")
             if parents and not problems:
                 try:
-                    self._wait_endpoints(self._backend(to), to, min(deadline, time.monotonic() + POLL))
+                    for colour in (c for c in COLOURS if weights[c] > 0):
+                        self._wait_endpoints(self._backend(colour), colour, min(deadline, time.monotonic() + POLL))
                     return
                 except TargetError as exc:
                     problems.append(str(exc))
             last = "; ".join(problems) or last
             if time.monotonic() + POLL >= deadline:
-                raise TargetError(f"HTTPRoute {name} switched to {to}, but the gateway did not take it: {last}")
+                raise TargetError(f"HTTPRoute {name} set to {describe(weights)}, but the gateway did not take it: "
+                                  f"{last}")
             time.sleep(POLL)
 
     # --- after the switch ----------------------------------------------------------------------
@@ -547,7 +603,7 @@ class KubernetesTarget(Target):
         due = (deployment.metadata.annotations or {}).get(_ann("scale-down-at"))
         if not due or datetime.fromisoformat(due) > datetime.now(timezone.utc):
             return False
-        if self.live() == colour:  # live again (a rollback) since the scale-down was planned
+        if (self.weights() or {}).get(colour, 0) > 0:  # takes traffic again (a rollback, a canary) since planned
             self._patch(Deployment, name, {"metadata": {"annotations": {_ann("scale-down-at"): None}}})
             return False
         self._patch(Deployment, name, {
@@ -578,7 +634,7 @@ class KubernetesTarget(Target):
             patch = {"spec": {"selector": {self.config.colour_label: to}}}
             return warm_up + shlex.join([*prefix, "patch", "service", self.service_name, "--type=merge",
                                          "-p", json.dumps(patch, separators=(",", ":"))])
-        name = render(self.route_router.route, app=self.app)
+        name = self._route_name()
         try:
             route = self._get(HTTPRoute, name)
         except TargetError:
@@ -599,7 +655,7 @@ class KubernetesTarget(Target):
             return
         annotations = {_ann("deploy-id"): release.id, _ann("run-url"): release.run_url}
         if self.route_router is not None:
-            self._patch(HTTPRoute, render(self.route_router.route, app=self.app), {"metadata": {"annotations": annotations}})
+            self._patch(HTTPRoute, self._route_name(), {"metadata": {"annotations": annotations}})
         else:
             self._patch(Service, self.service_name, {"metadata": {"annotations": annotations}})
 
