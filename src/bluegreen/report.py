@@ -19,6 +19,7 @@ Status = Literal[
     "running",  # the run has not finished (the report is written before anything changes)
     "succeeded",  # switched and verified (deploy, promote, rollback)
     "prepared",  # deployed and checked on the idle colour, not switched (--no-switch)
+    "paused",  # a canary holds at a step `until promoted`: `promote` resumes it, `abort` ends it
     "planned",  # --dry-run
     "failed",  # failed before the switch: live untouched
     "locked",  # another run holds the lock
@@ -31,6 +32,7 @@ Status = Literal[
 EXIT_CODES: dict[str, ExitCode] = {
     "succeeded": ExitCode.OK,
     "prepared": ExitCode.OK,
+    "paused": ExitCode.OK,
     "planned": ExitCode.OK,
     "failed": ExitCode.FAILED_BEFORE_SWITCH,
     "invalid": ExitCode.USAGE,
@@ -81,6 +83,8 @@ class Result(BaseModel):
     release_id: str | None = None
     reason: str | None = None  # why it failed, one line
     plan: str | None = None  # what a dry run would do
+    canary_weight: int | None = None  # a canary: percent of requests on the new colour when the run ended
+    canary_step: str | None = None  # a canary: the step reached, e.g. "2/4"
     pending_contract: str | None = None  # the release whose expand still waits for its contract, after this run
     phases: list[Phase] = Field(default_factory=list)
     checks: list[CheckResult] = Field(default_factory=list)
