@@ -23,6 +23,7 @@ import pytest
 from conftest import LocalEnv, assert_one_line_error
 
 from bluegreen.config import WEIGHTED_ROUTERS
+from bluegreen.report import load_result
 
 pytestmark = pytest.mark.skipif(
     not any(Path(p, "haproxy").exists() for p in [*os.environ.get("PATH", "").split(":"), "/usr/sbin"]),
@@ -75,6 +76,8 @@ def first_release(local_env: LocalEnv) -> LocalEnv:
 
 def test_a_good_canary_walks_every_step_to_100(first_release: LocalEnv) -> None:
     env = first_release
+    plan = env.cli("deploy", "--version", "2", "--dry-run", "--json")
+    assert "send green 10% -> 50% -> 100% of the requests, with gates at each step" in json.loads(plan.stdout)["plan"]
     started = time.monotonic()
     result = env.cli("deploy", "--version", "2")
     assert result.returncode == 0, result.stderr
@@ -91,6 +94,13 @@ def test_a_good_canary_walks_every_step_to_100(first_release: LocalEnv) -> None:
     assert env.live_version() == "2"
     assert history(env)[0]["outcome"] == "succeeded"
     assert time.monotonic() - started < 30
+    assert "| canary | 100% on the new colour, step 3/3 |" in result_markdown(env)
+    assert {k: v for k, v in load_result(env.dir / "bluegreen-report.json").outputs().items() if "canary" in k} == {
+        "canary-weight": "100", "canary-step": "3/3"}
+
+
+def result_markdown(env: LocalEnv) -> str:
+    return load_result(env.dir / "bluegreen-report.json").to_markdown()
 
 
 def test_a_failing_gate_aborts_to_zero_with_exit_4(first_release: LocalEnv) -> None:

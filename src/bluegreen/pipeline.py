@@ -813,7 +813,10 @@ class Pipeline:
                 steps.append("run the test suite")
             if self.settings.smoke.checks:
                 steps.append(f"run {len(self.settings.smoke.checks)} smoke check(s) on {idle}")
-            if switch:
+            if switch and self.settings.strategy == "canary" and live is not None:
+                weights = " -> ".join(f"{step.weight}%" for step in self._steps())
+                steps += [f"send {idle} {weights} of the requests, with gates at each step", "verify through the live URL"]
+            elif switch:
                 steps += [f"switch {live or 'none'} -> {idle}", "verify through the live URL"]
             self.result.plan = "would " + ", ".join(steps)
             return self._finish("planned")

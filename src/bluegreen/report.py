@@ -127,6 +127,8 @@ class Result(BaseModel):
             "reason": self.reason or "",
             "plan": self.plan or "",
             "pending-contract": self.pending_contract or "",
+            "canary-weight": "" if self.canary_weight is None else str(self.canary_weight),
+            "canary-step": self.canary_step or "",
         }
 
     def _can_roll_back(self) -> bool:
@@ -144,7 +146,7 @@ class Result(BaseModel):
         return "\n".join(lines) + "\n"
 
     def to_markdown(self) -> str:
-        icon = {"succeeded": "✅", "prepared": "⏸️", "planned": "📝"}.get(self.status, "❌")
+        icon = {"succeeded": "✅", "prepared": "⏸️", "paused": "⏸️", "planned": "📝"}.get(self.status, "❌")
         rows = [
             ("status", f"{icon} {self.status}"),
             ("app / environment", f"{self.app} / {self.environment}"),
@@ -156,6 +158,9 @@ class Result(BaseModel):
             ("preview URL", self.preview_url),
             ("switched", "yes" if self.switched else "no"),
             ("pending contract", self.pending_contract and f"of release {self.pending_contract}"),
+            ("canary", None if self.canary_weight is None else
+             f"{self.canary_weight}% on {self.idle_colour if self.status == 'paused' else 'the new colour'}, "
+             f"step {self.canary_step or '-'}"),
         ]
         out = [f"### bluegreen {self.command}: {self.app} ({self.environment})", ""]
         if self.plan:
