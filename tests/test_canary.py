@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from conftest import LocalEnv, assert_one_line_error
+from test_analysis import ERROR_RATE, Traffic, prometheus  # noqa: F401  (prometheus: a fixture)
 
 from bluegreen.config import WEIGHTED_ROUTERS
 from bluegreen.report import load_result
@@ -31,9 +32,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def canary_env(env: LocalEnv, steps: str) -> LocalEnv:
+def canary_env(env: LocalEnv, steps: str, extra: str = "") -> LocalEnv:
     """The env's config (no test suite: faster) with HAProxy and `strategy: canary` over `steps` (YAML)."""
-    env.write(test_suite="", extra=f"strategy: canary\ncanary:\n  steps: {steps}\n")
+    env.write(test_suite="", extra=f"strategy: canary\ncanary:\n  steps: {steps}\n{extra}")
     text = env.config.read_text()
     old = f'router: {{listen: "127.0.0.1:{env.proxy_port}"}}'
     assert old in text
@@ -234,3 +235,27 @@ def test_the_config_knows_which_routers_can_split() -> None:
     for kind, where in _ROUTERS.items():
         module, _, name = where.partition(":")
         assert getattr(import_module(module), name).weighted == (kind in WEIGHTED_ROUTERS), kind
+
+
+def test_the_analysis_gate_aborts_a_canary_whose_error_rate_rises(local_env: LocalEnv, prometheus: str) -> None:
+    """A real Prometheus scraping both colours: the error rate of the canary's colour is the gate."""
+    env = canary_env(local_env, "[{weight: 50, pause: 5s}]", extra=(
+        f'analysis:\n  prometheus: {{url: "{prometheus}"}}\n  interval: 1s\n  duration: 2s\n  failure_limit: 2\n'
+        f"  queries: [{{name: error-rate, query: '{ERROR_RATE}', max: 0.05}}]\n"))
+    text = env.config.read_text()  # only /version is checked before: the home page is the users' traffic
+    env.config.write_text(text.replace(text[text.index("    - name: home"):text.index("verify:")], ""))
+    assert env.cli("deploy", "--version", "1").returncode == 0
+    with Traffic(env.live_url):
+        good = env.cli("deploy", "--version", "2")
+        assert good.returncode == 0, good.stderr
+        step = next(p for p in env.report()["phases"] if p["name"] == "canary step 1/2: green 50%")
+        assert step["status"] == "succeeded" and "queries within bounds for 5s" in step["detail"], step
+
+        bad = env.cli("deploy", "--version", "3+errors-50")  # onto blue; green (2) is the stable colour
+    assert bad.returncode == 4, bad.stderr
+    report = env.report()
+    assert report["status"] == "rolled_back" and report["canary_weight"] == 0
+    assert "analysis: query 'error-rate'" in report["reason"] and "> max 0.05" in report["reason"], report["reason"]
+    step = next(p for p in report["phases"] if p["name"] == "canary step 1/2: blue 50%")
+    assert step["status"] == "failed" and step["duration"] < 5, step  # aborted inside the step's pause
+    assert split(env) == {"blue": 0, "green": 100} and env.live_version() == "2"
