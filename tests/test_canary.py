@@ -165,6 +165,13 @@ def test_promote_full_jumps_to_100_and_abort_sends_the_canary_to_zero(local_env:
     assert not [n for n in phases(env) if n.startswith("canary step")]
     assert split(env) == {"blue": 0, "green": 100} and env.live_version() == "3"
 
+    # A release prepared with --no-switch goes live by the strategy too: promote starts its canary.
+    assert env.cli("deploy", "--version", "4", "--no-switch").returncode == 0
+    result = env.cli("promote", "--expect-version", "4")
+    assert result.returncode == 0, result.stderr
+    assert env.report()["status"] == "paused" and "canary step 1/3: blue 5%" in phases(env)
+    assert split(env) == {"blue": 5, "green": 95}
+
 
 def test_a_cancelled_canary_ends_at_zero_on_the_new_colour(first_release: LocalEnv) -> None:
     env = canary_env(first_release, "[{weight: 20, pause: 60s}]")
