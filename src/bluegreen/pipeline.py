@@ -4,7 +4,12 @@ deploy:   lock -> resolve live -> [contract of the previous release, expand, smo
           -> deploy idle -> wait ready -> test suite -> smoke checks
           -> switch -> verify through the live URL -> (switch back on failure) -> record -> scale down old
 contract: lock -> resolve live -> refuse unless nothing older can come back -> [retire previous] -> contract
+canary:   deploy as above, then per step: weights {new: w, old: 100 - w} -> gates through the live URL
+          (smoke checks, analysis) for the pause -> ... -> the 100% step as the switch above; a failed gate
+          or a cancellation: the new colour to 0% in one change; a step `until promoted`: status paused
 promote:  lock -> resolve live -> re-check the prepared idle colour -> switch -> verify -> record
+          (a paused canary: re-check it -> its next step, or --full: the 100% step)
+abort:    lock -> a paused canary's new colour to 0% in one change -> record
 rollback: lock -> resolve live -> start the previous colour if stopped -> check it -> switch -> verify -> record
 
 Live routing is touched only by `Target.switch`, and only after the idle colour is
