@@ -127,6 +127,10 @@ def test_a_paused_canary_resumes_at_the_next_step_in_a_fresh_process(local_env: 
     assert result.returncode == 0, result.stderr
     report = env.report()
     assert report["status"] == "paused" and report["canary_weight"] == 25 and report["canary_step"] == "1/3"
+    outputs = load_result(env.dir / "bluegreen-report.json").outputs()
+    assert (outputs["live-colour"], outputs["live-version"], outputs["canary-weight"], outputs["canary-step"]) == (
+        "blue", "1", "25", "1/3")
+    assert outputs["rollback-command"] == ""  # `abort` is the way back from a paused canary
     assert split(env) == {"blue": 75, "green": 25}
     seen = counted(env, 400)  # HAProxy's weighted round robin: the configured share, request by request
     assert abs(seen["green"] / 400 * 100 - 25) <= 2, seen

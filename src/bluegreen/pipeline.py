@@ -416,6 +416,7 @@ class Pipeline:
         detail = (f"canary paused at step {index + 1}/{steps}: {to} {weight}%; `bluegreen promote` resumes it, "
                   "`bluegreen abort` sends it back to 0%")
         self._record(action, "paused", to, version, old, old_version, detail=detail, step=index, weight=weight)
+        self.result.switched = False  # `old` still serves most requests: it stays the live colour and version
         self.result.reason = detail
         self._finish("paused", keep_reason=True)
 
@@ -452,6 +453,10 @@ class Pipeline:
         self.result.switched = True  # this canary already moved some live traffic
         self.result.preview_url = self.target.preview_url(to)
         self._wait_ready(to)
+        if self.settings.strategy != "canary":  # the config changed since the pause: the rest is one switch
+            self._release("promote", to, version, old, paused.previous_version)
+            self._read_split(to)
+            return
         last = len(self._steps()) - 1
         self._canary("promote", to, version, old, paused.previous_version, last if full else min(paused.step + 1, last))
 
