@@ -139,7 +139,7 @@ def test_a_paused_canary_resumes_at_the_next_step_in_a_fresh_process(local_env: 
     assert status["history"][0]["outcome"] == "paused" and status["history"][0]["weight"] == 25
 
     refused = env.cli("deploy", "--version", "3")  # a new deploy must not overwrite the stable colour
-    assert refused.returncode == 1 and "is paused at 25%: `bluegreen promote` or `bluegreen abort` it first" in refused.stderr
+    assert refused.returncode == 1 and "a canary of version 2 on green is paused (blue 75% / green 25%): `bluegreen promote` or `bluegreen abort` it first" in refused.stderr
     assert split(env) == {"blue": 75, "green": 25}
 
     result = env.cli("promote")

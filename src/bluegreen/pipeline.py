@@ -426,11 +426,17 @@ class Pipeline:
         return newest if newest is not None and newest.outcome == "paused" else None
 
     def _refuse_during_canary(self) -> None:
-        if (paused := self._paused_canary()) is not None:
-            raise BluegreenError(
-                f"a canary of version {paused.version} on {paused.colour} is paused at {paused.weight}%: "
-                "`bluegreen promote` or `bluegreen abort` it first; nothing changed"
-            )
+        """Both colours serve while the router splits: neither is idle, so nothing may be deployed over one.
+        The router says whether it splits (the history is read only then: a deploy does not need it)."""
+        split = self._split_or_none()
+        if split is None or 100 in split.values():
+            return
+        held = " / ".join(f"{c} {w}%" for c, w in split.items())
+        if (paused := self._paused_canary()) is None:
+            raise BluegreenError(f"the router splits traffic ({held}), and no canary of bluegreen's is paused: "
+                                 "send it all to one colour first; nothing changed")
+        raise BluegreenError(f"a canary of version {paused.version} on {paused.colour} is paused ({held}): "
+                             "`bluegreen promote` or `bluegreen abort` it first; nothing changed")
 
     def _resume_canary(self, paused: Release, full: bool, expect_version: str | None) -> None:
         """From a fresh process: check the paused canary is as it was left, then walk on from its next step."""
