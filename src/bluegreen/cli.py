@@ -65,9 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
     changes(deploy)
 
-    promote = command("promote", "switch to the idle colour prepared by `deploy --no-switch`, after re-checking it")
+    promote = command("promote", "resume a paused canary at its next step, or switch to the idle colour prepared by "
+                      "`deploy --no-switch`, after re-checking it")
     promote.add_argument("--expect-version", metavar="V", help="refuse unless V is the prepared version")
+    promote.add_argument("--full", action="store_true", help="a paused canary: go straight to 100%%")
     changes(promote)
+    abort = command("abort", "send a paused canary's new colour back to 0%% in one change")
+    changes(abort)
 
     rollback = command("rollback", "switch back to the previous colour, after checking it is healthy")
     rollback.add_argument("--force", action="store_true", help="switch without checking the previous colour")
@@ -190,7 +194,7 @@ def _write_error_report(args: argparse.Namespace, adapter: Adapter, exc: Excepti
     from .errors import ConfigError
     from .report import Result
 
-    write = _report_writer(args, adapter) if args.command in ("deploy", "promote", "rollback", "contract") else None
+    write = _report_writer(args, adapter) if args.command in ("deploy", "promote", "rollback", "contract", "abort") else None
     if write is None:
         return
     status = "invalid" if isinstance(exc, ConfigError) else "failed"
@@ -243,7 +247,9 @@ def _change(pipeline: Pipeline, args: argparse.Namespace, adapter: Adapter) -> i
     if args.command == "deploy":
         result = pipeline.deploy(args.release_version, switch=not args.no_switch, dry_run=args.dry_run)
     elif args.command == "promote":
-        result = pipeline.promote(expect_version=args.expect_version)
+        result = pipeline.promote(expect_version=args.expect_version, full=args.full)
+    elif args.command == "abort":
+        result = pipeline.abort()
     elif args.command == "contract":
         result = pipeline.contract(retire_previous=args.retire_previous)
     else:

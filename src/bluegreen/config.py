@@ -222,6 +222,44 @@ class AnalysisSettings(Model):
     failure_limit: int = Field(1, ge=1, description="Failed evaluations (over all queries) that switch back.")
 
 
+UNTIL_PROMOTED = "until promoted"
+
+
+class CanaryStep(Model):
+    """One step of a canary: the share of requests the new colour gets, and how long it holds there."""
+
+    weight: int = Field(ge=1, le=100, description="Percent of new requests sent to the new colour.")
+    pause: Duration | Literal["until promoted"] = Field(
+        0, description="How long the step holds while its gates run (smoke checks through the live URL, the "
+        "analysis); 'until promoted': the run ends as paused and `bluegreen promote` resumes at the next step."
+    )
+
+
+class CanarySettings(Model):
+    """strategy: canary: the new colour gets `weight`% of requests step by step; the stable colour keeps serving
+    the rest, so an abort is one change of the router."""
+
+    steps: list[CanaryStep] = Field(
+        min_length=1, description="Increasing weights; a last step of 100 is added when missing. The 100% step "
+        "ends like a blue-green release (verify, analysis.duration, scale_down_delay)."
+    )
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing(cls, steps: list[CanaryStep]) -> list[CanaryStep]:
+        weights = [step.weight for step in steps]
+        if any(b <= a for a, b in zip(weights, weights[1:])):
+            raise ValueError(f"weights must increase step by step, got {weights}")
+        if steps[-1].weight == 100 and steps[-1].pause:
+            raise ValueError("the 100% step takes no pause: it is verified like a blue-green release")
+        return steps if steps[-1].weight == 100 else [*steps, CanaryStep(weight=100)]
+
+
+# Router kinds that can split requests between the colours (their Router class has `weighted`); decided from
+# the config alone, so validating a config imports no router module.
+WEIGHTED_ROUTERS = ("haproxy", "envoy", "traefik", "nginx", "httproute")
+
+
 class TestSuite(Model):
     __test__ = False  # not a pytest test class, despite the name
     command: list[str] | str = Field(
@@ -681,6 +719,10 @@ class Overridable(Model):
     )
     history_limit: int | None = Field(None, ge=1)
     migrations: Migrations | None = Field(None, description="Database changes in two halves: expand, then contract.")
+    strategy: Literal["blue-green", "canary"] | None = Field(
+        None, description="blue-green (default): one switch. canary: the steps of `canary`, gated at each step."
+    )
+    canary: CanarySettings | None = None
 
 
 class Environment(Overridable):
@@ -752,6 +794,8 @@ class Settings(BaseModel):
     scale_down_delay: float | Literal["never"] = 30.0
     history_limit: int = 50
     migrations: Migrations | None = None
+    strategy: Literal["blue-green", "canary"] = "blue-green"
+    canary: CanarySettings | None = None
 
     @property
     def base_dir(self) -> Path:
@@ -1008,7 +1052,39 @@ def load_config(path: str | Path, environment: str | None = None) -> Settings:
                            f"{path}: {_dotted(loc)}: {message}"))
     if errors:
         raise ConfigErrors([message for _, message in sorted(errors, key=lambda e: e[0])])
-    return config.settings_for(environment, path)
+    settings = config.settings_for(environment, path)
+    _check_strategy(settings, node, path)
+    return settings
+
+
+def _check_strategy(settings: Settings, node: yaml.Node | None, path: Path) -> None:
+    """strategy: canary needs steps and a router that can split traffic: refused here, not half-way through a run."""
+    if settings.strategy != "canary":
+        return
+    env = ("environments", settings.environment)
+    where = next((loc for loc in ((*env, "strategy"), ("strategy",)) if _has(node, loc)), ("strategy",))
+    line = _line_of(node, where)
+    prefix = f"{path}:{line}: {_dotted(where)}"
+    if settings.canary is None:
+        raise ConfigError(f"{prefix}: canary needs canary.steps, e.g. [{{weight: 5, pause: 1m}}, {{weight: 100}}]")
+    router = settings.target.router
+    if router.kind not in WEIGHTED_ROUTERS:
+        what = {"service": "the Kubernetes Service selector"}.get(router.kind, f"router kind {router.kind}")
+        if settings.target.kind == "docker" and router.kind == "caddy":
+            what = "the docker target's caddy router"
+        raise ConfigError(f"{prefix}: canary needs a router that can split traffic; {what} cannot "
+                          f"(use one of: {', '.join(WEIGHTED_ROUTERS)})")
+
+
+def _has(node: yaml.Node | None, loc: tuple) -> bool:
+    """Whether the YAML holds a value at `loc` (a mapping path)."""
+    for part in loc:
+        if not isinstance(node, yaml.MappingNode):
+            return False
+        node = next((value for key, value in node.value if key.value == part), None)
+        if node is None:
+            return False
+    return True
 
 
 MAX_DEPTH = 50  # a real config nests about 8 levels deep

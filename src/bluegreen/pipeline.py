@@ -4,7 +4,12 @@ deploy:   lock -> resolve live -> [contract of the previous release, expand, smo
           -> deploy idle -> wait ready -> test suite -> smoke checks
           -> switch -> verify through the live URL -> (switch back on failure) -> record -> scale down old
 contract: lock -> resolve live -> refuse unless nothing older can come back -> [retire previous] -> contract
+canary:   deploy as above, then per step: weights {new: w, old: 100 - w} -> gates through the live URL
+          (smoke checks, analysis) for the pause -> ... -> the 100% step as the switch above; a failed gate
+          or a cancellation: the new colour to 0% in one change; a step `until promoted`: status paused
 promote:  lock -> resolve live -> re-check the prepared idle colour -> switch -> verify -> record
+          (a paused canary: re-check it -> its next step, or --full: the 100% step)
+abort:    lock -> a paused canary's new colour to 0% in one change -> record
 rollback: lock -> resolve live -> start the previous colour if stopped -> check it -> switch -> verify -> record
 
 Live routing is touched only by `Target.switch`, and only after the idle colour is
@@ -33,7 +38,7 @@ from typing import Callable, Iterator
 from .cancel import CANCEL, Cancelled
 from .checks import analysis, smoke
 from .checks.suite import run_test_suite
-from .config import Colour, MigrationLint, Settings, other_colour
+from .config import UNTIL_PROMOTED, CanaryStep, Colour, MigrationLint, Settings, other_colour
 from .errors import BluegreenError, CheckFailed, ConfigError, LockHeldError, TargetError
 from .events import Events
 from .migrations import (
@@ -99,6 +104,7 @@ class Pipeline:
         if dry_run:
             return self._plan(version, switch)
         with self._guarded(), self._locked():
+            self._refuse_during_canary()
             live, live_version = self._resolve_live()
             idle = other_colour(live) if live else "blue"
             self.result.idle_colour = idle
@@ -116,39 +122,49 @@ class Pipeline:
                 with CANCEL.held():
                     self._record("prepare", "prepared", idle, version, live, live_version)
                     return self._finish("prepared")
-            self._release("deploy", idle, version, live, live_version)
+            self._go_live("deploy", idle, version, live, live_version)
         self._scale_down_after_wait()
         return self.result
 
-    def promote(self, *, expect_version: str | None = None) -> Result:
+    def promote(self, *, expect_version: str | None = None, full: bool = False) -> Result:
+        """Resume a paused canary at its next step (`full`: straight to 100%), or switch to the colour
+        prepared by `deploy --no-switch`."""
         self._begin("promote", f"promote the prepared colour of {self.settings.app}/{self.settings.environment}")
         with self._guarded(), self._locked():
-            live, live_version = self._resolve_live()
-            idle = other_colour(live) if live else "blue"
-            self.result.idle_colour = idle
-            with self._phase("find prepared release") as p:
-                prepared = next(iter(self.target.state.history()), None)
-                state = self.target.colour_state(idle)
-                if prepared is None or prepared.action != "prepare" or prepared.colour != idle:
-                    raise BluegreenError(f"nothing is prepared on {idle}: run `deploy --no-switch` first")
-                if state.version != prepared.version or not state.running:
-                    raise BluegreenError(
-                        f"{idle} no longer runs the prepared version {prepared.version} (it runs {state.version})"
-                    )
-                if expect_version is not None and prepared.version != expect_version:
-                    raise BluegreenError(
-                        f"the prepared version is {prepared.version}, not {expect_version}: a later deploy replaced it; "
-                        "nothing changed"
-                    )
-                p.detail = f"version {prepared.version} on {idle}"
-            version = prepared.version or ""
-            self.result.version = version
-            self.result.preview_url = self.target.preview_url(idle)
-            self._wait_ready(idle)
-            self._smoke_checks(idle, version)
-            self._release("promote", idle, version, live, live_version)
+            if (paused := self._paused_canary()) is not None:
+                self._resume_canary(paused, full, expect_version)
+            else:
+                self._promote_prepared(expect_version, full)
         self._scale_down_after_wait()
         return self.result
+
+    def _promote_prepared(self, expect_version: str | None, full: bool) -> None:
+        if full:
+            raise BluegreenError("--full: no canary is paused, nothing changed (promote a prepared release without it)")
+        live, live_version = self._resolve_live()
+        idle = other_colour(live) if live else "blue"
+        self.result.idle_colour = idle
+        with self._phase("find prepared release") as p:
+            prepared = next(iter(self.target.state.history()), None)
+            state = self.target.colour_state(idle)
+            if prepared is None or prepared.action != "prepare" or prepared.colour != idle:
+                raise BluegreenError(f"nothing is prepared on {idle}: run `deploy --no-switch` first")
+            if state.version != prepared.version or not state.running:
+                raise BluegreenError(
+                    f"{idle} no longer runs the prepared version {prepared.version} (it runs {state.version})"
+                )
+            if expect_version is not None and prepared.version != expect_version:
+                raise BluegreenError(
+                    f"the prepared version is {prepared.version}, not {expect_version}: a later deploy replaced it; "
+                    "nothing changed"
+                )
+            p.detail = f"version {prepared.version} on {idle}"
+        version = prepared.version or ""
+        self.result.version = version
+        self.result.preview_url = self.target.preview_url(idle)
+        self._wait_ready(idle)
+        self._smoke_checks(idle, version)
+        self._go_live("promote", idle, version, live, live_version)
 
     def rollback(self, *, force: bool = False, expect_version: str | None = None) -> Result:
         """Switch back to the previous colour, but only to a release that was live and verified there:
@@ -156,6 +172,7 @@ class Pipeline:
         on the previous colour was never good; going "back" to it would be an outage)."""
         self._begin("rollback", f"roll back {self.settings.app}/{self.settings.environment}")
         with self._guarded(), self._locked():
+            self._refuse_during_canary()
             live, live_version = self._resolve_live()
             if live is None:
                 raise BluegreenError("nothing is live yet: there is nothing to roll back")
@@ -256,12 +273,13 @@ class Pipeline:
 
     def _release(
         self, action: str, to: Colour, version: str, live: Colour | None, live_version: str | None,
-        smoke_window: bool = True,
+        smoke_window: bool = True, preflight: bool = True,
     ) -> None:
         """Switch to `to`, verify through the live URL, switch back if that fails; record; scale down.
-        `smoke_window=False` (a forced rollback) checks only that the version answers."""
+        `smoke_window=False` (a forced rollback) checks only that the version answers; `preflight=False`:
+        the analysis's queries were checked before (a canary's first step)."""
         analysed = self.settings.analysis is not None and action != "rollback"  # a rollback goes back, fast
-        if analysed:
+        if analysed and preflight:
             with self._phase("analysis preflight") as p:  # a query Prometheus cannot answer: live untouched
                 analysis.preflight(self.settings.analysis, self._query_values(to, version))
                 p.detail = f"{len(self.settings.analysis.queries)} queries answered"
@@ -299,6 +317,185 @@ class Pipeline:
             self._finish("succeeded")
             if live is not None:
                 self._plan_scale_down(live)
+
+    def _go_live(self, action: str, to: Colour, version: str, live: Colour | None, live_version: str | None) -> None:
+        """The strategy's way to live traffic: one switch, or the canary's steps."""
+        if self.settings.strategy == "canary" and live is not None:
+            self._canary(action, to, version, live, live_version)
+        else:  # blue-green; or nothing is live yet: no stable colour to split with, the first release is whole
+            self._release(action, to, version, live, live_version)
+
+    # --- canary ----------------------------------------------------------------------------
+
+    def _canary(
+        self, action: str, to: Colour, version: str, old: Colour, old_version: str | None, first: int = 0,
+    ) -> None:
+        """Walk the steps from `first`: `to` gets the step's weight, `old` the rest, then the gates hold.
+        A failed gate or a cancellation sends `to` back to 0% in one change; a step `until promoted` ends
+        the run as paused; the 100% step is a blue-green release (verify, record, scale down)."""
+        steps = self._steps()
+        try:
+            if first < len(steps) - 1:
+                self._before_split(to, version)
+            for index in range(first, len(steps) - 1):
+                self._canary_step(index, to, version, old, old_version)
+                if steps[index].pause == UNTIL_PROMOTED:
+                    with CANCEL.held():
+                        self._pause(action, index, to, version, old, old_version)
+                    return
+        except _AfterSwitchFailure as failure:
+            with CANCEL.held():  # 0% on the new colour is the way out: a signal must not stop it half-way
+                self._after_failed_verify(action, to, version, old, old_version, str(failure))
+            return
+        except Cancelled as stop:
+            self._after_cancelled_switch(action, to, version, old, old_version, stop)
+            return
+        finally:
+            self._read_split(to)
+        self.result.canary_step = f"{len(steps)}/{len(steps)}"
+        self._release(action, to, version, old, old_version, preflight=first == len(steps) - 1)
+        self._read_split(to)
+
+    def _steps(self) -> list[CanaryStep]:
+        assert self.settings.canary is not None  # config validation: strategy canary has steps
+        return self.settings.canary.steps
+
+    def _before_split(self, to: Colour, version: str) -> None:
+        """Before the first step, as before a switch: the analysis's queries answer, the router serves."""
+        if self.settings.analysis is not None:
+            with self._phase("analysis preflight") as p:
+                analysis.preflight(self.settings.analysis, self._query_values(to, version))
+                p.detail = f"{len(self.settings.analysis.queries)} queries answered"
+        if note := self.target.check_router():
+            self.events.warning(note)
+
+    def _canary_step(self, index: int, to: Colour, version: str, old: Colour, old_version: str | None) -> None:
+        """Set the weights of step `index` in one change, then hold its gates for its pause."""
+        steps = self._steps()
+        step = steps[index]
+        with self._phase(f"canary step {index + 1}/{len(steps)}: {to} {step.weight}%") as p:
+            with CANCEL.shielded():  # a change of weights is never cut in half
+                self._set_weights({to: step.weight, old: 100 - step.weight}, old)
+            self.result.canary_weight, self.result.canary_step = step.weight, f"{index + 1}/{len(steps)}"
+            p.detail = f"{to} {step.weight}%, {old} {100 - step.weight}%; " + self._gates(step, to, version, old, old_version)
+
+    def _set_weights(self, weights: dict[Colour, int], old: Colour) -> None:
+        try:
+            self.target.set_weights(weights, time.monotonic() + self.settings.timeouts.switch)
+        except BluegreenError as exc:
+            if not self.result.switched and self._split_or_none() == {old: 100, other_colour(old): 0}:
+                raise  # nothing moved: a plain failure, live untouched
+            raise _AfterSwitchFailure(f"setting the weights {weights}: {exc}") from None
+        self.result.switched = True  # some live traffic reaches the new colour now
+
+    def _gates(self, step: CanaryStep, to: Colour, version: str, old: Colour, old_version: str | None) -> str:
+        """The smoke checks through the live URL (an answer from either version passes) for the step's pause,
+        at least verify.window; with `analysis`, the analysis for the pause after them."""
+        verify, pause = self.settings.verify, (step.pause if isinstance(step.pause, float) else 0.0)
+        started = time.monotonic()
+        analysed = self.settings.analysis is not None
+        window = max(verify.window, 0.0 if analysed else pause)
+        live_url = self.target.live_url()
+        results = smoke.hold(
+            self.settings.smoke.checks, live_url, {"version": version, "colour": to}, window=window,
+            interval=verify.interval, request_timeout=self.settings.smoke.request_timeout,
+            also={"version": old_version or "", "colour": old},
+        )
+        self.result.checks.extend(results)
+        if failed := next((c for c in results if not c.passed), None):
+            raise _AfterSwitchFailure(f"canary gate: smoke check {failed.name!r} failed through {live_url}: {failed.detail}")
+        detail = f"{len(results)} smoke check(s) held {window:g}s"
+        if analysed and pause:
+            detail += "; " + self._analyse(to, version, pause)
+        CANCEL.wait(started + pause - time.monotonic())  # the step holds its whole pause
+        return detail
+
+    def _pause(self, action: str, index: int, to: Colour, version: str, old: Colour, old_version: str | None) -> None:
+        """Hold at step `index` until a person decides: the lock is released, the split stays, `promote` resumes."""
+        weight, steps = self._steps()[index].weight, len(self._steps())
+        detail = (f"canary paused at step {index + 1}/{steps}: {to} {weight}%; `bluegreen promote` resumes it, "
+                  "`bluegreen abort` sends it back to 0%")
+        self._record(action, "paused", to, version, old, old_version, detail=detail, step=index, weight=weight)
+        self.result.switched = False  # `old` still serves most requests: it stays the live colour and version
+        self.result.reason = detail
+        self._finish("paused", keep_reason=True)
+
+    def _paused_canary(self) -> Release | None:
+        """The newest release, when it is a canary paused at a step."""
+        newest = next(iter(self.target.state.history()), None)
+        return newest if newest is not None and newest.outcome == "paused" else None
+
+    def _refuse_during_canary(self) -> None:
+        """Both colours serve while the router splits: neither is idle, so nothing may be deployed over one.
+        The router says whether it splits (the history is read only then: a deploy does not need it)."""
+        split = self._split_or_none()
+        if split is None or 100 in split.values():
+            return
+        held = " / ".join(f"{c} {w}%" for c, w in split.items())
+        if (paused := self._paused_canary()) is None:
+            raise BluegreenError(f"the router splits traffic ({held}), and no canary of bluegreen's is paused: "
+                                 "send it all to one colour first; nothing changed")
+        raise BluegreenError(f"a canary of version {paused.version} on {paused.colour} is paused ({held}): "
+                             "`bluegreen promote` or `bluegreen abort` it first; nothing changed")
+
+    def _resume_canary(self, paused: Release, full: bool, expect_version: str | None) -> None:
+        """From a fresh process: check the paused canary is as it was left, then walk on from its next step."""
+        to, old, version = paused.colour, paused.previous_colour, paused.version or ""
+        assert to is not None and old is not None and paused.step is not None and paused.weight is not None
+        self.result.version, self.result.previous_version = version, paused.previous_version
+        self.result.live_colour = self.result.previous_colour = old
+        self.result.idle_colour, self.result.live_url = to, self.settings.url or self.target.live_url()
+        with self._phase("find paused canary") as p:
+            if expect_version is not None and version != expect_version:
+                raise BluegreenError(f"the paused canary runs version {version}, not {expect_version}; nothing changed")
+            state = self.target.colour_state(to)
+            if state.version != version or not state.running:
+                raise BluegreenError(f"{to} no longer runs the canary's version {version} (it runs {state.version})")
+            split = self._split_or_none()
+            if split != {to: paused.weight, old: 100 - paused.weight}:
+                raise BluegreenError(f"the router holds {split}, not the paused canary's {to} {paused.weight}%: it "
+                                     "was changed since; nothing changed")
+            p.detail = f"version {version} on {to} at {paused.weight}%"
+        self.result.switched = True  # this canary already moved some live traffic
+        self.result.preview_url = self.target.preview_url(to)
+        self._wait_ready(to)
+        if self.settings.strategy != "canary":  # the config changed since the pause: the rest is one switch
+            self._release("promote", to, version, old, paused.previous_version)
+            self._read_split(to)
+            return
+        last = len(self._steps()) - 1
+        self._canary("promote", to, version, old, paused.previous_version, last if full else min(paused.step + 1, last))
+
+    def abort(self) -> Result:
+        """A paused canary's new colour back to 0% in one change; the stable colour never stopped serving."""
+        self._begin("abort", f"abort the canary of {self.settings.app}/{self.settings.environment}")
+        with self._guarded(), self._locked():
+            paused = self._paused_canary()
+            if paused is None or paused.colour is None or paused.previous_colour is None:
+                raise BluegreenError("no canary is paused: nothing to abort (after a release, use rollback)")
+            to, old = paused.colour, paused.previous_colour
+            self.result.version, self.result.previous_version = paused.previous_version, paused.version
+            self.result.live_colour, self.result.previous_colour, self.result.idle_colour = old, to, to
+            self.result.live_url = self.settings.url or self.target.live_url()
+            with CANCEL.held():
+                with self._phase(f"abort: {to} {paused.weight}% -> 0%"):
+                    self.target.switch(old, time.monotonic() + self.settings.timeouts.switch)
+                self.result.canary_weight = 0
+                self._record("abort", "succeeded", old, paused.previous_version or "", to, paused.version,
+                             detail=f"canary of version {paused.version} on {to} aborted at {paused.weight}%")
+                self._finish("succeeded")
+        return self.result
+
+    def _split_or_none(self) -> dict[Colour, int] | None:
+        try:
+            return self.target.weights()
+        except BluegreenError:
+            return None
+
+    def _read_split(self, to: Colour) -> None:
+        """The new colour's share as the router reports it when the run ends (after an abort: 0)."""
+        if (split := self._split_or_none()) is not None:
+            self.result.canary_weight = split.get(to)
 
     def _plan_scale_down(self, old: Colour) -> None:
         """The old colour keeps running for scale_down_delay, so a rollback meanwhile is one switch."""
@@ -438,16 +635,18 @@ class Pipeline:
     def _query_values(self, colour: Colour, version: str) -> dict[str, str]:
         return {"colour": colour, "version": version, "app": self.settings.app, "environment": self.settings.environment}
 
-    def _analyse(self, colour: Colour, version: str) -> str:
-        """Post-switch metric analysis (the old colour still runs): a failure switches back like a failed verify."""
+    def _analyse(self, colour: Colour, version: str, duration: float | None = None) -> str:
+        """Post-switch metric analysis (the old colour still runs): a failure switches back like a failed verify.
+        `duration`: a canary step's pause; default analysis.duration."""
         settings = self.settings.analysis
         assert settings is not None
-        results = analysis.analyse(settings, self._query_values(colour, version), settings.duration, self.events.log)
+        duration = settings.duration if duration is None else duration
+        results = analysis.analyse(settings, self._query_values(colour, version), duration, self.events.log)
         self.result.checks.extend(results)
         failed = [r for r in results if not r.passed]
         if failed:
             raise _AfterSwitchFailure("analysis: " + "; ".join(f"query {r.name!r}: {r.detail}" for r in failed))
-        return f"{len(results)} queries within bounds for {settings.duration:g}s"
+        return f"{len(results)} queries within bounds for {duration:g}s"
 
     # --- database changes (migrations.py) --------------------------------------------------
 
@@ -630,7 +829,10 @@ class Pipeline:
                 steps.append("run the test suite")
             if self.settings.smoke.checks:
                 steps.append(f"run {len(self.settings.smoke.checks)} smoke check(s) on {idle}")
-            if switch:
+            if switch and self.settings.strategy == "canary" and live is not None:
+                weights = " -> ".join(f"{step.weight}%" for step in self._steps())
+                steps += [f"send {idle} {weights} of the requests, with gates at each step", "verify through the live URL"]
+            elif switch:
                 steps += [f"switch {live or 'none'} -> {idle}", "verify through the live URL"]
             self.result.plan = "would " + ", ".join(steps)
             return self._finish("planned")
@@ -664,11 +866,12 @@ class Pipeline:
     def _record(
         self, action: str, outcome: str, colour: Colour | None, version: str, live: Colour | None,
         live_version: str | None, detail: str | None = None, completes: str | None = None,
+        step: int | None = None, weight: int | None = None,
     ) -> None:
         release = Release(
             id=self.release_id, action=action, outcome=outcome, version=version, colour=colour,  # type: ignore[arg-type]
             previous_colour=live, previous_version=live_version, run_url=self.run.run_url, actor=self.run.actor,
-            detail=detail, completes=completes,
+            detail=detail, completes=completes, step=step, weight=weight,
         )
         try:
             self.target.state.record(release, self.settings.history_limit)

@@ -19,6 +19,7 @@ Status = Literal[
     "running",  # the run has not finished (the report is written before anything changes)
     "succeeded",  # switched and verified (deploy, promote, rollback)
     "prepared",  # deployed and checked on the idle colour, not switched (--no-switch)
+    "paused",  # a canary holds at a step `until promoted`: `promote` resumes it, `abort` ends it
     "planned",  # --dry-run
     "failed",  # failed before the switch: live untouched
     "locked",  # another run holds the lock
@@ -31,6 +32,7 @@ Status = Literal[
 EXIT_CODES: dict[str, ExitCode] = {
     "succeeded": ExitCode.OK,
     "prepared": ExitCode.OK,
+    "paused": ExitCode.OK,
     "planned": ExitCode.OK,
     "failed": ExitCode.FAILED_BEFORE_SWITCH,
     "invalid": ExitCode.USAGE,
@@ -81,6 +83,8 @@ class Result(BaseModel):
     release_id: str | None = None
     reason: str | None = None  # why it failed, one line
     plan: str | None = None  # what a dry run would do
+    canary_weight: int | None = None  # a canary: percent of requests on the new colour when the run ended
+    canary_step: str | None = None  # a canary: the step reached, e.g. "2/4"
     pending_contract: str | None = None  # the release whose expand still waits for its contract, after this run
     phases: list[Phase] = Field(default_factory=list)
     checks: list[CheckResult] = Field(default_factory=list)
@@ -123,6 +127,8 @@ class Result(BaseModel):
             "reason": self.reason or "",
             "plan": self.plan or "",
             "pending-contract": self.pending_contract or "",
+            "canary-weight": "" if self.canary_weight is None else str(self.canary_weight),
+            "canary-step": self.canary_step or "",
         }
 
     def _can_roll_back(self) -> bool:
@@ -140,7 +146,7 @@ class Result(BaseModel):
         return "\n".join(lines) + "\n"
 
     def to_markdown(self) -> str:
-        icon = {"succeeded": "✅", "prepared": "⏸️", "planned": "📝"}.get(self.status, "❌")
+        icon = {"succeeded": "✅", "prepared": "⏸️", "paused": "⏸️", "planned": "📝"}.get(self.status, "❌")
         rows = [
             ("status", f"{icon} {self.status}"),
             ("app / environment", f"{self.app} / {self.environment}"),
@@ -152,6 +158,9 @@ class Result(BaseModel):
             ("preview URL", self.preview_url),
             ("switched", "yes" if self.switched else "no"),
             ("pending contract", self.pending_contract and f"of release {self.pending_contract}"),
+            ("canary", None if self.canary_weight is None else
+             f"{self.canary_weight}% on {self.idle_colour if self.status == 'paused' else 'the new colour'}, "
+             f"step {self.canary_step or '-'}"),
         ]
         out = [f"### bluegreen {self.command}: {self.app} ({self.environment})", ""]
         if self.plan:

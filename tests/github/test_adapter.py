@@ -44,6 +44,8 @@ def inputs(monkeypatch: pytest.MonkeyPatch, **values: str) -> None:
         ({"command": "promote", "version": "abc"}, ["promote", "-c", ".bluegreen.yml", "--expect-version=abc"]),
         ({"command": "status"}, ["status", "-c", ".bluegreen.yml"]),
         ({"command": "contract", "retire_previous": "true"}, ["contract", "-c", ".bluegreen.yml", "--retire-previous"]),
+        ({"command": "promote", "full": "true"}, ["promote", "-c", ".bluegreen.yml", "--full"]),
+        ({"command": "abort"}, ["abort", "-c", ".bluegreen.yml"]),
     ],
 )
 def test_inputs_map_to_cli_arguments(monkeypatch, given, argv):
@@ -61,13 +63,14 @@ def test_github_keeps_hyphens_in_input_names(monkeypatch):
 @pytest.mark.parametrize(
     "given, message",
     [
-        ({"command": "deploi"}, "input command must be one of deploy, promote, rollback, contract, status, got 'deploi'"),
+        ({"command": "deploi"}, "input command must be one of deploy, promote, rollback, contract, abort, status, got 'deploi'"),
         ({"version": "1", "no_switch": "yes"}, "input no-switch must be true or false, got 'yes'"),
         ({}, "input version is required for command deploy"),
         ({"command": "rollback", "no_switch": "true"}, "input no-switch applies to command deploy only, not rollback"),
         ({"version": "1", "retire_previous": "true"}, "input retire-previous applies to command contract only, not deploy"),
         ({"command": "contract", "version": "1"}, "input version does not apply to command contract"),
         ({"command": "status", "version": "1"}, "input version does not apply to command status"),
+        ({"version": "1", "full": "true"}, "input full applies to command promote only, not deploy"),
     ],
 )
 def test_wrong_inputs_are_named(monkeypatch, given, message):
@@ -266,7 +269,7 @@ def test_a_misspelt_input_fails_with_a_suggestion(step):
     result = step.run(version="1", enviroment="production")
     assert result.returncode == 2
     expected = ("input enviroment is not an input of this action (did you mean environment? its inputs: command, config, "
-                "environment, version, no-switch, dry-run, force, retire-previous, kubeconfig, working-directory)")
+                "environment, version, no-switch, dry-run, force, retire-previous, full, kubeconfig, working-directory)")
     assert result.stdout == f"::error title=bluegreen%3A wrong input::{expected}\n"
     assert step.outputs() == {"status": "invalid", "reason": expected}
     # The underscore spelling of a declared input is that input; an unrelated name gets no guess.

@@ -94,7 +94,7 @@ def test_actionlint_would_catch_a_wrong_input_or_output(tmp_path):
     result = run(tool("actionlint"), "-no-color", cwd=project)
     assert result.returncode != 0
     assert 'input "versoin" is not defined in action "bluegreen deploy"' in result.stdout
-    assert 'property "live-color" is not defined in object type {idle-colour: string; idle-state: string;' in result.stdout
+    assert 'property "live-color" is not defined in object type {canary-step: string; canary-weight: string; idle-colour: string;' in result.stdout
 
 
 def test_action_metadata_matches_the_github_schema():

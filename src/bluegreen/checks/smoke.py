@@ -19,8 +19,11 @@ from ..report import CheckResult
 MAX_BACKOFF = 5.0
 
 
-def probe(client: httpx.Client, check: SmokeCheck, base_url: str, values: dict[str, str]) -> str | None:
-    """Send the check's request once; None when it passes, else why not (one line)."""
+def probe(
+    client: httpx.Client, check: SmokeCheck, base_url: str, values: dict[str, str], also: dict[str, str] | None = None,
+) -> str | None:
+    """Send the check's request once; None when it passes, else why not (one line). `also`: an answer that
+    passes with these values passes too (a canary step: the stable version answers most requests)."""
     url = base_url.rstrip("/") + "/" + render(check.path, **values).lstrip("/")
     started = time.monotonic()
     try:
@@ -33,7 +36,8 @@ def probe(client: httpx.Client, check: SmokeCheck, base_url: str, values: dict[s
     except httpx.HTTPError as exc:
         return f"{check.method} {url}: {type(exc).__name__}: {exc or 'no response'}"
     latency = time.monotonic() - started
-    return judge(check, response, latency, values)
+    failure = judge(check, response, latency, values)
+    return failure if failure is None or also is None or judge(check, response, latency, also) else None
 
 
 def judge(check: SmokeCheck, response: httpx.Response, latency: float, values: dict[str, str]) -> str | None:
@@ -163,6 +167,7 @@ def hold(
     interval: float,
     request_timeout: float,
     label: str = "live",
+    also: dict[str, str] | None = None,
 ) -> list[CheckResult]:
     """Every check must pass on every round for `window` seconds; the first failure ends it."""
     started = time.monotonic()
@@ -173,7 +178,7 @@ def hold(
         with ThreadPoolExecutor(max_workers=max(1, min(8, len(checks)))) as pool:
             while True:
                 rounds += 1
-                failures = list(pool.map(lambda c: probe(clients[c.name], c, base_url, values), checks))
+                failures = list(pool.map(lambda c: probe(clients[c.name], c, base_url, values, also), checks))
                 if any(failures) or time.monotonic() + interval >= end:
                     break
                 CANCEL.wait(interval)

@@ -39,10 +39,11 @@ if TYPE_CHECKING:
 # The action's inputs, as action.yml and prebuilt/action.yml declare them (a test keeps the three equal):
 # the entrypoint refuses any other INPUT_*, so a misspelt input fails instead of being ignored.
 INPUTS = ("command", "config", "environment", "version", "no-switch", "dry-run", "force", "retire-previous",
-          "kubeconfig", "working-directory")
-COMMANDS = ("deploy", "promote", "rollback", "contract", "status")
+          "full", "kubeconfig", "working-directory")
+COMMANDS = ("deploy", "promote", "rollback", "contract", "abort", "status")
 # boolean input -> its command
-FLAGS = {"no-switch": "deploy", "dry-run": "deploy", "force": "rollback", "retire-previous": "contract"}
+FLAGS = {"no-switch": "deploy", "dry-run": "deploy", "force": "rollback", "retire-previous": "contract",
+         "full": "promote"}
 MIN_SECRET = 4  # GitHub masks any string; a 1-3 character "secret" would blank common words
 
 

@@ -262,6 +262,7 @@ global
 
 defaults
     mode http
+    option forwardfor  # the app sees its users' addresses, as behind the other routers
     timeout connect 5s
     timeout client 60s
     timeout server 60s

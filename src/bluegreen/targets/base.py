@@ -68,7 +68,7 @@ class Release(BaseModel):
     """One line of history: what happened to live traffic."""
 
     id: str
-    action: Literal["deploy", "promote", "rollback", "prepare", "expand", "contract"]
+    action: Literal["deploy", "promote", "rollback", "prepare", "expand", "contract", "abort"]
     outcome: str  # a Result status: succeeded, prepared, rolled_back, failed...
     at: datetime = Field(default_factory=utcnow)
     version: str | None = None
@@ -79,6 +79,8 @@ class Release(BaseModel):
     actor: str | None = None
     detail: str | None = None  # e.g. why it was cancelled or where it was interrupted
     completes: str | None = None  # a contract: the id of the release whose expand it completes
+    step: int | None = None  # a canary: the index of the step reached (in the canary's steps)
+    weight: int | None = None  # a canary: the percent of requests the new colour got when the run ended
 
 
 class ColourState(BaseModel):
