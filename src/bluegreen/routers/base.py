@@ -31,6 +31,15 @@ Weights = dict[Colour, int]  # percent of new requests per colour; the values ad
 POLL = 0.01  # seconds between read-backs while an asynchronous router applies a change
 
 
+class Unreachable(TargetError):
+    """Nothing answers where bluegreen reaches the router's API (as opposed to an answer it did not expect):
+    the run stops before the switch."""
+
+    def __init__(self, router: str, why: str) -> None:
+        super().__init__(f"the router ({router}) is not reachable: {why}; live traffic was not touched")
+        self.why = why
+
+
 def all_to(colour: Colour) -> Weights:
     return {c: (100 if c == colour else 0) for c in COLOURS}
 

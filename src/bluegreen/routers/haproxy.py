@@ -28,18 +28,10 @@ from ..config import HAProxyRouter as HAProxyConfig
 from ..errors import TargetError
 from ..report import write_atomic
 from ..targets.filestate import state_io
-from .base import Router, Weights, all_to, find_binary, split_address
+from .base import Router, Unreachable, Weights, all_to, find_binary, split_address
 
 TIMEOUT = 5.0  # seconds for one Runtime API command: no answer by then is a lost answer
 NO_LIVE = "bluegreen_none"  # the managed config's backend before the first release
-
-
-class Unreachable(TargetError):
-    """Nothing answers on the Runtime API (as opposed to an answer we did not expect)."""
-
-    def __init__(self, router: str, why: str) -> None:
-        super().__init__(f"the router ({router}) is not reachable: {why}")
-        self.why = why
 
 
 class HAProxyRouter(Router):

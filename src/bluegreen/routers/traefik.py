@@ -25,17 +25,9 @@ from ..config import TraefikRouter as TraefikConfig
 from ..errors import TargetError
 from ..report import write_atomic
 from ..targets.filestate import state_io
-from .base import Router, Weights, all_to, find_binary
+from .base import Router, Unreachable, Weights, all_to, find_binary
 
 LIVE_ENTRYPOINT = "live"  # manage: true; the API's entryPoint must be called "traefik" for api.insecure
-
-
-class ApiDown(TargetError):
-    """Traefik's API does not answer: the router is not reachable (the run stops before the switch)."""
-
-    def __init__(self, router: str, why: str) -> None:
-        super().__init__(f"the router ({router}) is not reachable: {why}; live traffic was not touched")
-        self.why = why
 
 
 class TraefikRouter(Router):
@@ -93,7 +85,7 @@ class TraefikRouter(Router):
             return why
         try:
             self._api_service(self.service)
-        except ApiDown as exc:
+        except Unreachable as exc:
             return exc.why
         return None
 
@@ -168,7 +160,7 @@ class TraefikRouter(Router):
         try:
             response = httpx.get(url, auth=self._auth, timeout=2.0)  # type: ignore[arg-type]
         except httpx.HTTPError as exc:
-            raise ApiDown(self.name, f"its API at {self.api} does not answer ({type(exc).__name__})") from None
+            raise Unreachable(self.name, f"its API at {self.api} does not answer ({type(exc).__name__})") from None
         if response.status_code == 404:
             return None
         if response.status_code in (401, 403):
