@@ -79,11 +79,11 @@ def _configure(env, url: str, query: str = ERROR_RATE, duration: str = "8s") -> 
 
 
 class Traffic:
-    """Users: requests to the home page through the live URL, ~50 a second, until stopped."""
+    """Users: requests to the home page through the live URL, ~50 a second per client, until stopped."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, clients: int = 1) -> None:
         self.url, self.stop, self.answers = url, threading.Event(), []
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
 
     def _run(self) -> None:
         with httpx.Client(timeout=2) as client:
@@ -95,12 +95,14 @@ class Traffic:
                 self.stop.wait(0.02)
 
     def __enter__(self) -> "Traffic":
-        self.thread.start()
+        for thread in self.threads:
+            thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
-        self.thread.join(timeout=5)
+        for thread in self.threads:
+            thread.join(timeout=5)
 
 
 def _run(env, *args: str):
