@@ -12,6 +12,7 @@ from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import httpx
+import pytest
 
 from .conftest import COMPONENT, ORIGIN, SECRET, GitLabProject, free_port, new_project
 
@@ -304,3 +305,39 @@ def test_the_contract_job_runs_a_release_after_the_expand(project: GitLabProject
     assert live_version(project) == sha
     status = json.loads(project.cli("status", "-c", "bluegreen.yml", "--json").stdout)
     assert {c["colour"]: c["running"] for c in status["colours"]} == {"blue": False, "green": True}
+
+
+def test_a_paused_canary_is_promoted_and_aborted_by_its_manual_jobs(project: GitLabProject) -> None:
+    """strategy: canary behind HAProxy, paused at 25% until promoted: the deploy job ends paused, the manual
+    promote job resumes it to 100%; the next release's manual abort job sends it back to 0%."""
+    if not shutil.which("haproxy", path="/usr/sbin:/usr/bin:/usr/local/sbin"):
+        pytest.fail("haproxy is not installed (.ci/setup-packages.sh installs it)")
+    config = (project.dir / "bluegreen.yml").read_text()
+    assert 'router: {listen: "127.0.0.1:' in config
+    project.write("bluegreen.yml", config.replace("router: {listen:", "router: {kind: haproxy, listen:") + (
+        "strategy: canary\ncanary: {steps: [{weight: 25, pause: until promoted}]}\n"))
+    seed(project, "1")  # the first release goes out whole
+    project.write(".gitlab-ci.yml", (Path(__file__).parent / "pipelines" / "canary.yml").read_text())
+    sha = project.commit("a canary release")
+    listed = project.gcl("--list")
+    assert "web-promote" in listed.output and "web-abort" in listed.output, listed.output
+
+    paused = project.gcl("web-deploy")
+    assert paused.returncode == 0, paused.output
+    env = project.dotenv("web-deploy")
+    assert (env["BLUEGREEN_STATUS"], env["BLUEGREEN_CANARY_WEIGHT"]) == ("paused", "25"), env
+    answers = {live_version(project) for _ in range(40)}
+    assert answers == {"1", sha}, answers  # both versions serve while paused
+
+    promoted = project.gcl("--manual", "web-promote", "web-promote")
+    assert promoted.returncode == 0, promoted.output
+    assert project.dotenv("web-promote")["BLUEGREEN_STATUS"] == "succeeded"
+    assert {live_version(project) for _ in range(20)} == {sha}
+
+    project.write("README.txt", "the next release\n")
+    second = project.commit("the next canary")
+    assert project.gcl("web-deploy").returncode == 0
+    assert project.dotenv("web-deploy")["BLUEGREEN_STATUS"] == "paused"
+    aborted = project.gcl("--manual", "web-abort", "web-abort")
+    assert aborted.returncode == 0, aborted.output
+    assert {live_version(project) for _ in range(20)} == {sha}, second  # the stable version only

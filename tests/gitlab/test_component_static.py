@@ -129,7 +129,7 @@ def test_template_inputs_are_described_used_and_declared(template: Path) -> None
 def test_template_adds_only_prefixed_jobs_and_no_global_keywords(template: Path) -> None:
     _, jobs = load_template(template)
     assert not GLOBAL_KEYWORDS & set(jobs)
-    assert set(jobs) == {f"$[[ inputs.job-prefix ]]-{j}" for j in ("deploy", "promote", "rollback", "contract")}
+    assert set(jobs) == {f"$[[ inputs.job-prefix ]]-{j}" for j in ("deploy", "promote", "rollback", "contract", "abort")}
     for name, job in jobs.items():
         assert job["stage"] == "$[[ inputs.stage ]]", name
         assert job["resource_group"] == "bluegreen-$[[ inputs.environment ]]", name
