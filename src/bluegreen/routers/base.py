@@ -75,8 +75,6 @@ class Router(ABC):
 
     kind: ClassVar[str]
     weighted: ClassVar[bool] = False  # can send a share of requests to each colour (canary steps)
-    # Changes the router applies in the background (a watched file): a switch polls until it is applied.
-    asynchronous: ClassVar[bool] = False
 
     def __init__(self, config: ProxyRouter, upstreams: dict[Colour, str], state_dir: Path, app: str) -> None:
         self.config = config

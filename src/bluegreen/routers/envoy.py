@@ -43,7 +43,6 @@ def percent(value: str) -> int | None:
 class EnvoyRouter(Router):
     kind = "envoy"
     weighted = True
-    asynchronous = True
     config: EnvoyConfig
 
     def __init__(self, config: EnvoyConfig, upstreams: dict[Colour, str], state_dir: Path, app: str) -> None:

@@ -33,7 +33,6 @@ LIVE_ENTRYPOINT = "live"  # manage: true; the API's entryPoint must be called "t
 class TraefikRouter(Router):
     kind = "traefik"
     weighted = True
-    asynchronous = True
     config: TraefikConfig
 
     def __init__(self, config: TraefikConfig, upstreams: dict[Colour, str], state_dir: Path, app: str) -> None:
