@@ -39,7 +39,7 @@ from .cancel import CANCEL, Cancelled
 from .checks import analysis, smoke
 from .checks.suite import run_test_suite
 from .config import UNTIL_PROMOTED, CanaryStep, Colour, MigrationLint, Settings, other_colour
-from .errors import BluegreenError, CheckFailed, ConfigError, LockHeldError, TargetError
+from .errors import BluegreenError, CheckFailed, ConfigError, LockHeldError
 from .events import Events
 from .migrations import (
     Half, SchemaState, contract_refusal, lint_expand, old_versions, pending_contract, pending_contracts,
@@ -47,7 +47,7 @@ from .migrations import (
 )
 from .report import CheckResult, Phase, Result
 from .targets import ColourState, LockInfo, Release, Target
-from .targets.base import RouterState
+from .targets.base import RouterState, larger_share
 
 
 @dataclass
@@ -250,13 +250,11 @@ class Pipeline:
     def status(self) -> Status:
         colours = [self.target.colour_state(c) for c in ("blue", "green")]
         history = self.target.state.history()
-        router = self.target.router_state()
-        try:
+        router = self.target.router_state()  # read once: the live colour is the one with the larger share
+        if router is None:
             live = self.target.live()
-        except TargetError:
-            if router is None:
-                raise
-            live = None  # a garbled router value: the router line says what it holds
+        else:  # nothing live yet, or a garbled value (the router line says what it holds)
+            live = larger_share(router.weights) if router.weights else None
         return Status(
             app=self.settings.app,
             environment=self.settings.environment,

@@ -24,9 +24,8 @@ from ..cancel import CANCEL
 from ..config import COLOURS, Colour, ProxyRouter
 from ..errors import TargetError
 from ..targets import proc
+from ..targets.base import Weights, all_to, check_weights, larger_share
 from ..targets.filestate import state_io
-
-Weights = dict[Colour, int]  # percent of new requests per colour; the values add up to 100
 
 POLL = 0.01  # seconds between read-backs while an asynchronous router applies a change
 
@@ -38,10 +37,6 @@ class Unreachable(TargetError):
     def __init__(self, router: str, why: str) -> None:
         super().__init__(f"the router ({router}) is not reachable: {why}; live traffic was not touched")
         self.why = why
-
-
-def all_to(colour: Colour) -> Weights:
-    return {c: (100 if c == colour else 0) for c in COLOURS}
 
 
 def listening(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -131,9 +126,7 @@ class Router(ABC):
     def live(self) -> Colour | None:
         """The colour that takes live traffic: the one with the larger share (the stable one during a canary)."""
         weights = self.read()
-        if not weights:
-            return None
-        return max(COLOURS, key=lambda c: weights.get(c, 0))
+        return larger_share(weights) if weights else None
 
     def weights(self) -> Weights | None:
         return self.read()
@@ -143,8 +136,7 @@ class Router(ABC):
         self.set_weights(all_to(to), deadline)
 
     def set_weights(self, weights: Weights, deadline: float) -> None:
-        if sorted(weights) != sorted(COLOURS) or sum(weights.values()) != 100 or min(weights.values()) < 0:
-            raise ValueError(f"weights must give both colours a share adding up to 100, not {weights}")
+        check_weights(weights)
         if not self.weighted and 100 not in weights.values():
             raise TargetError(f"router {self.kind} cannot split traffic between the colours (only switch it)")
         if self.process:  # a managed proxy that died since the last check (switching back needs it)

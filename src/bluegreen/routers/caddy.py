@@ -17,7 +17,7 @@ from ..config import Colour
 from ..errors import TargetError
 from ..report import write_atomic
 from ..targets.filestate import state_io
-from .base import Router, Weights, all_to, find_binary
+from .base import Router, Weights, all_to, find_binary, larger_share
 
 
 def caddy_binary() -> str:
@@ -58,7 +58,7 @@ class CaddyRouter(Router):
     def write(self, weights: Weights) -> None:
         """Caddy reads the file on every request, so the next request after the rename goes to the new colour.
         The rename is atomic: a failed write (a full disk) leaves the file, and live traffic, as they were."""
-        to = max(weights, key=weights.__getitem__)
+        to = larger_share(weights)  # set_weights let through only a whole switch: the colour at 100
         with state_io(self.upstream_file, "write the router's upstream file"):
             write_atomic(self.upstream_file, self.upstreams[to] + "\n", mode=0o644)  # a proxy not run as root reads it
 

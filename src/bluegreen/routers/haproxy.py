@@ -28,7 +28,7 @@ from ..config import HAProxyRouter as HAProxyConfig
 from ..errors import TargetError
 from ..report import write_atomic
 from ..targets.filestate import state_io
-from .base import Router, Unreachable, Weights, all_to, find_binary, split_address
+from .base import Router, Unreachable, Weights, all_to, find_binary, larger_share, split_address
 
 TIMEOUT = 5.0  # seconds for one Runtime API command: no answer by then is a lost answer
 NO_LIVE = "bluegreen_none"  # the managed config's backend before the first release
@@ -176,7 +176,7 @@ class HAProxyRouter(Router):
         return {"blue": blue, "green": 100 - blue}
 
     def write(self, weights: Weights) -> None:
-        stable = max(COLOURS, key=weights.__getitem__)
+        stable = larger_share(weights)
         backend = self.backends[stable] if weights[stable] == 100 else self.split
         if backend == self.split:  # weights first: the split serves them from its first request
             for colour in COLOURS:

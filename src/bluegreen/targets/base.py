@@ -21,6 +21,24 @@ from ..config import Colour
 from ..errors import TargetError
 
 
+Weights = dict[Colour, int]  # percent of new requests per colour; the values add up to 100
+
+
+def all_to(colour: Colour) -> Weights:
+    return {c: (100 if c == colour else 0) for c in ("blue", "green")}
+
+
+def larger_share(weights: Weights) -> Colour:
+    """The colour that takes most new requests: the live one (the stable one during a canary; blue on a tie)."""
+    return max(("blue", "green"), key=lambda c: weights.get(c, 0))
+
+
+def check_weights(weights: Weights) -> None:
+    """A programming error, not a user's: both colours, shares from 0 adding up to 100."""
+    if sorted(weights) != ["blue", "green"] or sum(weights.values()) != 100 or min(weights.values()) < 0:
+        raise ValueError(f"weights must give both colours a share adding up to 100, not {weights}")
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -180,13 +198,13 @@ class Target(ABC):
     def switch(self, to: Colour, deadline: float) -> None:
         """One atomic change of the router; returns once new requests reach `to`."""
 
-    def weights(self) -> dict[Colour, int] | None:
+    def weights(self) -> Weights | None:
         """The split the router applies now (percent of new requests per colour), read from the router; None
         before the first release. Default: all to the live colour (a router that cannot split)."""
         live = self.live()
-        return {c: (100 if c == live else 0) for c in ("blue", "green")} if live else None
+        return all_to(live) if live else None
 
-    def set_weights(self, weights: dict[Colour, int], deadline: float) -> None:
+    def set_weights(self, weights: Weights, deadline: float) -> None:
         """Send each colour its share of new requests in one change (canary steps); returns once applied.
         Default: only whole switches (a router that cannot split refuses a split)."""
         to = [c for c, w in weights.items() if w == 100]

@@ -48,7 +48,7 @@ from urllib.parse import quote
 from ..config import Colour
 from ..config import DockerCaddyRouter
 from ..errors import TargetError
-from .base import LockInfo
+from .base import LockInfo, all_to
 from ..routers.caddy import caddy_binary, colour_of
 from .filestate import FileStateStore
 
@@ -300,7 +300,7 @@ class CaddyContainerRouter:
 
     def weights(self) -> dict[Colour, int] | None:
         live = self.live()
-        return {c: (100 if c == live else 0) for c in self.upstreams} if live else None
+        return all_to(live) if live else None
 
 
 class VolumeStateStore(FileStateStore):

@@ -36,8 +36,10 @@ from lightkube.types import PatchType
 
 from ..config import COLOURS, Colour, KubernetesRouteRouter, KubernetesTarget as Config, Settings, other_colour, render
 from ..errors import NotReadyError, TargetError
-from ..routers.base import Weights, all_to, describe
-from .base import ColourState, Release, RouterState, Target, utcnow
+from ..routers.base import describe
+from .base import (
+    ColourState, Release, RouterState, Target, Weights, all_to, check_weights, larger_share, utcnow,
+)
 from .kube_client import Kube, is_conflict, is_not_found, make_client
 from .kube_state import KubeStateStore
 
@@ -134,7 +136,7 @@ class KubernetesTarget(Target):
         """The colour with the larger share (the stable one during a canary); None when neither gets any."""
         if self.route_router is not None:
             weights = self._route_split(self._get(HTTPRoute, self._route_name()))
-            return max(COLOURS, key=lambda c: weights[c]) if weights else None
+            return larger_share(weights) if weights else None
         service = self._get(Service, self.service_name)
         value = (service.spec.selector or {}).get(self.config.colour_label)
         return value if value in COLOURS else None
@@ -444,8 +446,7 @@ class KubernetesTarget(Target):
     def set_weights(self, weights: Weights, deadline: float) -> None:
         """One update of the router (the HTTPRoute's weights, or the Service's selector for a whole switch);
         returns once the gateway / the endpoints carry it. A colour given any share must be fully available."""
-        if sorted(weights) != sorted(COLOURS) or sum(weights.values()) != 100 or min(weights.values()) < 0:
-            raise ValueError(f"weights must give both colours a share adding up to 100, not {weights}")
+        check_weights(weights)
         serving = [c for c in COLOURS if weights[c] > 0]
         if self.route_router is None and len(serving) > 1:
             raise TargetError(f"router service (Service {self.service_name}) cannot split traffic between the "
