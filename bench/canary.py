@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import signal
@@ -53,7 +52,7 @@ import sys
 import tempfile
 import time
 from array import array
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -304,13 +303,7 @@ def main() -> int:
                         for r in results if r.set_weights_ms)
     if medians:
         print(f"set_weights median (until the router reports the split applied): {medians}")
-    built = [r for r in results if r.status != "not built"]
-    for r in built:
-        if not r.met:
-            print(f"{r.router}: expectation NOT met: {'; '.join(r.reasons) or r.status}")
-    if args.json:
-        Path(args.json).write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
-    return 0 if built and all(r.met for r in built) else 1
+    return rb.verdict(results, args.json, need_one=True)
 
 
 if __name__ == "__main__":
