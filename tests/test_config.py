@@ -25,6 +25,19 @@ environments:
       command: ["./server", "--port", "{port}"]
 """
 
+SERVERS = """\
+app: shop
+environments:
+  production:
+    target:
+      kind: servers
+      hosts: [app1, app2]
+      ssh: {user: deploy, known_hosts: x, private_key: y}
+      run: {mode: command, start: "systemctl start app@{colour}", stop: "systemctl stop app@{colour}"}
+      router_host: lb1
+      router: {kind: haproxy, listen: ":80", socket: /run/haproxy/admin.sock, map_file: /etc/haproxy/bluegreen.map}
+"""
+
 BROKEN = {
     "wrong type": (
         VALID + "      ports: {blue: abc, green: 2}\n",
@@ -65,6 +78,27 @@ BROKEN = {
     "empty file": ("", "bad.yml: the file is empty"),
     "a list, not a mapping": ("- app\n", "bad.yml:1: expected a mapping with 'app' and 'environments', got a list"),
     "app name not a DNS label": (VALID.replace("app: shop", "app: My Shop"), "bad.yml:1: app: String should match"),
+    "servers: a proxy bluegreen would run on the load balancer": (
+        SERVERS.replace("kind: haproxy", "kind: haproxy, manage: true"),
+        "bad.yml:4: environments.production.target: router.manage must be false on servers",
+    ),
+    "servers: one Caddy in front of two hosts": (
+        SERVERS.replace("kind: haproxy, listen", "kind: caddy, listen").replace(
+            ", socket: /run/haproxy/admin.sock, map_file: /etc/haproxy/bluegreen.map", ""),
+        "bad.yml:4: environments.production.target: router.kind caddy reads one upstream address",
+    ),
+    "servers: known_hosts missing": (
+        SERVERS.replace("known_hosts: x, ", ""),
+        "bad.yml:7: environments.production.target.ssh.known_hosts: required field is missing",
+    ),
+    "servers: unknown run mode": (
+        SERVERS.replace("mode: command", "mode: systemd"),
+        "bad.yml:8: environments.production.target.run.mode: unknown mode 'systemd' (expected one of: 'docker', 'command')",
+    ),
+    "servers: a host listed twice": (
+        SERVERS.replace("[app1, app2]", "[app1, app1]"),
+        "bad.yml:6: environments.production.target.hosts: 'app1' is listed twice",
+    ),
 }
 
 

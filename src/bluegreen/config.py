@@ -698,8 +698,129 @@ class DockerTarget(Model):
     )
 
 
+class SSHSettings(Model):
+    """How bluegreen logs in to every host (the app hosts and the router host) over SSH."""
+
+    user: str = Field(min_length=1, description="The login user on every host.")
+    port: int = Field(22, ge=1, le=65535, description="The SSH port; a host written address:port overrides it.")
+    private_key: SecretStr | None = Field(
+        None, description="Private key CONTENT (OpenSSH or PEM), e.g. '${SSH_PRIVATE_KEY}' from a CI secret; never "
+        "logged. Default: the keys of the ssh-agent at SSH_AUTH_SOCK."
+    )
+    passphrase: SecretStr | None = Field(None, description="The private key's passphrase, e.g. '${SSH_KEY_PASSPHRASE}'.")
+    known_hosts: SecretStr = Field(
+        description="known_hosts CONTENT listing every host's key (and the jump host's), e.g. '${SSH_KNOWN_HOSTS}'. "
+        "Host keys are always verified: an unknown or changed key stops the run, naming the host and the "
+        "fingerprint it offered."
+    )
+    jump_host: str | None = Field(None, description="Optional bastion, [user@]host[:port], verified like the hosts.")
+    connect_timeout: Duration = Field(10, description="Deadline of one SSH connection.")
+
+    def secret_values(self) -> list[str]:
+        """The key, its passphrase and the known_hosts content, whole and line by line: never shown."""
+        values = []
+        for secret in (self.private_key, self.passphrase, self.known_hosts):
+            if secret is not None:
+                text = secret.get_secret_value()
+                values += [text, *(line.strip() for line in text.splitlines())]
+        return [value for value in values if len(value) >= 4]  # a blank or a 1-3 character line hides nothing
+
+
+class DockerRun(Model):
+    """Each colour is a container on the Docker engine of each host, reached through SSH (its unix socket)."""
+
+    mode: Literal["docker"]
+    image: str = Field(description="Image of one colour; {version} is filled in, e.g. 'registry.example.com/app:{version}'.")
+    command: list[str] | None = Field(
+        None, description="Arguments given to the image's entrypoint (its CMD); {port}, {version}, {colour} filled in."
+    )
+    container_port: int = Field(8000, ge=1, le=65535, description="The port the app listens on inside its container.")
+    bind: str = Field("0.0.0.0", description="The host address each colour's port is published on (the router dials it).")
+    env: dict[str, str] = Field(default_factory=dict, description="Container environment; {version}, {colour} filled in.")
+    labels: dict[str, str] = Field(default_factory=dict, description="Extra container labels.")
+    pull: Literal["missing", "always", "never"] = Field("missing", description="When each host pulls the image.")
+    docker_socket: str = Field("/var/run/docker.sock", description="The Docker engine's socket on each host.")
+
+
+class CommandRun(Model):
+    """Each colour is whatever the user's commands run on each host (a systemd unit, a process, a compose
+    project); {colour}, {version} and {port} are filled in. The version on a colour is recorded on the host."""
+
+    mode: Literal["command"]
+    deploy: str | None = Field(
+        None, description="Puts {version} in place for {colour} (fetch and unpack a release, pull an image); it must "
+        "not touch the other colour."
+    )
+    start: str = Field(min_length=1, description="Starts (or restarts) {colour}, e.g. 'sudo systemctl restart app@{colour}'.")
+    stop: str = Field(min_length=1, description="Stops {colour}, e.g. 'sudo systemctl stop app@{colour}'.")
+    status: str | None = Field(
+        None, description="Exits 0 while {colour} runs, e.g. 'systemctl is-active -q app@{colour}'; default: its "
+        "health path answers."
+    )
+    timeout: Duration = Field(300, description="Deadline of one command on one host.")
+
+
+class ServersTarget(Model):
+    """The colours run on servers reached over SSH, behind a load balancer (or a proxy on each host) that
+    bluegreen switches over SSH too; the lock and the history live on the router host."""
+
+    kind: Literal["servers"]
+    hosts: list[str] = Field(min_length=1, description="The app hosts: address or address:ssh-port.")
+    ssh: SSHSettings
+    run: Annotated[Union[DockerRun, CommandRun], Field(discriminator="mode")] = Field(
+        description="How a colour runs on each host: mode docker or command."
+    )
+    ports: ColourPorts = Field(
+        default_factory=lambda: ColourPorts(blue=8081, green=8082), description="Each colour's port on every app host."
+    )
+    health_path: str = Field("/healthz", description="Readiness: this path answers 2xx on every host.")
+    checks_via: Literal["ssh", "direct"] = Field(
+        "ssh", description="How bluegreen reaches each host's colour port for readiness, smoke checks and the test "
+        "suite. ssh: through an SSH port forward (only SSH needs to be open to the runner). direct: http://host:port."
+    )
+    router_host: str = Field(
+        description="Where the router runs: the address of ONE load balancer in front of every app host (one "
+        "atomic switch), reached over SSH like the hosts; or 'each': a proxy on every app host, behind DNS or a "
+        "cloud load balancer (switched on every host at once; the report gives the skew)."
+    )
+    router: RouterConfig = Field(description="What switches live traffic; manage must be false (your proxy).")
+    state_dir: str = Field(
+        "/var/lib/bluegreen/{app}-{environment}", description="On the router host (the first app host for 'each'): "
+        "the lock, the history and planned scale-downs; on each app host, the version of each colour (command mode)."
+    )
+    stop_timeout: Duration = Field(10, description="Grace between SIGTERM and SIGKILL when a container is stopped.")
+    scale_down_wait: Duration | None = Field(
+        None, description="A scale_down_delay up to this long is waited for in the run; a longer one is applied by "
+        "the next bluegreen run that takes the lock. Default 60s, but 0 in GitHub Actions and GitLab CI."
+    )
+
+    @field_validator("router", mode="before")
+    @classmethod
+    def _unmanaged_by_default(cls, router: Any) -> Any:
+        if isinstance(router, dict) and "manage" not in router:
+            return {**router, "manage": False}  # on servers the proxy is always the user's
+        return router
+
+    @field_validator("hosts")
+    @classmethod
+    def _unique(cls, hosts: list[str]) -> list[str]:
+        seen = [h for i, h in enumerate(hosts) if h in hosts[:i]]
+        if seen:
+            raise ValueError(f"{seen[0]!r} is listed twice")
+        return hosts
+
+    @model_validator(mode="after")
+    def _router_fits(self) -> "ServersTarget":
+        if self.router.manage:
+            raise ValueError("router.manage must be false on servers: bluegreen switches your proxy, it does not run it")
+        if self.router.kind == "caddy" and self.router_host != "each" and len(self.hosts) > 1:
+            raise ValueError("router.kind caddy reads one upstream address from its file: in front of several hosts "
+                             "use haproxy, envoy, traefik or nginx, or a Caddy on each host (router_host: each)")
+        return self
+
+
 # Each target kind adds its model here and to the union below.
-TargetConfig = Annotated[Union[LocalTarget, KubernetesTarget, DockerTarget], Field(discriminator="kind")]
+TargetConfig = Annotated[Union[LocalTarget, KubernetesTarget, DockerTarget, ServersTarget], Field(discriminator="kind")]
 
 
 # --- files -----------------------------------------------------------------------------------
@@ -826,6 +947,9 @@ def secret_header_values(settings: Settings) -> list[str]:
             values += [secret, *secret.split(":", 1)[1:]]  # user:password, and the password alone
     if settings.migrations is not None:  # the database URL the migrations get from the environment
         values += settings.migrations.secret_values()
+    ssh = getattr(settings.target, "ssh", None)
+    if ssh is not None:  # the servers target's key, passphrase and known_hosts
+        values += ssh.secret_values()
     return [value for value in values if value]
 
 
@@ -910,6 +1034,11 @@ def _dotted(loc: tuple) -> str:
     return out or "(top level)"
 
 
+def _discriminator(error: dict) -> str:
+    """The field that picks a union's member: 'kind' (targets, routers) or 'mode' (a servers target's run)."""
+    return str(error.get("ctx", {}).get("discriminator", "'kind'")).strip("'") or "kind"
+
+
 def _describe(error: dict) -> str:
     kind, msg = error["type"], error["msg"]
     if kind == "missing":
@@ -918,9 +1047,10 @@ def _describe(error: dict) -> str:
         return "unknown key"
     if kind == "union_tag_invalid":
         expected = msg.split("expected tags:")[-1].strip()
-        return f"unknown kind {shorten(repr(error['input'].get('kind')))} (expected one of: {expected})"
+        field = _discriminator(error)
+        return f"unknown {field} {shorten(repr(error['input'].get(field)))} (expected one of: {expected})"
     if kind == "union_tag_not_found":
-        return "needs a 'kind'"
+        return f"needs a '{_discriminator(error)}'"
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     if kind not in ("value_error", "assertion_error") and "input" in error and not isinstance(error["input"], dict):
@@ -1042,7 +1172,7 @@ def load_config(path: str | Path, environment: str | None = None) -> Settings:
         for error in exc.errors():
             loc = _clean_loc(data, error["loc"])
             if error["type"] == "union_tag_invalid" and isinstance(error.get("input"), dict):
-                loc = (*loc, "kind")  # the field at fault is the kind, not the whole mapping
+                loc = (*loc, _discriminator(error))  # the field at fault is the kind (mode...), not the mapping
             if loc in seen:
                 continue  # a union's alternatives fail on one value: its first error says it
             seen.add(loc)

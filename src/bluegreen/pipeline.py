@@ -288,6 +288,7 @@ class Pipeline:
                 with self._phase(f"switch {live or 'none'} -> {to}") as p:
                     try:
                         self.target.switch(to, time.monotonic() + self.settings.timeouts.switch)
+                        p.detail = self.target.switch_detail() or p.detail
                     except Exception as exc:  # a bug too: whatever failed, the router says where traffic is
                         # A router that failed mid-change must be read, not assumed: carry on only if it
                         # moved, and let verification through the live URL decide whether it really serves.
@@ -773,19 +774,25 @@ class Pipeline:
         if suite is None:
             return
         with self._phase("test suite") as p:
-            env = {
-                "BLUEGREEN_PREVIEW_URL": self.target.preview_url(colour),
-                "BLUEGREEN_COLOUR": colour,
-                "BLUEGREEN_VERSION": version,
-                "BLUEGREEN_APP": self.settings.app,
-                "BLUEGREEN_ENVIRONMENT": self.settings.environment,
-            }
-            values = {"version": version, "colour": colour, "python": sys.executable}
-            check = run_test_suite(suite, base_dir=self.settings.base_dir, env=env, values=values, log=self.events.log)
-            self.result.checks.append(check)
-            p.detail = check.detail
-            if not check.passed:
-                raise CheckFailed(f"test suite {check.detail}")
+            urls = self.target.preview_urls(colour)
+            for where, url in urls.items():  # each host in turn: a user's suite need not be safe to run twice at once
+                env = {
+                    "BLUEGREEN_PREVIEW_URL": url,
+                    "BLUEGREEN_HOST": where,
+                    "BLUEGREEN_COLOUR": colour,
+                    "BLUEGREEN_VERSION": version,
+                    "BLUEGREEN_APP": self.settings.app,
+                    "BLUEGREEN_ENVIRONMENT": self.settings.environment,
+                }
+                values = {"version": version, "colour": colour, "python": sys.executable}
+                check = run_test_suite(suite, base_dir=self.settings.base_dir, env=env, values=values,
+                                       log=self.events.log)
+                on = f" on {where}" if len(urls) > 1 else ""
+                check.detail += on
+                self.result.checks.append(check)
+                p.detail = check.detail
+                if not check.passed:
+                    raise CheckFailed(f"test suite {check.detail}")
 
     def _smoke_checks(self, colour: Colour, version: str, live: bool = False) -> None:
         """On the preview URL of `colour`; `live`: through the live URL (the live colour after an expand)."""
@@ -793,23 +800,27 @@ class Pipeline:
         if not cfg.checks:
             return
         with self._phase("smoke checks live" if live else "smoke checks") as p:
-            url = self.target.live_url() if live else self.target.preview_url(colour)
+            # Every place the colour runs (each host of a servers target), all checks at once.
+            urls = {"live": self.target.live_url()} if live else self.target.preview_urls(colour)
+            jobs = [(check, where, url) for where, url in urls.items() for check in cfg.checks]
             deadline = time.monotonic() + cfg.timeout
             values = {"version": version, "colour": colour}
             results = smoke.run_all(
-                cfg.checks,
-                lambda check: smoke.run_until_passing(
-                    check, url, values, consecutive=cfg.consecutive_successes, interval=cfg.interval,
+                jobs,
+                lambda job: smoke.run_until_passing(
+                    job[0], job[2], values, consecutive=cfg.consecutive_successes, interval=cfg.interval,
                     deadline=deadline, request_timeout=cfg.request_timeout, log=self.events.log,
-                    label="live" if live else "preview",
+                    label="live" if live else ("preview" if len(urls) == 1 else f"preview {job[1]}"),
                 ),
             )
             self.result.checks.extend(results)
             passed = sum(r.passed for r in results)
-            p.detail = f"{passed}/{len(results)} passed on {colour}"
-            failed = next((r for r in results if not r.passed), None)
+            p.detail = f"{passed}/{len(results)} passed on {colour}" + (f" ({len(urls)} hosts)" if len(urls) > 1 else "")
+            failed = next(((r, job) for r, job in zip(results, jobs) if not r.passed), None)
             if failed:
-                raise CheckFailed(f"smoke check {failed.name!r} failed on {colour} ({url}): {failed.detail}")
+                result, (_, where, url) = failed
+                on = f"{colour} on {where}" if len(urls) > 1 else colour
+                raise CheckFailed(f"smoke check {result.name!r} failed on {on} ({url}): {result.detail}")
 
     def _plan(self, version: str, switch: bool) -> Result:
         with self._guarded():

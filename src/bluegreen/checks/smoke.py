@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import httpx
 
@@ -17,6 +17,7 @@ from ..config import SmokeCheck, render
 from ..report import CheckResult
 
 MAX_BACKOFF = 5.0
+T = TypeVar("T")
 
 
 def probe(
@@ -149,7 +150,7 @@ def run_until_passing(
             CANCEL.wait(min(pause, max(0.0, deadline - time.monotonic())))
 
 
-def run_all(checks: list[SmokeCheck], run_one: Callable[[SmokeCheck], CheckResult]) -> list[CheckResult]:
+def run_all(checks: list[T], run_one: Callable[[T], CheckResult]) -> list[CheckResult]:
     """Run checks concurrently; results in the configured order."""
     if not checks:
         return []

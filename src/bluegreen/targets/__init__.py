@@ -14,6 +14,7 @@ _FACTORIES = {
     "local": "bluegreen.targets.local:LocalProcessTarget",
     "kubernetes": "bluegreen.targets.kubernetes:KubernetesTarget",
     "docker": "bluegreen.targets.docker:DockerTarget",
+    "servers": "bluegreen.targets.servers:ServersTarget",
 }
 
 

@@ -190,6 +190,11 @@ class Target(ABC):
     def preview_url(self, colour: Colour) -> str:
         """A URL that reaches `colour` and only `colour`."""
 
+    def preview_urls(self, colour: Colour) -> dict[str, str]:
+        """Every place `colour` runs, by name (several hosts): the smoke checks and the test suite run against
+        each. Default: one, the preview URL, named after the colour."""
+        return {colour: self.preview_url(colour)}
+
     @abstractmethod
     def live_url(self) -> str:
         """The URL the router serves live traffic on."""
@@ -197,6 +202,10 @@ class Target(ABC):
     @abstractmethod
     def switch(self, to: Colour, deadline: float) -> None:
         """One atomic change of the router; returns once new requests reach `to`."""
+
+    def switch_detail(self) -> str | None:
+        """What the last switch or set_weights has to report (a switch made on several proxies: the skew)."""
+        return None
 
     def weights(self) -> Weights | None:
         """The split the router applies now (percent of new requests per colour), read from the router; None

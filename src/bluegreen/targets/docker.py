@@ -30,7 +30,6 @@ import os
 import shutil
 import struct
 import time
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -41,14 +40,14 @@ from ..config import COLOURS, Colour, Settings, render
 from ..config import DockerCaddyRouter
 from ..config import DockerTarget as DockerConfig
 from ..errors import NotReadyError, TargetError
-from .base import ColourState, LockInfo, utcnow
+from .base import ColourState, utcnow
 from .docker_router import CaddyContainerRouter, RouterContainer, VolumeStateStore, safe_name
 from .filestate import FileStateStore
 from .hostports import HostPortTarget
+from .scaledown import DUE, PlannedScaleDowns
 
 LABEL = "dev.bluegreen."
 DEFAULT_SOCKET = "/var/run/docker.sock"
-DUE = "scale-down.json"
 RETRY_FOR = 30.0  # seconds a call keeps retrying while the engine is unreachable (e.g. dockerd restarting)
 
 
@@ -126,27 +125,12 @@ class DockerAPI:
         self.client.close()
 
 
-class DockerStateStore(FileStateStore):
-    """router.mode host: lock and history in files beside the host router's upstream file; runs callbacks once
-    the lock is ours."""
-
-    def __init__(self, directory: Path) -> None:
-        super().__init__(directory)
-        self.on_locked: list = []
-
-    def acquire_lock(self, holder: str, ttl: float) -> LockInfo:
-        info = super().acquire_lock(holder, ttl)
-        for callback in self.on_locked:
-            callback()
-        return info
-
-
 def in_container() -> bool:
     """True inside a container (the action's own): a process started here ends with the step."""
     return Path("/.dockerenv").exists() or Path("/run/.containerenv").exists()
 
 
-class DockerTarget(HostPortTarget):
+class DockerTarget(PlannedScaleDowns, HostPortTarget):
     config: DockerConfig
 
     def __init__(self, settings: Settings) -> None:
@@ -155,7 +139,7 @@ class DockerTarget(HostPortTarget):
         # Only Caddy runs as a container beside the colours; every other router kind is a proxy on the host.
         router = self.config.router
         self.mode = router.resolved_mode() if isinstance(router, DockerCaddyRouter) else "host"
-        self.state: DockerStateStore | VolumeStateStore
+        self.state: FileStateStore
         if self.mode == "container":
             labels = {LABEL + "app": settings.app, LABEL + "environment": settings.environment, LABEL + "role": "router"}
             self.router_container = RouterContainer(self.api, self.config.router, settings.app, settings.environment,
@@ -164,7 +148,7 @@ class DockerTarget(HostPortTarget):
             self.router = CaddyContainerRouter(self.router_container, upstreams)
             self.state = VolumeStateStore(self.router_container)
         else:
-            self.state = DockerStateStore(self.state_dir)
+            self.state = FileStateStore(self.state_dir)
         self.state.on_locked.append(self.apply_scale_downs)
         if self.config.scale_down_wait is not None:
             self.scale_down_wait = self.config.scale_down_wait
@@ -227,58 +211,21 @@ class DockerTarget(HostPortTarget):
     def deploy(self, colour: Colour, version: str) -> None:
         self.ensure_router()
         image = self.image(version)
-        if self.config.pull == "always" or (self.config.pull == "missing" and not self.api.image_exists(image)):
-            self.api.pull(image)
-        elif not self.api.image_exists(image):
-            raise TargetError(f"docker: image {image} is not on the engine (pull: never)")
+        ensure_image(self.api, image, self.config.pull)
         name = self.container_name(colour)
         self._drop_due(colour)
         self._remove(name)
-        values = {"port": self.config.container_port, "version": version, "colour": colour}
-        port_key = f"{self.config.container_port}/tcp"
         # Container mode: on the router's network, where it dials this colour by name.
         network = self.router_container.network if self.mode == "container" else self.config.network
-        body: dict[str, Any] = {
-            "Image": image,
-            "Env": [f"{k}={render(v, **values)}" for k, v in self.config.env.items()],
-            "Labels": {
-                **self.config.labels,
-                LABEL + "app": self.settings.app,
-                LABEL + "environment": self.settings.environment,
-                LABEL + "colour": colour,
-                LABEL + "version": version,
-                LABEL + "deployed-at": utcnow().isoformat(timespec="seconds"),
-            },
-            "ExposedPorts": {port_key: {}},
-            "StopTimeout": int(self.config.stop_timeout),
-            "HostConfig": {
-                "PortBindings": {port_key: [{"HostIp": self.config.bind, "HostPort": str(self.ports[colour])}]},
-                # A reboot of the host brings a colour back as it was; a stopped (scaled-down) one stays stopped.
-                "RestartPolicy": {"Name": "unless-stopped"},
-                **({"NetworkMode": network} if network else {}),
-            },
-        }
-        if self.config.command is not None:
-            body["Cmd"] = [render(arg, **values) for arg in self.config.command]
+        body = colour_container(self.config, self.settings, colour, version, image=image, host_port=self.ports[colour],
+                                bind=self.config.bind, network=network)
         self.api.call("POST", "/containers/create", params={"name": name}, json=body)
         self._start(name)
 
     def check_running(self, colour: Colour) -> None:
-        name = self.container_name(colour)
-        info = self.api.inspect(name)
-        if info is None:
-            raise NotReadyError(f"{colour}: container {name} does not exist")
-        state = info["State"]
-        # The restart policy brings a crashed container back: a restart before ready is a crash too.
-        if not state.get("Running") or state.get("Restarting") or info.get("RestartCount", 0) > 0:
-            logs = self.api.logs_tail(name)
-            # Stopped, not removed: no crash loop on the host, and `docker logs` still shows why.
-            self.api.call("POST", f"/containers/{quote(name)}/stop", params={"t": 0}, ok=(204, 304), timeout=30)
-            if state.get("Running") or state.get("Restarting"):  # caught between a crash and its restart
-                how = f"crashed (restarted {info.get('RestartCount', 0)} time(s))"
-            else:
-                how = f"exited with code {state.get('ExitCode')}"
-            raise NotReadyError(f"{colour}: container {name} {how} before it was ready; its log ends: {logs}")
+        crash = crashed(self.api, self.container_name(colour))
+        if crash:
+            raise NotReadyError(f"{colour}: {crash}")
 
     def scale(self, colour: Colour, replicas: int) -> None:
         """One container per colour: 0 stops it (kept, so it can start again), anything else starts it."""
@@ -298,16 +245,6 @@ class DockerTarget(HostPortTarget):
     def switch(self, to: Colour, deadline: float) -> None:
         super().switch(to, deadline)
         self._drop_due(to)  # live again: a scale-down planned for it no longer applies
-
-    def schedule_scale_down(self, colour: Colour, delay: float, release_id: str) -> float | None:
-        due = utcnow() + timedelta(seconds=delay)
-        with self.state._mutex():
-            entries = self._due()
-            entries[colour] = {"at": due.isoformat(timespec="seconds"), "release": release_id}
-            self.state._write(DUE, json.dumps(entries, indent=2))
-        # A short delay is waited out by this run (outside the lock); a longer one is applied by
-        # the next bluegreen run that takes the lock.
-        return delay if delay <= self.scale_down_wait else None
 
     def stop_all(self, purge: bool = False) -> list[str]:
         stopped = []
@@ -342,37 +279,64 @@ class DockerTarget(HostPortTarget):
                                  timeout=60)
         return response.status_code == 204
 
-    def _due(self) -> dict[str, dict]:
-        try:
-            data = json.loads(self.state._read(DUE) or "{}")
-        except ValueError:
-            return {}
-        return data if isinstance(data, dict) else {}
 
-    def _drop_due(self, colour: Colour) -> None:
-        if colour not in self._due():
-            return
-        with self.state._mutex():
-            entries = self._due()
-            entries.pop(colour, None)
-            self.state._write(DUE, json.dumps(entries, indent=2))
 
-    def _scale_down_if_due(self, colour: Colour) -> bool:
-        entry = self._due().get(colour)
-        if entry is None or datetime.fromisoformat(entry["at"]) > datetime.now(timezone.utc):
-            return False
-        if self.live() != colour:
-            self.scale(colour, 0)
-            return True
-        self._drop_due(colour)  # live again (a rollback) since the scale-down was planned
-        return False
+def ensure_image(api: DockerAPI, image: str, pull: str) -> None:
+    """The image on the engine, pulled as `pull` (missing | always | never) says."""
+    if pull == "always" or (pull == "missing" and not api.image_exists(image)):
+        api.pull(image)
+    elif not api.image_exists(image):
+        raise TargetError(f"docker: image {image} is not on the engine (pull: never)")
 
-    def apply_scale_downs(self) -> None:  # also run each time this target's lock is taken
-        for colour in COLOURS:
-            try:
-                self._scale_down_if_due(colour)
-            except TargetError:
-                pass  # the next run tries again; never a reason to fail this one
+
+def colour_container(config: Any, settings: Settings, colour: Colour, version: str, *, image: str, host_port: int,
+                     bind: str, network: str | None) -> dict[str, Any]:
+    """The Engine API body of one colour's container. `config`: the docker target's or the servers target's `run`
+    (container_port, env, labels, command)."""
+    values = {"port": config.container_port, "version": version, "colour": colour}
+    port_key = f"{config.container_port}/tcp"
+    body: dict[str, Any] = {
+        "Image": image,
+        "Env": [f"{k}={render(v, **values)}" for k, v in config.env.items()],
+        "Labels": {
+            **config.labels,
+            LABEL + "app": settings.app,
+            LABEL + "environment": settings.environment,
+            LABEL + "colour": colour,
+            LABEL + "version": version,
+            LABEL + "deployed-at": utcnow().isoformat(timespec="seconds"),
+        },
+        "ExposedPorts": {port_key: {}},
+        "StopTimeout": int(settings.target.stop_timeout),
+        "HostConfig": {
+            "PortBindings": {port_key: [{"HostIp": bind, "HostPort": str(host_port)}]},
+            # A reboot of the host brings a colour back as it was; a stopped (scaled-down) one stays stopped.
+            "RestartPolicy": {"Name": "unless-stopped"},
+            **({"NetworkMode": network} if network else {}),
+        },
+    }
+    if config.command is not None:
+        body["Cmd"] = [render(arg, **values) for arg in config.command]
+    return body
+
+
+def crashed(api: DockerAPI, name: str) -> str | None:
+    """Why container `name` is not running (it exited, crashed, or does not exist), with the end of its log;
+    None while it runs. A crashed one is stopped, not removed: no crash loop, and `docker logs` still shows why."""
+    info = api.inspect(name)
+    if info is None:
+        return f"container {name} does not exist"
+    state = info["State"]
+    # The restart policy brings a crashed container back: a restart before ready is a crash too.
+    if state.get("Running") and not state.get("Restarting") and info.get("RestartCount", 0) == 0:
+        return None
+    logs = api.logs_tail(name)
+    api.call("POST", f"/containers/{quote(name)}/stop", params={"t": 0}, ok=(204, 304), timeout=30)
+    if state.get("Running") or state.get("Restarting"):  # caught between a crash and its restart
+        how = f"crashed (restarted {info.get('RestartCount', 0)} time(s))"
+    else:
+        how = f"exited with code {state.get('ExitCode')}"
+    return f"container {name} {how} before it was ready; its log ends: {logs}"
 
 
 def _split_image(image: str) -> tuple[str, str]:

@@ -48,7 +48,7 @@ from urllib.parse import quote
 from ..config import Colour
 from ..config import DockerCaddyRouter
 from ..errors import TargetError
-from .base import LockInfo, all_to
+from .base import all_to
 from ..routers.caddy import caddy_binary, colour_of
 from .filestate import FileStateStore
 
@@ -309,7 +309,6 @@ class VolumeStateStore(FileStateStore):
     def __init__(self, container: RouterContainer) -> None:
         super().__init__(Path(STATE))
         self.container = container
-        self.on_locked: list = []
 
     def _read(self, name: str) -> str | None:
         return self.container.read(name)
@@ -325,12 +324,6 @@ class VolumeStateStore(FileStateStore):
         self.container.ensure_running()  # the first run takes the lock before anything else exists
         with self.container.mutex():
             yield
-
-    def acquire_lock(self, holder: str, ttl: float) -> LockInfo:
-        info = super().acquire_lock(holder, ttl)
-        for callback in self.on_locked:
-            callback()
-        return info
 
     def note_progress(self, holder: str, command: str, phase: str) -> None:
         """Not kept here: each write is a few exec round trips (~0.5 s), too dear for every phase; a killed

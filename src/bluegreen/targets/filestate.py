@@ -20,7 +20,7 @@ import json
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -29,6 +29,7 @@ from ..report import write_atomic
 from .base import LockInfo, Release, StateStore, this_process, utcnow
 
 _HISTORY = TypeAdapter(list[Release])
+T = TypeVar("T")
 
 _FIXES = {
     errno.ENOSPC: "free space on that file system",
@@ -72,6 +73,7 @@ class FileStateStore(StateStore):
         self.lock_file = directory / "lock.json"
         self.history_file = directory / "history.json"
         self.lock_ttl = lock_ttl  # how long an unreadable lock file counts as held (timeouts.lock)
+        self.on_locked: list[Callable[[], None]] = []  # run once the lock is ours (overdue scale-downs)
 
     # --- storage ---------------------------------------------------------------------------
 
@@ -111,6 +113,12 @@ class FileStateStore(StateStore):
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    def _transaction(self, body: Callable[[], T]) -> T:
+        """Run `body` (reads, then writes) as one step no other process interleaves with: under the mutex here;
+        a store without one (on another host) may instead retry `body` when a write finds the file changed."""
+        with self._mutex():
+            return body()
+
     # --- the lock and the history --------------------------------------------------------------
 
     def read_lock(self) -> LockInfo | None:
@@ -126,7 +134,7 @@ class FileStateStore(StateStore):
             )
 
     def acquire_lock(self, holder: str, ttl: float) -> LockInfo:
-        with self._mutex():
+        def take() -> LockInfo:
             current = self.read_lock()
             if current is not None and current.holder != holder:
                 if not current.holder_gone():
@@ -143,15 +151,22 @@ class FileStateStore(StateStore):
             self._write(self.lock_file.name, info.model_dump_json())
             return info
 
+        info = self._transaction(take)
+        for callback in self.on_locked:
+            callback()
+        return info
+
     def note_progress(self, holder: str, command: str, phase: str) -> None:
-        with self._mutex():
+        def note() -> None:
             current = self.read_lock()
             if current is not None and current.holder == holder:
                 current.command, current.phase = command, phase
                 self._write(self.lock_file.name, current.model_dump_json())
 
+        self._transaction(note)
+
     def renew_lock(self, holder: str, ttl: float) -> None:
-        with self._mutex():
+        def renew() -> None:
             current = self.read_lock()
             if current is None or current.holder != holder:
                 raise TargetError(f"the deploy lock is no longer held by {holder}")
@@ -159,17 +174,23 @@ class FileStateStore(StateStore):
             current.renewed_at, current.expires_at = now, now + timedelta(seconds=ttl)
             self._write(self.lock_file.name, current.model_dump_json())
 
+        self._transaction(renew)
+
     def release_lock(self, holder: str) -> None:
-        with self._mutex():
+        def release() -> None:
             current = self.read_lock()
             if current is not None and current.holder == holder:
                 self._unlink(self.lock_file.name)
 
+        self._transaction(release)
+
     def force_unlock(self) -> LockInfo | None:
-        with self._mutex():
+        def remove() -> LockInfo | None:
             current = self.read_lock()
             self._unlink(self.lock_file.name)
             return current
+
+        return self._transaction(remove)
 
     def history(self) -> list[Release]:
         text = self._read_or_explain(self.history_file.name)
@@ -190,6 +211,8 @@ class FileStateStore(StateStore):
             raise TargetError(f"{self.dir / name} is unreadable ({exc}): restore it, or move it aside") from None
 
     def record(self, release: Release, limit: int) -> None:
-        with self._mutex():
+        def add() -> None:
             entries = [release, *self.history()][:limit]
             self._write(self.history_file.name, json.dumps([json.loads(e.model_dump_json()) for e in entries], indent=2))
+
+        self._transaction(add)

@@ -10,7 +10,7 @@ import httpx
 
 from ..config import Colour, Settings
 from ..errors import NotReadyError, TargetError
-from ..routers import make_router
+from ..routers import Router, make_router
 from .base import RouterState, Target
 
 
@@ -57,12 +57,7 @@ class HostPortTarget(Target):
         return "; ".join(n for n in notes if n) or None
 
     def router_state(self) -> RouterState:
-        why = self.router.reachable()
-        try:
-            weights = self.router.weights()
-        except TargetError as exc:  # garbled: status says what it found instead of failing
-            return RouterState(name=self.router.name, serving=why is None, detail=why or "", unreadable=str(exc))
-        return RouterState(name=self.router.name, serving=why is None, weights=weights, detail=why or "")
+        return read_router_state(self.router)
 
     def raw_rollback_command(self, to: Colour) -> str | None:
         return self.router.raw_switch_command(to)
@@ -89,3 +84,13 @@ class HostPortTarget(Target):
         except httpx.HTTPError as exc:
             return f"GET {url}: {type(exc).__name__}"
         return None if response.is_success else f"GET {url}: status {response.status_code}"
+
+
+def read_router_state(router: Router) -> RouterState:
+    """For `status`: whether the router serves and the split it applies; a garbled value is shown, not raised."""
+    why = router.reachable()
+    try:
+        weights = router.weights()
+    except TargetError as exc:
+        return RouterState(name=router.name, serving=why is None, detail=why or "", unreadable=str(exc))
+    return RouterState(name=router.name, serving=why is None, weights=weights, detail=why or "")
