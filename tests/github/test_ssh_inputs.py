@@ -172,3 +172,18 @@ def test_ssh_inputs_in_the_actions_image(tmp_path, ssh_secrets, action_image):
     assert result.returncode == 1, result.stdout + result.stderr
     assert_masked_and_never_leaked(result.stdout, result.stderr, workspace, (files / "summary").read_text(),
                                    (files / "output").read_text(), ssh_secrets)
+
+
+def test_the_configs_ssh_secrets_are_masked_whatever_variables_they_came_from():
+    """The config may read the key from another variable (`private_key: ${PROD_KEY}`): the entrypoint masks the
+    values the loaded config holds, found where the servers target keeps them (target.ssh)."""
+    from types import SimpleNamespace
+
+    from pydantic import SecretStr
+
+    from bluegreen.ci.github import ssh_secret_values
+
+    ssh = SimpleNamespace(private_key=SecretStr("key-content"), passphrase=None, known_hosts=SecretStr("kh-content"),
+                          user="deploy")
+    assert ssh_secret_values(SimpleNamespace(target=SimpleNamespace(ssh=ssh))) == ["key-content", "kh-content"]
+    assert ssh_secret_values(SimpleNamespace(target=SimpleNamespace(kind="local"))) == []  # no ssh: nothing
