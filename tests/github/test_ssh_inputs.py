@@ -187,3 +187,22 @@ def test_the_configs_ssh_secrets_are_masked_whatever_variables_they_came_from():
                           user="deploy")
     assert ssh_secret_values(SimpleNamespace(target=SimpleNamespace(ssh=ssh))) == ["key-content", "kh-content"]
     assert ssh_secret_values(SimpleNamespace(target=SimpleNamespace(kind="local"))) == []  # no ssh: nothing
+
+
+def test_an_error_before_the_pipeline_is_redacted_on_stderr_and_in_the_outputs(tmp_path):
+    """The CLI's own `bluegreen: error:` line (no Result yet) goes through the same redaction: here the error
+    names a path built from the passphrase."""
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    (workspace / ".bluegreen.yml").write_text(
+        "app: ghtest\nenvironments:\n  prod:\n    target: {kind: docker, image: 'x:{version}', "
+        "docker_host: 'unix:///nonexistent/${SSH_KEY_PASSPHRASE}.sock'}\n")
+    step = Step(workspace)
+    result = step.run(command="status", ssh_passphrase="pass-in-a-path-7c1e")
+    assert result.returncode != 0
+    assert "::add-mask::pass-in-a-path-7c1e" in result.stdout.splitlines()[0]
+    assert "/nonexistent/***.sock" in result.stderr, result.stderr  # the error was printed, redacted
+    for where, text in {"stdout after the mask": "\n".join(result.stdout.splitlines()[1:]), "stderr": result.stderr,
+                        "outputs": step.output.read_text()}.items():
+        assert "pass-in-a-path-7c1e" not in text, where
+    assert "/nonexistent/***.sock" in step.outputs()["reason"]

@@ -410,7 +410,7 @@ def main() -> int:
         print(command("error", str(exc), title="bluegreen: wrong input"), flush=True)
         adapter.invalid(str(exc))
         return 2
-    errors = _ErrorLines(sys.stderr)
+    errors = _ErrorLines(sys.stderr, secrets_)
     sys.stderr = errors
     try:
         code = run(args, adapter)
@@ -437,15 +437,17 @@ EXIT_STATUS = {1: "failed", 2: "invalid", 3: "locked", 130: "cancelled"}
 
 class _ErrorLines(io.TextIOBase):
     """stderr, remembering the CLI's last `bluegreen: error: ...` line: an error before the pipeline ran (an
-    unreachable target) has no Result, and its one line is the reason."""
+    unreachable target) has no Result, and its one line is the reason. Redacted, as everything we print."""
 
     PREFIX = "bluegreen: error: "
 
-    def __init__(self, stream) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, stream, secrets_: Secrets) -> None:  # type: ignore[no-untyped-def]
         self.stream = stream
+        self.secrets = secrets_
         self.last: str | None = None
 
     def write(self, text: str) -> int:
+        text = self.secrets.redact(text)
         for line in text.splitlines():
             if line.startswith(self.PREFIX):
                 self.last = line[len(self.PREFIX):]
