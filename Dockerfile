@@ -1,7 +1,7 @@
 # The bluegreen GitHub Action's image (action.yml: runs.using docker).
 #
 # Dependencies are pinned with hashes; regenerate both locks after changing pyproject.toml:
-#   uv pip compile pyproject.toml --extra kubernetes --generate-hashes --universal --python-version 3.11 -o requirements/action.txt
+#   uv pip compile pyproject.toml --extra kubernetes --extra servers --generate-hashes --universal --python-version 3.11 -o requirements/action.txt
 #   uv pip compile requirements/build.in --generate-hashes --universal --python-version 3.11 -o requirements/build.txt
 # (--universal: one lock for the python:3.12-slim image and for Python 3.11 elsewhere; every
 # platform's wheel hash is listed, so arm64 runners build it too.)

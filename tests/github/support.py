@@ -23,7 +23,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # the venv's tools (actionlint, hadolint, check-jsonschema, caddy)
 EXAMPLE_IMAGE = "bluegreen-example"
-ACTION_IMAGE = "bluegreen-action:test"
+ACTION_IMAGE = os.environ.get("BLUEGREEN_ACTION_IMAGE", "bluegreen-action:test")  # a tag of your own: builds in parallel
 ACT_JOB_IMAGE = os.environ.get("BLUEGREEN_ACT_IMAGE", "bluegreen-runner:bookworm")
 SOCKET = "/var/run/docker.sock"
 

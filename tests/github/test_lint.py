@@ -198,10 +198,11 @@ def test_readme_table_matches_action_yml():
 
 
 def test_requirements_lock_pins_every_dependency_with_hashes():
-    """requirements/action.txt was generated from pyproject.toml: every dependency (and the kubernetes extra)
+    """requirements/action.txt was generated from pyproject.toml: every dependency (and the kubernetes and servers extras)
     is pinned at a version its specifier allows, with hashes. Regenerate: see the Dockerfile."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["kubernetes"]]
+    extras = project["optional-dependencies"]
+    wanted = [Requirement(r) for r in project["dependencies"] + extras["kubernetes"] + extras["servers"]]
     lock = (ROOT / "requirements" / "action.txt").read_text()
     pins = {m[0].lower().replace("_", "-"): m[1] for m in re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", lock, re.M)}
     for requirement in wanted:

@@ -103,3 +103,27 @@ def test_a_bad_config_is_one_line_not_a_traceback(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1, done.stderr
     assert "bluegreen.yml:4" in done.stderr
+
+
+def test_the_ssh_secrets_lines_are_redacted_from_everything_the_adapter_writes(monkeypatch, tmp_path) -> None:
+    """GitLab cannot mask a multi-line variable: the adapter replaces the lines of the SSH secrets the component's
+    jobs put in SSH_PRIVATE_KEY, SSH_KNOWN_HOSTS and SSH_KEY_PASSPHRASE, in the log, the dotenv and the JUnit."""
+    key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmU\nAAAAMwAAAAtzc2gtZW\n-----END OPENSSH PRIVATE KEY-----\n"
+    monkeypatch.setenv("SSH_PRIVATE_KEY", key)
+    monkeypatch.setenv("SSH_KNOWN_HOSTS", "lb1.example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHost\n")
+    monkeypatch.setenv("SSH_KEY_PASSPHRASE", "pass phrase 42")
+    monkeypatch.chdir(tmp_path)
+    adapter = GitLabAdapter()
+    out = io.StringIO()
+    adapter.events.stream = out
+    adapter.events.log(f"a careless suite prints {key}")
+    leaky = result(status="failed", switched=False, reason="denied with pass phrase 42 for AAAAMwAAAAtzc2gtZW",
+                   checks=[CheckResult(name="home", kind="smoke", target="preview", passed=False,
+                                       detail="lb1.example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHost")])
+    adapter.publish(leaky, None)  # type: ignore[arg-type]
+    written = {"log": out.getvalue(), "dotenv": Path("bluegreen.env").read_text(),
+               "junit": Path("bluegreen-junit.xml").read_text(), "report": adapter.redact(leaky.to_json())}
+    for where, text in written.items():
+        for secret in ("b3BlbnNzaC1rZXktdjEAAAAABG5vbmU", "AAAAMwAAAAtzc2gtZW", "pass phrase 42", "AAAAIHost"):
+            assert secret not in text, f"{secret} in the {where}"
+    assert "***" in written["log"] and "denied with *** for ***" in written["dotenv"]

@@ -16,7 +16,8 @@ from .conftest import COMPONENT, PIPELINES, ROOT, missing_tool
 
 TEMPLATES = sorted((COMPONENT / "templates").glob("*.yml"))
 # Every pipeline that includes the component: examples, the component's own CI, the test pipelines.
-PIPELINE_FILES = [ROOT / "examples/workflows/gitlab-ci.yml", COMPONENT / ".gitlab-ci.yml", *sorted(PIPELINES.glob("*.yml"))]
+PIPELINE_FILES = [ROOT / "examples/workflows/gitlab-ci.yml", ROOT / "examples/workflows/servers.gitlab-ci.yml",
+                  COMPONENT / ".gitlab-ci.yml", *sorted(PIPELINES.glob("*.yml"))]
 DOCS = [COMPONENT / "README.md", ROOT / "README.md"]
 COMPONENT_PATHS = {"bluegreen/bluegreen", "$CI_PROJECT_PATH"}
 GLOBAL_KEYWORDS = {"default", "include", "stages", "variables", "workflow", "image", "services", "cache",

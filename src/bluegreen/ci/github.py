@@ -8,7 +8,8 @@ run's URL in the release history.
 `main()` is the action: it maps the INPUT_* variables (GitHub keeps the hyphens:
 INPUT_NO-SWITCH) to the CLI's arguments and runs the same `cli.run`, so exit codes are
 the CLI's. Secrets are masked before anything is printed: the kubeconfig input (and
-the credentials in it) and the smoke checks' header values. Masking is the runner's
+the credentials in it), the ssh-* inputs (which become SSH_PRIVATE_KEY, SSH_KNOWN_HOSTS and
+SSH_KEY_PASSPHRASE for the servers target's config), and the smoke checks' header values. Masking is the runner's
 job, so every text we write ourselves (log lines, summary, outputs, the JSON report)
 is also redacted here: a secret never depends on the runner to stay hidden.
 """
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Iterable
 
 from ..events import Events, outcome
 from ..report import Phase, Result
-from . import Adapter
+from . import SSH_SECRET_VARIABLES, Adapter, Redactor
 
 if TYPE_CHECKING:
     from ..pipeline import Status
@@ -39,12 +40,13 @@ if TYPE_CHECKING:
 # The action's inputs, as action.yml and prebuilt/action.yml declare them (a test keeps the three equal):
 # the entrypoint refuses any other INPUT_*, so a misspelt input fails instead of being ignored.
 INPUTS = ("command", "config", "environment", "version", "no-switch", "dry-run", "force", "retire-previous",
-          "full", "kubeconfig", "working-directory")
+          "full", "kubeconfig", "ssh-private-key", "ssh-known-hosts", "ssh-passphrase", "working-directory")
+# The servers target's secrets: input -> the variable the config reads (`ssh.private_key: ${SSH_PRIVATE_KEY}`).
+SSH_INPUTS = dict(zip(("ssh-private-key", "ssh-known-hosts", "ssh-passphrase"), SSH_SECRET_VARIABLES))
 COMMANDS = ("deploy", "promote", "rollback", "contract", "abort", "status")
 # boolean input -> its command
 FLAGS = {"no-switch": "deploy", "dry-run": "deploy", "force": "rollback", "retire-previous": "contract",
          "full": "promote"}
-MIN_SECRET = 4  # GitHub masks any string; a 1-3 character "secret" would blank common words
 
 
 class InputError(Exception):
@@ -96,28 +98,15 @@ def command(name: str, message: str, **properties: object) -> str:
     return f"::{name}{' ' + props if props else ''}::{escape_data(message)}"
 
 
-class Secrets:
+class Secrets(Redactor):
     """The values to mask, and redaction of the texts we write ourselves."""
 
-    def __init__(self) -> None:
-        self.values: list[str] = []
-
-    def add(self, value: str | None, out=None) -> None:
+    def add(self, value: str | None, out=None) -> list[str]:  # type: ignore[override]
         """Mask `value` (each line of it: the runner masks line by line) before anything could print it."""
-        for part in (value or "").splitlines():
-            part = part.strip()
-            if part.startswith("-----") and part.endswith("-----"):
-                continue  # PEM armour ("-----BEGIN ... KEY-----"): the same in every key
-            if len(part) >= MIN_SECRET and part not in self.values:
-                self.values.append(part)
-                # Longest first, so a secret containing another is redacted whole.
-                self.values.sort(key=len, reverse=True)
-                print(f"::add-mask::{escape_data(part)}", file=out or sys.stdout, flush=True)
-
-    def redact(self, text: str) -> str:
-        for value in self.values:
-            text = text.replace(value, "***")
-        return text
+        added = super().add(value)
+        for part in added:
+            print(f"::add-mask::{escape_data(part)}", file=out or sys.stdout, flush=True)
+        return added
 
 
 # --- the adapter -------------------------------------------------------------------------------
@@ -317,11 +306,40 @@ def _credentials(node: object, key: str = "") -> Iterable[str]:
         yield node
 
 
+def load_ssh_inputs(secrets_: Secrets, environ: dict[str, str] | None = None) -> None:
+    """The ssh-* inputs -> SSH_PRIVATE_KEY, SSH_KNOWN_HOSTS, SSH_KEY_PASSPHRASE, and every line of those masked.
+
+    A non-empty input sets its variable (over a step `env:` of the same name: the input is the explicit one);
+    an empty or absent input leaves the variable as the workflow set it, so `env: SSH_PRIVATE_KEY: ...` works
+    too, and is masked the same way (GitHub masks a registered secret, but not a value built or read in the job,
+    and a multi-line secret only line by line). The INPUT_* copies are dropped: one place holds the secret."""
+    environ = os.environ if environ is None else environ
+    for name, variable in SSH_INPUTS.items():
+        value = None
+        for key in ("INPUT_" + name.upper(), "INPUT_" + name.upper().replace("-", "_")):
+            given = environ.pop(key, None)
+            value = value if given is None else given
+        if value and value.strip():
+            secrets_.add(value)  # first: nothing is printed before the mask
+            environ[variable] = value  # as given: a key file's content keeps its lines and final newline
+        secrets_.add(environ.get(variable))
+
+
+def ssh_secret_values(settings: object) -> list[str]:
+    """The servers target's SSH secrets as the config resolved them (it may read them from other variables)."""
+    from pydantic import SecretStr
+
+    ssh = getattr(getattr(settings, "target", None), "ssh", None)
+    values = (getattr(ssh, field, None) for field in ("private_key", "passphrase", "known_hosts"))
+    return [value.get_secret_value() for value in values if isinstance(value, SecretStr)]
+
+
 def mask_config(config: str, environment: str | None, secrets_: Secrets) -> None:
-    """Load the config quietly and mask its smoke checks' header values; a ConfigError propagates."""
+    """Load the config quietly and mask its smoke checks' header values and SSH secrets; a ConfigError propagates."""
     from ..config import load_config, secret_header_values
 
-    for value in secret_header_values(load_config(config, environment or None)):
+    settings = load_config(config, environment or None)
+    for value in [*secret_header_values(settings), *ssh_secret_values(settings)]:
         secrets_.add(value)
 
 
@@ -363,6 +381,7 @@ def main() -> int:
     adapter = GitHubAdapter(secrets_)
     try:
         # 1. Masks first: nothing is printed before every secret input is masked.
+        load_ssh_inputs(secrets_)
         kubeconfig = os.environ.get("INPUT_KUBECONFIG", "").strip()
         if kubeconfig:
             text = mask_kubeconfig(kubeconfig, secrets_)
@@ -391,7 +410,7 @@ def main() -> int:
         print(command("error", str(exc), title="bluegreen: wrong input"), flush=True)
         adapter.invalid(str(exc))
         return 2
-    errors = _ErrorLines(sys.stderr)
+    errors = _ErrorLines(sys.stderr, secrets_)
     sys.stderr = errors
     try:
         code = run(args, adapter)
@@ -418,15 +437,17 @@ EXIT_STATUS = {1: "failed", 2: "invalid", 3: "locked", 130: "cancelled"}
 
 class _ErrorLines(io.TextIOBase):
     """stderr, remembering the CLI's last `bluegreen: error: ...` line: an error before the pipeline ran (an
-    unreachable target) has no Result, and its one line is the reason."""
+    unreachable target) has no Result, and its one line is the reason. Redacted, as everything we print."""
 
     PREFIX = "bluegreen: error: "
 
-    def __init__(self, stream) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, stream, secrets_: Secrets) -> None:  # type: ignore[no-untyped-def]
         self.stream = stream
+        self.secrets = secrets_
         self.last: str | None = None
 
     def write(self, text: str) -> int:
+        text = self.secrets.redact(text)
         for line in text.splitlines():
             if line.startswith(self.PREFIX):
                 self.last = line[len(self.PREFIX):]

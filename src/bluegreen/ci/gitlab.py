@@ -2,7 +2,10 @@
 
 The component's jobs (gitlab/templates/deploy.yml) run the plain CLI; this adapter is
 chosen because GitLab sets GITLAB_CI=true. It reads only CI_* facts and never prints
-a variable's value: job logs are often public and variables often secret.
+a variable's value: job logs are often public and variables often secret. GitLab cannot
+mask a multi-line variable (an SSH key, known_hosts), so every text this adapter writes
+(log lines, dotenv, JUnit, the report) has the lines of SSH_PRIVATE_KEY, SSH_KNOWN_HOSTS
+and SSH_KEY_PASSPHRASE (where the component's jobs put them) replaced by `***`.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 
 from ..events import Events, phase_line
 from ..report import Phase, Result, write_atomic
-from . import Adapter
+from . import SSH_SECRET_VARIABLES, Adapter, Redactor
 
 # The files the component's `artifacts: reports:` collect, in the job's working directory.
 DOTENV_FILE = "bluegreen.env"
@@ -28,10 +31,14 @@ _COLOURS = {"succeeded": "32", "failed": "31;1", "skipped": "33"}
 class GitLabSections(Events):
     """Each phase is a collapsed section; its outcome line follows the section, so it shows when collapsed."""
 
-    def __init__(self) -> None:
+    def __init__(self, secrets: Redactor | None = None) -> None:
         super().__init__()
+        self.secrets = secrets or Redactor()
         self._count = 0
         self._open: str | None = None
+
+    def write(self, line: str) -> None:
+        super().write(self.secrets.redact(line))
 
     def phase_started(self, name: str) -> None:
         self._close()
@@ -57,7 +64,13 @@ class GitLabAdapter(Adapter):
 
     def __init__(self) -> None:
         super().__init__()
-        self.events = GitLabSections()
+        self.secrets = Redactor()
+        for variable in SSH_SECRET_VARIABLES:
+            self.secrets.add(os.environ.get(variable))
+        self.events = GitLabSections(self.secrets)
+
+    def redact(self, text: str) -> str:
+        return self.secrets.redact(text)
 
     @property
     def run_url(self) -> str | None:
@@ -71,8 +84,8 @@ class GitLabAdapter(Adapter):
         return None  # the CLI line, copy-pasteable; the manual job is named in the log (publish)
 
     def publish(self, result: Result, args: argparse.Namespace) -> None:
-        write_atomic(Path(DOTENV_FILE), result.to_dotenv())
-        write_atomic(Path(JUNIT_FILE), result.to_junit())
+        write_atomic(Path(DOTENV_FILE), self.redact(result.to_dotenv()))
+        write_atomic(Path(JUNIT_FILE), self.redact(result.to_junit()))
         job = os.environ.get("BLUEGREEN_ROLLBACK_JOB")  # set by the component's deploy and promote jobs
         pipeline = os.environ.get("CI_PIPELINE_URL")
         if job and result.switched and result.status == "succeeded":
