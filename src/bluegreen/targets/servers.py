@@ -137,8 +137,9 @@ class ServersTarget(PlannedScaleDowns, Target):
         ssh = cfg.ssh
         self.pool = SSHPool(Login(
             user=ssh.user, port=ssh.port, known_hosts=ssh.known_hosts.get_secret_value(), jump_host=ssh.jump_host,
-            private_key=ssh.private_key.get_secret_value() if ssh.private_key else None,
-            passphrase=ssh.passphrase.get_secret_value() if ssh.passphrase else None,
+            # An empty value (`${SSH_KEY_PASSPHRASE:-}` unset) means none: the agent's keys, no passphrase.
+            private_key=(ssh.private_key.get_secret_value() if ssh.private_key else "") or None,
+            passphrase=(ssh.passphrase.get_secret_value() if ssh.passphrase else "") or None,
             connect_timeout=ssh.connect_timeout,
         ))
         self.hosts = list(cfg.hosts)
