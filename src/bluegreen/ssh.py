@@ -14,6 +14,7 @@ Importing this module imports asyncssh (a few hundred ms): import it only where 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -33,8 +34,6 @@ from .remote import CommandResult
 T = TypeVar("T")
 
 MAX_SESSIONS = 8  # commands at once per connection: OpenSSH's MaxSessions is 10 by default
-KEEPALIVE_INTERVAL = 5.0  # seconds; a host silent for 3 intervals is dead (its commands fail, not hang)
-KEEPALIVE_COUNT_MAX = 3
 
 logging.getLogger("asyncssh").setLevel(logging.WARNING)  # its INFO lines are per channel: noise in CI logs
 
@@ -54,6 +53,10 @@ class Login:
     passphrase: str | None = field(default=None, repr=False)
     jump_host: str | None = None  # [user@]host[:port]
     connect_timeout: float = 10.0
+    # a host that answers no keepalive for `keepalive_interval * keepalive_count_max` seconds is dead: its
+    # commands fail with "connection lost" instead of hanging
+    keepalive_interval: float = 5.0
+    keepalive_count_max: int = 3
 
 
 def split_host(address: str, default_port: int) -> tuple[str, int]:
@@ -86,6 +89,9 @@ def load_client_keys(login: Login) -> list[asyncssh.SSHKey] | None:
     except asyncssh.KeyEncryptionError:
         raise ConfigError("ssh.passphrase does not decrypt ssh.private_key") from None
     except asyncssh.KeyImportError as exc:
+        if "bcrypt" in str(exc):
+            raise ConfigError("ssh.private_key: an OpenSSH key with a passphrase needs the Python package bcrypt "
+                              "(pip install 'asyncssh[bcrypt]')") from None
         if "passphrase" in str(exc).lower():
             raise ConfigError("ssh.private_key is encrypted: set ssh.passphrase") from None
         raise ConfigError("ssh.private_key is not a private key (expected the content of an OpenSSH or PEM key "
@@ -96,12 +102,24 @@ def load_client_keys(login: Login) -> list[asyncssh.SSHKey] | None:
 
 
 def load_known_hosts(login: Login) -> asyncssh.SSHKnownHosts:
+    """The known_hosts content, every entry checked (asyncssh skips a key it cannot decode without a word, which
+    would turn a typo into an 'unknown host'). Errors name the line, never its content."""
     if not login.known_hosts.strip():
         raise ConfigError("ssh.known_hosts is empty: give the hosts' keys (e.g. the output of ssh-keyscan, checked)")
+    for number, line in enumerate(login.known_hosts.splitlines(), 1):
+        fields = line.split()
+        if fields and fields[0].startswith("@"):  # @cert-authority / @revoked
+            fields = fields[1:]
+        if not fields or fields[0].startswith("#"):
+            continue
+        try:
+            asyncssh.import_public_key(" ".join(fields[1:3]))
+        except (ValueError, TypeError):
+            raise ConfigError(f"ssh.known_hosts line {number} is not `host key-type base64-key`") from None
     try:
         return asyncssh.import_known_hosts(login.known_hosts)
     except (ValueError, TypeError):
-        raise ConfigError("ssh.known_hosts is not in known_hosts format (one `host key-type base64-key` per line)"
+        raise ConfigError("ssh.known_hosts is not in known_hosts format (`host key-type base64-key` per line)"
                           ) from None
 
 
@@ -111,6 +129,7 @@ class _Client(asyncssh.SSHClient):
     def __init__(self) -> None:
         self.offered: asyncssh.SSHKey | None = None
         self.lost = False
+        self.lost_reason = ""
 
     def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
         self.offered = key
@@ -118,6 +137,8 @@ class _Client(asyncssh.SSHClient):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        if exc is not None:
+            self.lost_reason = one_line(getattr(exc, "reason", None) or str(exc) or type(exc).__name__)
 
 
 @dataclass
@@ -147,6 +168,7 @@ class SSHPool:
         self._connections: dict[str, _Connection] = {}
         self._connecting: dict[str, asyncio.Lock] = {}
         self._socket_dir: str | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self._mutex = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="bluegreen-ssh", daemon=True)
@@ -274,7 +296,7 @@ class SSHPool:
                 known_hosts=self._known_hosts, client_keys=await self._keys(), agent_path=None, passphrase=None,
                 config=[], password=None, kbdint_auth=False, gss_auth=False, host_based_auth=False,
                 preferred_auth="publickey", connect_timeout=timeout, login_timeout=timeout,
-                keepalive_interval=KEEPALIVE_INTERVAL, keepalive_count_max=KEEPALIVE_COUNT_MAX,
+                keepalive_interval=self.login.keepalive_interval, keepalive_count_max=self.login.keepalive_count_max,
             ), timeout + 1)
         except asyncssh.HostKeyNotVerifiable:
             raise SSHError(f"{name}: {self._host_key_refusal(host, port, client.offered)}") from None
@@ -319,11 +341,23 @@ class SSHPool:
             self._agent.close()
             await self._agent.wait_closed()
 
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        """A task on the loop that nobody awaits (kept referenced until it ends)."""
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _socket_path(self) -> str:
         with self._mutex:
             if self._socket_dir is None:
                 self._socket_dir = tempfile.mkdtemp(prefix="bluegreen-ssh-")  # mode 700: ours alone
             return os.path.join(self._socket_dir, f"{len(os.listdir(self._socket_dir))}.sock")
+
+
+async def _release_when_closed(process: asyncssh.SSHClientProcess, sessions: asyncio.Semaphore) -> None:
+    with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+        await asyncio.wait_for(process.wait_closed(), 60)
+    sessions.release()
 
 
 class HostErrors(TargetError):
@@ -364,15 +398,41 @@ class SSHHost:
 
     async def _run(self, command: str, input: str | None, timeout: float | None) -> CommandResult:
         c = await self.pool._connection(self.name)
-        async with c.sessions:
+        await c.sessions.acquire()  # released once sshd has closed the session: it counts it until then
+        try:
+            process = await self._open_session(c, command, input)
+        except (asyncssh.Error, OSError) as exc:
+            c.sessions.release()
+            raise self._lost(exc, f"running `{command[:80]}`") from None
+        try:
+            done = await process.wait(check=False, timeout=timeout)
+        except asyncssh.TimeoutError:
+            with contextlib.suppress(asyncssh.Error, OSError):
+                process.send_signal("KILL")  # sshd keeps the session until the command ends
+            raise SSHError(f"{self.name}: `{command[:80]}` did not end within {timeout:g}s") from None
+        except (asyncssh.Error, OSError) as exc:
+            raise self._lost(exc, f"running `{command[:80]}`") from None
+        finally:
+            process.close()
+            self.pool._background(_release_when_closed(process, c.sessions))
+        if done.returncode is None:  # the channel closed without an exit status: the connection went down
+            await asyncio.sleep(0)  # let connection_lost land first
+            why = c.client.lost_reason or "the session ended without an exit status"
+            raise SSHError(f"{self.name}: connection lost running `{command[:80]}` ({why})")
+        return CommandResult(done.returncode, str(done.stdout or ""), str(done.stderr or ""))
+
+    @staticmethod
+    async def _open_session(c: _Connection, command: str, input: str | None) -> asyncssh.SSHClientProcess:
+        """sshd frees a session only once it has reaped the command, a moment after the channel closed: a
+        refusal then ("no more sessions") is retried for a second while the connection lives."""
+        for _ in range(20):
             try:
-                done = await c.conn.run(command, input=input, check=False, timeout=timeout, errors="replace")
-            except asyncssh.TimeoutError:
-                raise SSHError(f"{self.name}: `{command[:80]}` did not end within {timeout:g}s") from None
-            except (asyncssh.Error, OSError) as exc:
-                raise self._lost(exc, f"running `{command[:80]}`") from None
-        status = done.returncode if done.returncode is not None else 255  # no status: the session was cut
-        return CommandResult(status, str(done.stdout or ""), str(done.stderr or ""))
+                return await c.conn.create_process(command, input=input, errors="replace")
+            except asyncssh.ChannelOpenError:
+                if not c.alive:
+                    raise
+                await asyncio.sleep(0.05)
+        return await c.conn.create_process(command, input=input, errors="replace")
 
     async def _dial_tcp(self, host: str, port: int) -> tuple[str, int]:
         c = await self.pool._connection(self.name)
