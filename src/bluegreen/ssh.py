@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import shutil
@@ -138,7 +139,7 @@ class _Client(asyncssh.SSHClient):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         if exc is not None:
-            self.lost_reason = one_line(getattr(exc, "reason", None) or str(exc) or type(exc).__name__)
+            self.lost_reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
 
 
 @dataclass
@@ -168,6 +169,7 @@ class SSHPool:
         self._connections: dict[str, _Connection] = {}
         self._connecting: dict[str, asyncio.Lock] = {}
         self._socket_dir: str | None = None
+        self._socket_numbers = itertools.count()
         self._tasks: set[asyncio.Task[None]] = set()
         self._mutex = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -351,7 +353,7 @@ class SSHPool:
         with self._mutex:
             if self._socket_dir is None:
                 self._socket_dir = tempfile.mkdtemp(prefix="bluegreen-ssh-")  # mode 700: ours alone
-            return os.path.join(self._socket_dir, f"{len(os.listdir(self._socket_dir))}.sock")
+            return os.path.join(self._socket_dir, f"{next(self._socket_numbers)}.sock")
 
 
 async def _release_when_closed(process: asyncssh.SSHClientProcess, sessions: asyncio.Semaphore) -> None:
@@ -386,12 +388,16 @@ class SSHHost:
         return self.pool._call(self._run(command, input, timeout))
 
     def dial_tcp(self, host: str, port: int) -> tuple[str, int]:
+        """A local port forwarded to host:port as this host sees it (opened once; dial again after a lost
+        connection: the old local end died with it)."""
         return self.pool._call(self._dial_tcp(host, port))
 
     def dial_unix(self, path: str) -> str:
+        """A local unix socket (in a private temp folder) forwarded to `path` on this host."""
         return self.pool._call(self._dial_unix(path))
 
     def probe_tcp(self, host: str, port: int, timeout: float = 1.0) -> str | None:
+        """None if host:port accepts a connection from this host (sshd connects for us), else why not."""
         return self.pool._call(self._probe_tcp(host, port, timeout))
 
     # --- on the loop -------------------------------------------------------------------------------
@@ -417,8 +423,8 @@ class SSHHost:
             self.pool._background(_release_when_closed(process, c.sessions))
         if done.returncode is None:  # the channel closed without an exit status: the connection went down
             await asyncio.sleep(0)  # let connection_lost land first
-            why = c.client.lost_reason or "the session ended without an exit status"
-            raise SSHError(f"{self.name}: connection lost running `{command[:80]}` ({why})")
+            raise self._lost(c.client.lost_reason or "the session ended without an exit status",
+                             f"running `{command[:80]}`")
         return CommandResult(done.returncode, str(done.stdout or ""), str(done.stderr or ""))
 
     @staticmethod
@@ -470,6 +476,8 @@ class SSHHost:
         writer.close()
         return None
 
-    def _lost(self, exc: BaseException, doing: str) -> SSHError:
-        why = exc.reason if isinstance(exc, asyncssh.Error) else (getattr(exc, "strerror", None) or str(exc))
-        return SSHError(f"{self.name}: connection lost {doing} ({one_line(why or type(exc).__name__)})")
+    def _lost(self, exc: BaseException | str, doing: str) -> SSHError:
+        why = exc if isinstance(exc, str) else exc.reason if isinstance(exc, asyncssh.Error) else (
+            getattr(exc, "strerror", None) or str(exc) or type(exc).__name__)
+        detail = f" ({one_line(why)})" if why and why.lower() != "connection lost" else ""
+        return SSHError(f"{self.name}: connection lost {doing}{detail}")

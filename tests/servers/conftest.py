@@ -11,9 +11,9 @@ from github.support import need_docker
 from .lab import Lab, start_lab
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def lab_factory() -> Iterator[Callable[..., Lab]]:
-    """start_lab(apps=2, lb=True, dind=False, ssh_port=22) for this session; every lab is removed at its end."""
+    """start_lab(apps=2, lb=True, dind=False, ssh_port=22) for one test module; its labs are removed at its end."""
     labs: list[Lab] = []
 
     def make(**options) -> Lab:
