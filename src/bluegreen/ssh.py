@@ -293,13 +293,7 @@ class SSHPool:
         client = _Client()
         timeout = self.login.connect_timeout
         try:
-            conn = await asyncio.wait_for(asyncssh.connect(
-                host, port, tunnel=tunnel, username=user, client_factory=lambda: client,
-                known_hosts=self._known_hosts, client_keys=await self._keys(), agent_path=None, passphrase=None,
-                config=[], password=None, kbdint_auth=False, gss_auth=False, host_based_auth=False,
-                preferred_auth="publickey", connect_timeout=timeout, login_timeout=timeout,
-                keepalive_interval=self.login.keepalive_interval, keepalive_count_max=self.login.keepalive_count_max,
-            ), timeout + 1)
+            conn = await self._connect(host, port, user, tunnel, client, self._known_hosts)
         except asyncssh.HostKeyNotVerifiable:
             raise SSHError(f"{name}: {self._host_key_refusal(host, port, client.offered)}") from None
         except asyncssh.PermissionDenied:
@@ -314,20 +308,41 @@ class SSHPool:
             raise SSHError(f"{name}: connection refused on port {port} (no SSH server listening)") from None
         except asyncssh.ChannelOpenError as exc:  # through a jump host
             raise SSHError(f"{name}: the jump host could not reach port {port} ({one_line(exc.reason)})") from None
-        except asyncssh.KeyExchangeFailed as exc:
-            if client.offered is None and "host key" in str(exc).lower():
-                raise SSHError(f"{name}: {self._host_key_refusal(host, port, None)}") from None
-            raise SSHError(f"{name}: key exchange failed ({one_line(str(exc))})") from None
         except (asyncssh.Error, OSError) as exc:
+            if self._listed(host, port) and (offered := await self._offered_key(host, port, user, tunnel)):
+                # known_hosts lists only key types the host does not have: sshd hung up in the key exchange
+                raise SSHError(f"{name}: {self._host_key_refusal(host, port, offered)}") from None
             why = exc.reason if isinstance(exc, asyncssh.Error) else (exc.strerror or str(exc))
             raise SSHError(f"{name}: cannot connect to port {port} ({one_line(why or type(exc).__name__)})") from None
         return _Connection(conn, client, asyncio.Semaphore(MAX_SESSIONS))
 
+    async def _connect(self, host: str, port: int, user: str, tunnel: Any, client: _Client,
+                       known_hosts: asyncssh.SSHKnownHosts) -> asyncssh.SSHClientConnection:
+        timeout = self.login.connect_timeout
+        return await asyncio.wait_for(asyncssh.connect(
+            host, port, tunnel=tunnel, username=user, client_factory=lambda: client,
+            known_hosts=known_hosts, client_keys=await self._keys(), agent_path=None, passphrase=None,
+            config=[], password=None, kbdint_auth=False, gss_auth=False, host_based_auth=False,
+            preferred_auth="publickey", connect_timeout=timeout, login_timeout=timeout,
+            keepalive_interval=self.login.keepalive_interval, keepalive_count_max=self.login.keepalive_count_max,
+        ), timeout + 1)
+
+    async def _offered_key(self, host: str, port: int, user: str, tunnel: Any) -> asyncssh.SSHKey | None:
+        """The key the host offers when any key type is allowed; refused all the same (nothing trusted)."""
+        client = _Client()
+        with contextlib.suppress(asyncssh.Error, OSError):
+            conn = await self._connect(host, port, user, tunnel, client, asyncssh.import_known_hosts(""))
+            conn.close()  # unreachable: nothing is trusted, validate_host_public_key says no
+        return client.offered
+
+    def _listed(self, host: str, port: int) -> bool:
+        return any(self._known_hosts.match(host, "", port if port != 22 else None)[:2])
+
     def _host_key_refusal(self, host: str, port: int, offered: asyncssh.SSHKey | None) -> str:
-        listed = any(self._known_hosts.match(host, "", port if port != 22 else None)[:2])
+        listed = self._listed(host, port)
         state = "changed (known_hosts lists another key for it)" if listed else "unknown (not in known_hosts)"
         if offered is None:
-            return f"host key {state}; the host offers no key of the types known_hosts lists; refused, nothing run"
+            return f"host key {state}; refused, nothing run"
         fingerprint = offered.get_fingerprint("sha256")
         return f"host key {state}: it offers {offered.get_algorithm()} {fingerprint}; refused, nothing run"
 

@@ -162,6 +162,20 @@ def test_a_changed_host_key_is_refused_with_its_fingerprint_and_nothing_runs(lab
     assert not marker_exists(app1, marker)
 
 
+def test_a_key_of_a_type_the_host_does_not_have_is_a_changed_key_with_the_fingerprint_offered(lab: Lab) -> None:
+    """known_hosts lists an RSA key, the host has only ed25519: sshd hangs up in the key exchange (no common
+    type); the message still says changed and gives the key the host offers."""
+    app = lab.apps[0]
+    rsa = asyncssh.generate_private_key("ssh-rsa", key_size=2048).export_public_key().decode().strip()
+    marker = f"/tmp/rsa-{uuid.uuid4().hex}"
+    with SSHPool(lab.login(known_hosts=app.known_hosts_line(rsa) + "\n")) as pool:
+        with pytest.raises(SSHError) as caught:
+            pool.host(app.ssh_address).run(f"touch {marker}")
+    assert str(caught.value) == (f"{app.address}: host key changed (known_hosts lists another key for it): it "
+                                 f"offers ssh-ed25519 {fingerprint(app.host_key)}; refused, nothing run")
+    assert not marker_exists(app, marker)
+
+
 def test_an_unknown_host_is_refused_with_its_fingerprint_and_nothing_runs(lab: Lab) -> None:
     app1, app2 = lab.apps
     marker = f"/tmp/unknown-{uuid.uuid4().hex}"
