@@ -6,7 +6,11 @@ parallel; each container makes its own host key at start, read back out of band 
 known_hosts content. Hosts are reached from this machine at their address on that network (nothing is
 published). `Lab.close()` removes the containers, the network and the volumes.
 
-`dind=True` gives every host its own Docker engine (run.mode docker), under the only flags that work here
+Every container, network and volume carries the label dev.bluegreen.lab=1: after a killed test run,
+`docker rm -f $(docker ps -aq --filter label=dev.bluegreen.lab=1)` (and `docker network prune --filter ...`)
+removes what it left (only when no other run uses labs).
+
+`dind=True` gives every app host its own Docker engine (run.mode docker), under the only flags that work here
 (plain --privileged does not); `Lab.load_image` copies an image from this machine's engine into theirs.
 """
 
@@ -42,10 +46,9 @@ DIND_FLAGS = [
 ]
 
 
-def docker(*args: str, input: str | bytes | None = None, timeout: float = 300, check: bool = True
+def docker(*args: str, input: str | None = None, timeout: float = 300, check: bool = True
            ) -> subprocess.CompletedProcess:
-    text = not isinstance(input, bytes)
-    result = subprocess.run(["docker", *args], input=input, capture_output=True, text=text, timeout=timeout)
+    result = subprocess.run(["docker", *args], input=input, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise RuntimeError(f"docker {' '.join(args[:3])} ... failed: {result.stderr!s:.2000}")
     return result
@@ -261,6 +264,7 @@ def start_lab(apps: int = 2, lb: bool = True, dind: bool = False, ssh_port: int 
         if dind and host.name != "lb":
             volume = f"{host.container}-docker"
             lab.volumes.append(volume)
+            docker("volume", "create", "--label", "dev.bluegreen.lab=1", volume)
             flags += [*DIND_FLAGS, "-v", f"{volume}:/var/lib/docker", "-e", "DIND=1"]
         docker("run", "-d", "--name", host.container, *flags, tag)
         wait_for_ssh(host)
