@@ -4,7 +4,8 @@
 # packages' system services are kept from starting (policy-rc.d) and stopped if they did.
 set -euo pipefail
 # socat: the HAProxy router's raw switch command talks to the Runtime API with it
-PACKAGES=(haproxy socat nginx libnginx-mod-http-js postgresql prometheus)
+# openssh-client: ssh-keygen, ssh-agent and ssh-add for the servers tests (their hosts build their own sshd)
+PACKAGES=(haproxy socat nginx libnginx-mod-http-js postgresql prometheus openssh-client)
 missing=()
 for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
