@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 DEMO    = $(BIN)/bluegreen
 DEMO_CONFIG = examples/local/bluegreen.yml
 
-.PHONY: demo test test-all bench bench-routers bench-canary soak schema lint clean
+.PHONY: demo test test-all bench bench-routers bench-canary bench-servers soak schema lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ bench-routers: $(VENV)/.installed
 CANARY_ROUTERS ?= haproxy,envoy,traefik,nginx
 bench-canary: $(VENV)/.installed
 	$(BIN)/python bench/canary.py --routers $(CANARY_ROUTERS)
+
+# Deploy time for 1, 4 and 8 app hosts over SSH (containers with a real sshd), behind one HAProxy; 8 hosts at most
+# 2x the time of 1 (about 1 min; needs Docker).
+bench-servers: $(VENV)/.installed
+	$(BIN)/python bench/servers.py
 
 # 200 deploy/rollback cycles under load, then leak checks (~10-17 min on 2 cores; CYCLES=5 for a quick run).
 CYCLES ?= 200

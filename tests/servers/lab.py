@@ -17,9 +17,14 @@ removes what it left (only when no other run uses labs).
 from __future__ import annotations
 
 import hashlib
+import http.client
+import itertools
+import json
+import os
 import random
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -287,3 +292,105 @@ def wait_for_docker(host: Host, timeout: float = 60) -> None:
             log = host.exec("tail -20 /var/log/dockerd.log", check=False).stdout
             raise RuntimeError(f"{host.name}: dockerd did not start within {timeout:g}s: {log}")
         time.sleep(0.2)
+
+
+# --- an app on the lab, deployed by bluegreen as a user runs it (the e2e tests and bench/servers.py) ---
+
+_ports = itertools.count(21000, 10)  # inside the hosts' own network namespaces: no clash with this machine
+
+# command mode, as a user would write it for hosts without systemd: the app's files per colour in the deploy
+# user's home, a pid file, and a marker that says a deploy ran on this host (the wrong-key test looks for it).
+COMMAND_RUN = """\
+      run:
+        mode: command
+        deploy: "mkdir -p ~/{app}/{colour} && cp /opt/example/app.py ~/{app}/{colour}/app.py && touch /tmp/deployed-{app}-{version}"
+        start: >-
+          cd ~/{app}/{colour} && { [ -s pid ] && kill $(cat pid) 2>/dev/null; sleep 0.2;
+          setsid python3 app.py --host 0.0.0.0 --port {port} --version {version} --colour {colour}
+          </dev/null >app.log 2>&1 & echo $! > pid; }
+        stop: "[ -s ~/{app}/{colour}/pid ] && kill $(cat ~/{app}/{colour}/pid) 2>/dev/null; rm -f ~/{app}/{colour}/pid; true"
+"""
+
+DOCKER_RUN = """\
+      run:
+        mode: docker
+        image: "{app}:{version}"
+        command: ["--version", "{version}", "--colour", "{colour}"]
+        pull: never
+"""
+
+
+@dataclass
+class Release:
+    """One app on the lab: its config file, and bluegreen run on it as a user would."""
+
+    lab: Lab
+    dir: Path
+    app: str
+    hosts: list[Host]
+    router_host: str
+    run: str = COMMAND_RUN
+    extra: str = ""
+    known_hosts: str | None = None
+    ports: dict[str, int] = field(default_factory=lambda: {"blue": next(_ports), "green": next(_ports) + 1})
+
+    def __post_init__(self) -> None:
+        self.write()
+
+    @property
+    def state_dir(self) -> str:
+        return f"{STATE_DIR}/{self.app}-production"
+
+    def write(self) -> None:
+        hosts = ", ".join(h.ssh_address for h in self.hosts)
+        (self.dir / "bluegreen.yml").write_text(f"""\
+app: {self.app}
+scale_down_delay: never
+timeouts: {{ready: 15}}
+smoke:
+  checks:
+    - {{name: version, path: /version, expect: {{status: 200, body_regex: "^{{version}}$"}}}}
+verify: {{window: 1}}
+environments:
+  production:
+    target:
+      kind: servers
+      hosts: [{hosts}]
+      ssh: {{user: deploy, private_key: "${{SSH_PRIVATE_KEY}}", known_hosts: "${{SSH_KNOWN_HOSTS}}", connect_timeout: 3s}}
+{self.run.replace("{app}", self.app)}\
+      ports: {{blue: {self.ports["blue"]}, green: {self.ports["green"]}}}
+      router_host: {self.router_host}
+      router: {{kind: haproxy, listen: ":80", socket: /run/haproxy/admin.sock, map_file: {HAPROXY_MAP}}}
+      state_dir: {STATE_DIR}/{{app}}-{{environment}}
+{self.extra}""")
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "SSH_PRIVATE_KEY": self.lab.private_key,
+                "SSH_KNOWN_HOSTS": self.known_hosts if self.known_hosts is not None else self.lab.known_hosts}
+
+    def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "bluegreen", *args, "-c", "bluegreen.yml", "-e", "production"],
+                              cwd=self.dir, env=self.env(), capture_output=True, text=True, timeout=timeout)
+
+    def popen(self, *args: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "bluegreen", *args, "-c", "bluegreen.yml", "-e", "production"],
+                                cwd=self.dir, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def status(self) -> dict:
+        done = self.cli("status", "--json")
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    def map_entry(self, host: Host) -> str:
+        """What the HAProxy map file on `host` says for this app (the value a restart would come back with)."""
+        lines = host.exec(f"cat {HAPROXY_MAP}").stdout.splitlines()
+        return next((line.split()[1] for line in lines if line.split()[:1] == [self.app]), "")
+
+
+def get_version(host: Host, port: int = 80) -> str:
+    conn = http.client.HTTPConnection(host.address, port, timeout=5)
+    try:
+        conn.request("GET", "/version")
+        return conn.getresponse().read().decode().strip()
+    finally:
+        conn.close()

@@ -1,0 +1,242 @@
+"""The servers target end to end: real OpenSSH hosts (containers from lab.py), a real HAProxy on the load
+balancer host, bluegreen run as users run it (`python -m bluegreen`, key and known_hosts from the environment).
+
+Every test of the module shares one lab (two app hosts and a load balancer, command mode); each uses its own
+app name and ports, so it has its own HAProxy config, state directory and processes. The docker mode gets a lab
+of its own, whose app hosts each run a Docker engine."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from .lab import DOCKER_RUN, ROOT, Host, Lab, Release, docker, get_version
+
+class Load:
+    """Clients on kept-alive connections through the load balancer, counting answers and failures."""
+
+    def __init__(self, host: Host, clients: int = 4) -> None:
+        self.host, self.failures, self.served = host, [], Counter()
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self.hammer) for _ in range(clients)]
+
+    def hammer(self) -> None:
+        conn = http.client.HTTPConnection(self.host.address, 80, timeout=5)
+        while not self.stopping.is_set():
+            try:
+                conn.request("GET", "/version")
+                response = conn.getresponse()
+                body = response.read().decode().strip()
+                if response.status != 200:
+                    self.failures.append(f"{response.status} {body[:80]}")
+                self.served[body] += 1
+            except (OSError, http.client.HTTPException) as exc:
+                self.failures.append(repr(exc))
+                conn.close()
+                conn = http.client.HTTPConnection(self.host.address, 80, timeout=5)
+        conn.close()
+
+    def __enter__(self) -> "Load":
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.stopping.set()
+        for t in self.threads:
+            t.join(10)
+
+
+def secrets_absent(lab: Lab, *texts: str) -> None:
+    key_lines = [line for line in lab.private_key.splitlines() if len(line) > 8 and "PRIVATE KEY" not in line]
+    for text in texts:
+        for line in key_lines:
+            assert line not in text
+
+
+def fingerprint(host: Host) -> str:
+    """SHA256:... of the host's key, as `ssh-keygen -lf` prints it."""
+    return host.exec("ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub").stdout.split()[1]
+
+
+def end_to_end_under_load(release: Release) -> None:
+    lab = release.lab
+    first = release.cli("deploy", "--version", "1")
+    assert first.returncode == 0, first.stderr
+    assert get_version(lab.lb) == "1" and release.map_entry(lab.lb) == f"{release.app}_blue"
+    with Load(lab.lb) as load:
+        time.sleep(0.5)
+        second = release.cli("deploy", "--version", "2", "--report", "report.json")
+        assert second.returncode == 0, second.stderr
+        assert get_version(lab.lb) == "2"
+        time.sleep(0.5)
+        back = release.cli("rollback")
+        assert back.returncode == 0, back.stderr
+        assert get_version(lab.lb) == "1"
+        time.sleep(0.5)
+    assert load.failures == [], load.failures[:5]
+    assert load.served["1"] > 20 and load.served["2"] > 20, load.served  # both versions served through the LB
+    assert release.map_entry(lab.lb) == f"{release.app}_blue"  # a restart of HAProxy keeps the live colour
+
+    report = json.loads((release.dir / "report.json").read_text())
+    checks = [c for c in report["checks"] if c["kind"] == "smoke" and c["target"].startswith("preview")]
+    assert sorted(c["target"] for c in checks) == sorted(f"preview {h.ssh_address}" for h in release.hosts)
+
+    status = release.status()  # a fresh process, on another day: everything is read from the servers
+    colours = {c["colour"]: c for c in status["colours"]}
+    assert status["live"] == "blue" and colours["blue"]["version"] == "1" and colours["green"]["version"] == "2"
+    assert colours["blue"]["ready"] and colours["blue"]["replicas"] == len(release.hosts)
+    assert status["lock"] is None and [r["action"] for r in status["history"]][:3] == ["rollback", "deploy", "deploy"]
+    assert "on " + lab.lb.ssh_address in status["router"]["name"]
+    history = json.loads(lab.lb.exec(f"cat {release.state_dir}/history.json").stdout)  # kept on the router host
+    assert len(history) == 3
+    assert not (release.dir / ".bluegreen").exists()  # nothing on the runner
+    secrets_absent(lab, first.stdout + first.stderr, second.stdout + second.stderr, back.stderr,
+                   (release.dir / "report.json").read_text(), json.dumps(status))
+
+
+@pytest.fixture
+def release(lab: Lab, tmp_path: Path, request) -> Release:
+    name = "t" + request.node.name.split("[")[0].replace("test_", "").replace("_", "")[:20]
+    release = Release(lab, tmp_path, name, lab.apps, lab.lb.ssh_address)
+    lab.haproxy(lab.lb, lab.apps, release.ports, app=name)
+    return release
+
+
+def test_command_mode_end_to_end_under_load(release: Release):
+    end_to_end_under_load(release)
+
+
+def test_one_host_never_ready_switches_no_host(release: Release):
+    lab, app2 = release.lab, release.lab.apps[1]
+    assert release.cli("deploy", "--version", "1").returncode == 0
+    # Something else holds green's port on app2: the app cannot start there, the health path answers 404.
+    app2.exec(f"setsid python3 -m http.server {release.ports['green']} </dev/null >/dev/null 2>&1 &", user="deploy")
+    try:
+        failed = release.cli("deploy", "--version", "2")
+    finally:
+        app2.exec(f"pkill -f 'http.server {release.ports['green']}'", check=False)
+    assert failed.returncode == 1, failed.stderr
+    line = failed.stderr.strip().splitlines()[-1]
+    assert "not ready on 1 of 2 hosts" in line and app2.ssh_address in line and lab.apps[0].ssh_address not in line
+    assert get_version(lab.lb) == "1" and release.map_entry(lab.lb) == f"{release.app}_blue"
+    assert release.status()["live"] == "blue"
+
+
+def test_wrong_host_key_is_refused_with_its_fingerprint_and_nothing_runs(release: Release):
+    lab, app2 = release.lab, release.lab.apps[1]
+    stranger = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIH4kYbIutrKzlnBUkTBu4p1kqOz8R8ZCVkEV3iMbTk8K"
+    release.known_hosts = "".join(
+        (h.known_hosts_line(stranger) if h is app2 else h.known_hosts_line()) + "\n" for h in lab.hosts)
+    failed = release.cli("deploy", "--version", "1")
+    assert failed.returncode == 1, failed.stderr
+    line = failed.stderr.strip().splitlines()[-1]
+    assert app2.ssh_address in line and fingerprint(app2) in line, line
+    for host in lab.apps:  # every host is connected before anything runs
+        assert host.exec(f"test -e /tmp/deployed-{release.app}-1", check=False).returncode != 0
+    release.known_hosts = "".join(h.known_hosts_line() + "\n" for h in lab.hosts if h is not app2)  # unknown host
+    unknown = release.cli("deploy", "--version", "1")
+    assert unknown.returncode == 1 and fingerprint(app2) in unknown.stderr, unknown.stderr
+
+
+def test_the_load_balancer_unreachable_at_switch_time_leaves_live_untouched(release: Release):
+    lab = release.lab
+    assert release.cli("deploy", "--version", "1").returncode == 0
+    # The test suite runs right before the switch: the load balancer vanishes from the network meanwhile.
+    release.extra = f'test_suite: {{command: ["docker", "pause", "{lab.lb.container}"], timeout: 30}}\n'
+    release.write()
+    started = time.monotonic()
+    try:
+        failed = release.cli("deploy", "--version", "2")
+    finally:
+        lab.lb.unpause()
+    took = time.monotonic() - started
+    assert failed.returncode == 1, failed.stderr
+    line = failed.stderr.strip().splitlines()[-1]
+    assert lab.lb.ssh_address in line and "live" in line, line
+    assert get_version(lab.lb) == "1" and release.map_entry(lab.lb) == f"{release.app}_blue"
+    assert took < 120, took
+    release.extra = ""
+    release.write()
+    assert release.cli("deploy", "--version", "3").returncode == 0  # the lock of the failed run is not in the way
+
+
+def test_a_host_unreachable_stops_the_run_naming_it(release: Release):
+    lab, app2 = release.lab, release.lab.apps[1]
+    assert release.cli("deploy", "--version", "1").returncode == 0
+    app2.stop()
+    try:
+        started = time.monotonic()
+        failed = release.cli("deploy", "--version", "2")
+        took = time.monotonic() - started
+    finally:
+        app2.start()
+    assert failed.returncode == 1, failed.stderr
+    line = failed.stderr.strip().splitlines()[-1]
+    assert app2.ssh_address in line and lab.apps[0].ssh_address not in line, line
+    assert took < 30, took  # connect_timeout 3s, not a hang
+    assert lab.apps[0].exec(f"test -e /tmp/deployed-{release.app}-2", check=False).returncode != 0  # nothing ran
+    assert release.map_entry(lab.lb) == f"{release.app}_blue" and get_version(lab.lb) == "1"
+
+
+def test_a_run_killed_mid_deploy_leaves_a_lock_the_next_run_takes_over(release: Release):
+    lab = release.lab
+    assert release.cli("deploy", "--version", "1").returncode == 0
+    release.extra = 'test_suite: {command: ["sleep", "60"], timeout: 90}\n'
+    release.write()
+    killed = release.popen("deploy", "--version", "2")
+    deadline = time.monotonic() + 60
+    while '"test suite"' not in lab.lb.exec(f"cat {release.state_dir}/lock.json 2>/dev/null", check=False).stdout:
+        assert killed.poll() is None and time.monotonic() < deadline, killed.communicate()
+        time.sleep(0.2)
+    killed.send_signal(signal.SIGKILL)  # no cleanup at all: the lock stays on the load balancer
+    killed.wait(10)
+    assert json.loads(lab.lb.exec(f"cat {release.state_dir}/lock.json").stdout)["pid"] == killed.pid
+    release.extra = ""
+    release.write()
+    after = release.cli("deploy", "--version", "3")
+    assert after.returncode == 0, after.stderr
+    assert "took over the deploy lock" in after.stderr, after.stderr
+    assert get_version(lab.lb) == "3"
+    history = release.status()["history"]
+    assert any(r["detail"] and "interrupted" in r["detail"] for r in history), history
+
+
+def test_a_proxy_on_every_host_switched_together_with_the_skew_reported(lab: Lab, tmp_path: Path):
+    release = Release(lab, tmp_path, "teach", lab.apps, "each",
+                      extra=f"    url: http://{lab.apps[0].address}:80\n")
+    lab.haproxy_each(lab.apps, release.ports, app=release.app)
+    assert release.cli("deploy", "--version", "1").returncode == 0
+    done = release.cli("deploy", "--version", "2", "--report", "report.json")
+    assert done.returncode == 0, done.stderr
+    assert [get_version(h) for h in lab.apps] == ["2", "2"]
+    assert [release.map_entry(h) for h in lab.apps] == ["teach_green", "teach_green"]
+    switch = next(p for p in json.loads((tmp_path / "report.json").read_text())["phases"] if p["name"].startswith("switch"))
+    assert "2 proxies switched; skew" in switch["detail"], switch
+    status = release.status()
+    assert status["live"] == "green" and status["router"]["serving"]
+    assert (lab.apps[0].exec(f"test -d {release.state_dir}", check=False).returncode == 0)  # state on the first host
+
+
+def test_docker_mode_end_to_end_under_load(lab_factory, tmp_path: Path):
+    from github.support import EXAMPLE_IMAGE
+
+    docker("build", "-q", "-t", f"{EXAMPLE_IMAGE}:base", str(ROOT / "examples" / "app"))
+    dlab = lab_factory(apps=2, lb=True, dind=True)
+    dlab.load_image(f"{EXAMPLE_IMAGE}:base")
+    release = Release(dlab, tmp_path, "tdocker", dlab.apps, dlab.lb.ssh_address, run=DOCKER_RUN)
+    for host in dlab.apps:
+        for version in ("1", "2"):
+            host.exec(f"docker tag {EXAMPLE_IMAGE}:base tdocker:{version}")
+    dlab.haproxy(dlab.lb, dlab.apps, release.ports, app=release.app)
+    end_to_end_under_load(release)
+    for host in dlab.apps:  # the container of each colour, labelled with its version, on every host's engine
+        labels = json.loads(host.exec("docker inspect -f '{{json .Config.Labels}}' tdocker-production-green").stdout)
+        assert labels["dev.bluegreen.version"] == "2" and labels["dev.bluegreen.colour"] == "green"
