@@ -322,7 +322,7 @@ def router_config(kind: str, listen: str) -> ProxyRouter:
     return config.model_copy(update=updates) if updates else config
 
 
-def build_router(kind: str, listen: str, upstreams: dict[str, str], state_dir: Path) -> Router | None:
+def build_router(kind: str, listen: str, upstreams: dict[str, list[str]], state_dir: Path) -> Router | None:
     """The router, or None when this tree has no module for the kind yet."""
     from bluegreen.routers import make_router
 
@@ -346,7 +346,7 @@ def bench_router(kind: str, args: argparse.Namespace, work: Path) -> Result:
             children.append(subprocess.Popen([sys.executable, __file__, "--serve", str(port), colour],
                                              start_new_session=True))
             wait_listening(port, children[-1])
-        router = build_router(kind, f"{HOST}:{free_port()}", {c: f"{HOST}:{p}" for c, p in ports.items()},
+        router = build_router(kind, f"{HOST}:{free_port()}", {c: [f"{HOST}:{p}"] for c, p in ports.items()},
                               work / "state")
         if router is None:
             result.status = "not built"
