@@ -11,11 +11,11 @@ with the real proxies; manage: true and Caddy with several servers are refused."
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
-import shutil
 import threading
 import time
 from collections import Counter
@@ -93,7 +93,8 @@ def apps():
 
 
 def need(binary: str) -> None:
-    if not (shutil.which(binary) or Path("/usr/sbin", binary).exists() or Path(sys.executable).with_name(binary).exists()):
+    if not any(Path(d, binary).exists() for d in (*os.environ.get("PATH", "").split(":"), "/usr/sbin",
+                                                  Path(sys.executable).parent)):
         pytest.skip(f"{binary} is not installed (.ci/setup-packages.sh)")
 
 
@@ -145,7 +146,8 @@ def traefik_proxy(folder: Path, ports: dict[str, int], listen: int) -> tuple[Use
         dynamic.write_text(yaml.safe_dump(text))
 
     config = TraefikConfig(kind="traefik", listen=f"127.0.0.1:{listen}", manage=False, api=f"http://127.0.0.1:{api}",
-                           service="demo", api_auth=f"bluegreen:{PASSWORD}", dynamic_file=str(dynamic))  # type: ignore[arg-type]
+                           service="demo", api_auth=f"bluegreen:{PASSWORD}",  # type: ignore[arg-type]
+                           dynamic_file=str(dynamic))
     return UserProxy("traefik", config, folder / "state", listen, proxy.start, proxy.stop, garble, "'demo-bleu'"), \
         proxy.stop
 
@@ -388,3 +390,35 @@ def test_several_servers_per_colour_with_the_real_proxy(kind, folder):
         for app in procs:
             app.kill()
             app.wait()
+
+
+# --- the file seam on its own: what the routers above rely on ---------------------------------------------
+
+
+def test_shell_files_are_atomic_keep_modes_and_fail_in_one_line(folder):
+    from bluegreen.routers.files import ShellFiles
+
+    files, target = ShellFiles(LocalShell()), folder / "deep" / "map"
+    assert files.read(target, "read the map") is None  # missing: None, not an error
+    files.write(target, "a b\n", "write the map")  # its folder made
+    assert target.read_text() == "a b\n" and target.stat().st_mode & 0o777 == 0o644
+    target.chmod(0o600)
+    files.write(target, "a c\n", "write the map", keep_mode=True)
+    assert target.read_text() == "a c\n" and target.stat().st_mode & 0o777 == 0o600
+    assert files.read(target, "read the map") == "a c\n"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["map"]  # no temp file left behind
+    files.remove(target, "remove the map")
+    files.remove(target, "remove the map")  # already gone: fine
+    assert not target.exists()
+
+    (folder / "file").write_text("x")
+    with pytest.raises(TargetError) as failed:
+        files.write(folder / "file" / "map", "a b\n", "write the map")
+    line = str(failed.value)
+    assert line.startswith(f"cannot write the map {folder / 'file' / 'map'} on localhost: ") and "\n" not in line
+
+    (folder / "rt" / "current").mkdir(parents=True)  # a directory where Envoy's symlink belongs
+    with pytest.raises(TargetError) as refused:
+        files.swap_link(folder / "rt" / "current", Path("a/b"), "10", "switch the layer")
+    assert "is a directory, not a symlink" in str(refused.value) and "on localhost" in str(refused.value)
+    assert not list((folder / "rt").glob("current.bluegreen-*"))  # nothing half-made

@@ -129,16 +129,6 @@ class Router(ABC):
         except TargetError as exc:
             raise Unreachable(self.name, str(exc)) from None
 
-    def probe(self, host: str, port: int) -> str | None:
-        """None when something accepts connections on `host:port` as the router's host sees it, else why not.
-        Asked of the host itself: a forward's local end always accepts."""
-        if self.shell is None:
-            return None if listening(host, port) else f"nothing listens on {host}:{port}"
-        try:
-            return self.shell.probe_tcp(host, port)
-        except TargetError as exc:
-            return str(exc)
-
     # --- the one value bluegreen owns: each router implements these ---------------------------
 
     @abstractmethod
@@ -163,7 +153,10 @@ class Router(ABC):
         """None when the proxy answers where bluegreen reaches it; else why not (it names the address)."""
         if self.shell is None:
             return None if listening(self.host, self.port) else f"nothing listens on {self.config.listen}"
-        return self.probe(self.host, self.port)
+        try:  # asked of the host itself: a forward's local end always accepts
+            return self.shell.probe_tcp(self.host, self.port)
+        except TargetError as exc:  # the host itself is out of reach
+            return str(exc)
 
     def reset(self) -> None:
         """`down`: nothing is live any more (the value bluegreen wrote is removed, where it is a file)."""

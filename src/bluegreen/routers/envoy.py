@@ -277,5 +277,6 @@ def _cluster(name: str, upstreams: list[str]) -> dict[str, Any]:
         kind = "STATIC"
     except ValueError:
         kind = "STRICT_DNS"  # a host name: Envoy resolves it
-    return {"name": name, "type": kind, "connect_timeout": "2s", "load_assignment": {"cluster_name": name, "endpoints": [
-        {"lb_endpoints": [{"endpoint": {"address": _socket(host, port)}} for host, port in addresses]}]}}
+    endpoints = [{"endpoint": {"address": _socket(host, port)}} for host, port in addresses]
+    return {"name": name, "type": kind, "connect_timeout": "2s", "load_assignment": {
+        "cluster_name": name, "endpoints": [{"lb_endpoints": endpoints}]}}

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..errors import TargetError
-from ..remote import Shell
+from ..remote import CommandResult, Shell
 from ..report import write_atomic
 from ..targets.filestate import state_io
 
@@ -55,7 +55,8 @@ class Files(Protocol):
         ...
 
 
-NOT_A_LINK = "runtime_dir {link} is a directory, not a symlink: Envoy reloads a disk layer only when its symlink_root is swapped (move it away)"
+NOT_A_LINK = ("runtime_dir {link} is a directory, not a symlink: Envoy reloads a disk layer only when its symlink_root "
+              "is swapped (move it away)")
 
 
 class LocalFiles:
@@ -118,21 +119,20 @@ class ShellFiles:
     def show(self, path: Path) -> str:
         return str(path)  # as the host sees it: never resolved against this machine
 
-    def _run(self, script: str, path: Path, doing: str, *, input: str | None = None, ok: tuple[int, ...] = (0,)) -> str:
-        result = self.shell.run(script, input=input, timeout=SHELL_TIMEOUT)
-        if result.exit_status not in ok:
+    def _run(self, script: str, path: Path, doing: str, *, input: str | None = None,
+             missing_ok: bool = False) -> CommandResult:
+        try:
+            result = self.shell.run(script, input=input, timeout=SHELL_TIMEOUT)
+        except UnicodeDecodeError:  # the shell decodes its output as UTF-8: a file of other bytes is not ours
+            raise TargetError(f"cannot {doing} {path} on {self.shell.name}: it is not UTF-8 text") from None
+        if not result.ok and not (missing_ok and result.exit_status == _MISSING):
             raise TargetError(f"cannot {doing} {path} on {self.shell.name}: {result.last_error_line()}")
-        return result.stdout if result.exit_status == 0 else ""
+        return result
 
     def read(self, path: Path, doing: str) -> str | None:
         p = shlex.quote(str(path))
-        script = f"[ -e {p} ] || exit {_MISSING}; exec cat -- {p}"
-        result = self.shell.run(script, timeout=SHELL_TIMEOUT)
-        if result.exit_status == _MISSING:
-            return None
-        if not result.ok:
-            raise TargetError(f"cannot {doing} {path} on {self.shell.name}: {result.last_error_line()}")
-        return result.stdout
+        result = self._run(f"[ -e {p} ] || exit {_MISSING}; exec cat -- {p}", path, doing, missing_ok=True)
+        return None if result.exit_status == _MISSING else result.stdout
 
     def write(self, path: Path, text: str, doing: str, *, mode: int = 0o644, keep_mode: bool = False) -> None:
         p, d = shlex.quote(str(path)), shlex.quote(str(path.parent))

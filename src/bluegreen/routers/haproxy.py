@@ -13,6 +13,13 @@ colour, and a disk that cannot be written stops the switch before live routing c
 A split (a canary step) points the entry at a third backend with both colours as servers `blue` and `green`,
 whose weights are set just before (`set server <split>/<colour> weight N`). For a split the file keeps the
 stable colour (the larger share): a restart mid-canary goes back to all-stable, never to a split nobody set.
+With several servers per colour (a load balancer in front of N app hosts) they are named `blue`, `blue_2`,
+`blue_3`... (and `green`, `green_2`...) in the split backend, in the order of the hosts, and each gets its colour's
+weight.
+
+On another host (a `remote.Shell`), the Runtime API is reached through the shell's forward of its socket: a forward
+opens even when nothing listens behind it, so an empty answer is asked again (`show version`) before deciding
+between an answer lost and a Runtime API that is not there.
 """
 
 from __future__ import annotations
