@@ -135,7 +135,7 @@ def bench_router(kind: str, args: argparse.Namespace, work: Path) -> Result:
             children.append(subprocess.Popen([sys.executable, rb.__file__, "--serve", str(port), colour],
                                              start_new_session=True))
             rb.wait_listening(port, children[-1])
-        router = rb.build_router(kind, f"{rb.HOST}:{rb.free_port()}", {c: f"{rb.HOST}:{p}" for c, p in ports.items()},
+        router = rb.build_router(kind, f"{rb.HOST}:{rb.free_port()}", {c: [f"{rb.HOST}:{p}"] for c, p in ports.items()},
                                  work / "state")
         if router is None:
             result.status = "not built"

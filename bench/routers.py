@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Every router under the same load: bluegreen's switch against the router's own raw switch by hand.
 
-    python bench/routers.py [--routers caddy,haproxy] [--switches 20] [--connections 50] [--json out.json]
+    python bench/routers.py [--routers caddy,haproxy] [--switches 20] [--connections 50] [--json out.json] [--shell local]
 
 (bluegreen must be importable: the venv `make` installs, or PYTHONPATH=src.)
 
@@ -322,7 +322,7 @@ def router_config(kind: str, listen: str) -> ProxyRouter:
     return config.model_copy(update=updates) if updates else config
 
 
-def build_router(kind: str, listen: str, upstreams: dict[str, str], state_dir: Path) -> Router | None:
+def build_router(kind: str, listen: str, upstreams: dict[str, list[str]], state_dir: Path) -> Router | None:
     """The router, or None when this tree has no module for the kind yet."""
     from bluegreen.routers import make_router
 
@@ -332,6 +332,17 @@ def build_router(kind: str, listen: str, upstreams: dict[str, str], state_dir: P
         if exc.name == f"bluegreen.routers.{kind}":
             return None
         raise
+
+
+def through_local_shell(router: Router) -> None:
+    """--shell local: the proxy bluegreen started, from now on reached as a router on another host is (files by sh
+    commands, sockets by Shell.dial_*, probes by Shell.probe_tcp), through remote.LocalShell: the cost of a remote
+    switch minus the network. (A router made with a shell refuses manage: true, so the started one is switched.)"""
+    from bluegreen.remote import LocalShell
+    from bluegreen.routers.files import ShellFiles
+
+    router.shell = LocalShell()
+    router.files = ShellFiles(router.shell)
 
 
 def bench_router(kind: str, args: argparse.Namespace, work: Path) -> Result:
@@ -346,12 +357,14 @@ def bench_router(kind: str, args: argparse.Namespace, work: Path) -> Result:
             children.append(subprocess.Popen([sys.executable, __file__, "--serve", str(port), colour],
                                              start_new_session=True))
             wait_listening(port, children[-1])
-        router = build_router(kind, f"{HOST}:{free_port()}", {c: f"{HOST}:{p}" for c, p in ports.items()},
+        router = build_router(kind, f"{HOST}:{free_port()}", {c: [f"{HOST}:{p}"] for c, p in ports.items()},
                               work / "state")
         if router is None:
             result.status = "not built"
             return result
         router.check()  # manage: true: writes the proxy's config and starts it
+        if args.shell == "local":
+            through_local_shell(router)
         router.switch("blue", time.monotonic() + SWITCH_DEADLINE)
         shell = Shell(work)
         result.shell_roundtrip_ms = statistics.median(ms(e - s) for s, e, _, _ in (shell.run(":") for _ in range(20)))
@@ -509,6 +522,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--pause", type=float, default=0.5, help="seconds between switches (default 0.5)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (proxy configs and logs)")
+    parser.add_argument("--shell", choices=("none", "local"), default="none",
+                        help="local: the router's I/O through remote.LocalShell, as for a proxy on another host "
+                             "(the cost of a remote switch minus the network); default none: in process")
     parser.add_argument("--serve", nargs=2, metavar=("PORT", "COLOUR"), help=argparse.SUPPRESS)  # a backend
     parser.add_argument("--load", metavar="URL", help=argparse.SUPPRESS)  # the load process
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -553,7 +569,8 @@ def main() -> int:
         else:
             shutil.rmtree(work, ignore_errors=True)
     print(f"{args.switches} switches by bluegreen and {args.switches} raw switches per router, {args.pause:g} s "
-          f"apart, under {args.connections} kept-alive connections (127.0.0.1)\n")
+          f"apart, under {args.connections} kept-alive connections (127.0.0.1)"
+          + (", the router's I/O through remote.LocalShell" if args.shell == "local" else "") + "\n")
     print(table(results))
     print("\nswitch latency: from the switch call to the last response from the old colour; stale: old-colour answers "
           "to requests sent after bluegreen's switch returned; ratio: bluegreen median / raw median")

@@ -88,7 +88,7 @@ def _live_colour(env) -> str | None:
     """Read from the router's own upstream file: exactly one colour, never something in between."""
     router = CaddyFileRouter(
         CaddyRouter(listen=f"127.0.0.1:{env.proxy_port}", manage=False),
-        {c: f"127.0.0.1:{p}" for c, p in env.ports.items()}, env.dir / "state", "app",
+        {c: [f"127.0.0.1:{p}"] for c, p in env.ports.items()}, env.dir / "state", "app",
     )
     return router.live()
 

@@ -81,7 +81,8 @@ def test_a_router_module_is_imported_only_when_the_config_uses_it(tmp_path: Path
     for kind in built:  # every kind in this tree; after the merge, all five
         name, modules = router_modules_after_building(tmp_path, f"{{kind: {kind}, listen: '127.0.0.1:1'}}")
         assert name.lower().startswith(kind), name
-        assert modules.strip() == str(["bluegreen.routers.base", f"bluegreen.routers.{kind}"]), (kind, modules)
+        expected = sorted(["bluegreen.routers.base", "bluegreen.routers.files", f"bluegreen.routers.{kind}"])
+        assert modules.strip() == str(expected), (kind, modules)  # files: the I/O seam every router shares
 
 
 def test_a_router_without_kind_is_caddy(tmp_path: Path) -> None:
@@ -124,7 +125,7 @@ class MemoryRouter(Router):
     kind: ClassVar[str] = "memory"
 
     def __init__(self, tmp_path: Path, *, weighted: bool = False) -> None:
-        super().__init__(ProxyRouter(listen="127.0.0.1:1", manage=False), {c: f"127.0.0.1:{i}" for i, c in
+        super().__init__(ProxyRouter(listen="127.0.0.1:1", manage=False), {c: [f"127.0.0.1:{i}"] for i, c in
                                                                              enumerate(COLOURS, 2)}, tmp_path, "app")
         self.weighted = weighted  # type: ignore[misc]  # per instance, for the split tests
         self.value: Weights | None = None

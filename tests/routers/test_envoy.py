@@ -92,7 +92,7 @@ def managed_pid(env: LocalEnv) -> int:
 def router(env: LocalEnv, admin: int) -> EnvoyRouter:
     """The router as the local runtime builds it, to set splits directly."""
     config = EnvoyConfig(kind="envoy", listen=f"127.0.0.1:{env.proxy_port}", admin=f"127.0.0.1:{admin}")
-    upstreams = {c: f"127.0.0.1:{p}" for c, p in env.ports.items()}
+    upstreams = {c: [f"127.0.0.1:{p}"] for c, p in env.ports.items()}
     return EnvoyRouter(config, upstreams, env.dir / "state", "testapp")  # type: ignore[arg-type]
 
 

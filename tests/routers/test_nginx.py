@@ -81,7 +81,7 @@ def workers(master: int) -> set[int]:
 
 def router_for(env: LocalEnv) -> NginxRouter:
     """The router as the local target builds it, for switches and splits without a whole run."""
-    upstreams = {c: f"127.0.0.1:{p}" for c, p in env.ports.items()}
+    upstreams = {c: [f"127.0.0.1:{p}"] for c, p in env.ports.items()}
     config = NginxConfig(kind="nginx", listen=f"127.0.0.1:{env.proxy_port}")
     return NginxRouter(config, upstreams, env.dir / "state", "testapp")
 

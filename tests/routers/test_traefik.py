@@ -45,7 +45,7 @@ def use_traefik(env, **fields: str) -> None:
 def router_of(env, **fields):
     config = TraefikConfig(kind="traefik", listen=f"127.0.0.1:{env.proxy_port}",
                            api=f"http://127.0.0.1:{env.api_port}", **fields)
-    upstreams = {c: f"127.0.0.1:{p}" for c, p in env.ports.items()}
+    upstreams = {c: [f"127.0.0.1:{p}"] for c, p in env.ports.items()}
     return make_router(config, upstreams=upstreams, state_dir=env.dir / "state", app="testapp")
 
 

@@ -12,6 +12,7 @@ from importlib import import_module
 from pathlib import Path
 
 from ..config import Colour, ProxyRouter
+from ..remote import Shell
 from .base import Router, Weights
 
 __all__ = ["Router", "Weights", "make_router"]
@@ -26,7 +27,10 @@ _ROUTERS = {
 }
 
 
-def make_router(config: ProxyRouter, *, upstreams: dict[Colour, str], state_dir: Path, app: str) -> Router:
-    """`upstreams`: colour -> host:port the proxy dials; `state_dir`: where a managed proxy keeps its files."""
+def make_router(config: ProxyRouter, *, upstreams: dict[Colour, list[str]], state_dir: Path, app: str,
+                shell: Shell | None = None) -> Router:
+    """`upstreams`: colour -> the host:port of each of its servers, as the proxy dials them; `state_dir`: where a
+    managed proxy keeps its files; `shell`: the host the proxy runs on (None: this machine). With a shell every
+    file, socket and probe of the router goes through it (a load balancer reached over SSH)."""
     module, _, name = _ROUTERS[config.kind].partition(":")  # type: ignore[attr-defined]
-    return getattr(import_module(module), name)(config, upstreams, state_dir, app)
+    return getattr(import_module(module), name)(config, upstreams, state_dir, app, shell)

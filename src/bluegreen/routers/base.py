@@ -23,9 +23,11 @@ from typing import Callable, ClassVar
 from ..cancel import CANCEL
 from ..config import COLOURS, Colour, ProxyRouter
 from ..errors import TargetError
+from ..remote import Shell
 from ..targets import proc
 from ..targets.base import Weights, all_to, check_weights, larger_share
 from ..targets.filestate import state_io
+from .files import Files, LocalFiles, ShellFiles
 
 POLL = 0.01  # seconds between read-backs while an asynchronous router applies a change
 
@@ -59,6 +61,12 @@ def find_binary(name: str, install: str) -> str:
     return found
 
 
+def ssh_address(name: str) -> str:
+    """A Shell's name ('lb1', 'app2:2222', '[::1]:2222') without its SSH port."""
+    host, colon, port = name.rpartition(":")
+    return (host.strip("[]") if colon and port.isdigit() and (host.startswith("[") or ":" not in host) else name)
+
+
 def split_address(address: str) -> tuple[str, int]:
     """'127.0.0.1:8080' -> ('127.0.0.1', 8080); ':8080' -> ('127.0.0.1', 8080)."""
     host, _, port = address.rpartition(":")
@@ -71,22 +79,55 @@ class Router(ABC):
     kind: ClassVar[str]
     weighted: ClassVar[bool] = False  # can send a share of requests to each colour (canary steps)
 
-    def __init__(self, config: ProxyRouter, upstreams: dict[Colour, str], state_dir: Path, app: str) -> None:
+    def __init__(self, config: ProxyRouter, upstreams: dict[Colour, list[str]], state_dir: Path, app: str,
+                 shell: Shell | None = None) -> None:
         self.config = config
-        self.upstreams = upstreams  # colour -> host:port the proxy dials
-        self.state_dir = state_dir
+        self.upstreams = upstreams  # colour -> the host:port of each of its servers, as the proxy dials them
+        self.state_dir = state_dir  # on the router's host
         self.app = app
+        self.shell = shell  # None: this machine (Python I/O and sockets); else every file, socket and probe goes
+        self.files: Files = ShellFiles(shell) if shell else LocalFiles()  # through it, never through this machine
         self.host, self.port = split_address(config.listen)
+        if shell and config.manage:
+            raise TargetError(f"router {self.name}: manage: true is refused on another host: bluegreen never runs a "
+                              "proxy on your load balancer; run it there yourself and set router.manage: false")
         self.process = ProxyProcess(self.kind, state_dir, self.host, self.port) if config.manage else None
 
     @property
     def name(self) -> str:
-        """For messages: which router, where."""
-        return f"{self.kind} at {self.config.listen}"
+        """For messages: which router, where (and on which host, when it is not this machine)."""
+        return f"{self.kind} at {self.config.listen}" + (f" on {self.shell.name}" if self.shell else "")
 
     @property
     def live_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        host = self.host
+        if self.shell and host in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "::"):
+            host = ssh_address(self.shell.name)  # the proxy's own loopback is the host's address from here
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
+    def at(self, path: Path | str) -> str:
+        """A file of the router for a message: its path, and its host when that is not this machine."""
+        return f"{path} on {self.shell.name}" if self.shell else str(path)
+
+    # --- the router's host: its sockets as this process reaches them ---------------------------
+
+    def dial_tcp(self, host: str, port: int) -> tuple[str, int]:
+        """The (host, port) to connect to for `host:port` as the router's host sees it."""
+        if self.shell is None:
+            return host, port
+        try:
+            return self.shell.dial_tcp(host, port)
+        except TargetError as exc:
+            raise Unreachable(self.name, str(exc)) from None
+
+    def dial_unix(self, path: str) -> str:
+        """The unix socket path to connect to for `path` on the router's host."""
+        if self.shell is None:
+            return path
+        try:
+            return self.shell.dial_unix(path)
+        except TargetError as exc:
+            raise Unreachable(self.name, str(exc)) from None
 
     # --- the one value bluegreen owns: each router implements these ---------------------------
 
@@ -110,9 +151,12 @@ class Router(ABC):
 
     def reachable(self) -> str | None:
         """None when the proxy answers where bluegreen reaches it; else why not (it names the address)."""
-        if listening(self.host, self.port):
-            return None
-        return f"nothing listens on {self.config.listen}"
+        if self.shell is None:
+            return None if listening(self.host, self.port) else f"nothing listens on {self.config.listen}"
+        try:  # asked of the host itself: a forward's local end always accepts
+            return self.shell.probe_tcp(self.host, self.port)
+        except TargetError as exc:  # the host itself is out of reach
+            return str(exc)
 
     def reset(self) -> None:
         """`down`: nothing is live any more (the value bluegreen wrote is removed, where it is a file)."""
@@ -169,7 +213,8 @@ class Router(ABC):
         if why:
             raise TargetError(
                 f"the router ({self.name}) is not reachable: {why}; live traffic was not touched. Start your "
-                f"proxy (router.manage is false, so bluegreen does not), or set router.manage: true"
+                "proxy (router.manage is false, so bluegreen does not)" + ("" if self.shell else
+                                                                            ", or set router.manage: true")
             )
         return None
 

@@ -12,9 +12,10 @@ import json
 import shlex
 from pathlib import Path
 
+from ..config import COLOURS, Colour
 from ..config import CaddyRouter as CaddyConfig
-from ..config import Colour
 from ..errors import TargetError
+from ..remote import Shell
 from ..report import write_atomic
 from ..targets.filestate import state_io
 from .base import Router, Weights, all_to, find_binary, larger_share
@@ -42,39 +43,45 @@ class CaddyRouter(Router):
     kind = "caddy"
     config: CaddyConfig
 
-    def __init__(self, config: CaddyConfig, upstreams: dict[Colour, str], state_dir: Path, app: str) -> None:
-        super().__init__(config, upstreams, state_dir, app)
+    def __init__(self, config: CaddyConfig, upstreams: dict[Colour, list[str]], state_dir: Path, app: str,
+                 shell: Shell | None = None) -> None:
+        super().__init__(config, upstreams, state_dir, app, shell)
+        many = [c for c in COLOURS if len(upstreams[c]) != 1]
+        if many:  # the file holds one host:port: Caddy cannot spread it over several servers
+            raise TargetError(
+                f"router {self.name}: {many[0]} has {len(upstreams[many[0]])} servers, but Caddy's upstream file "
+                "holds one address: use a router that lists several (haproxy, envoy, traefik, nginx), or "
+                "router_host: each (a proxy on every app host)")
+        self.address: dict[Colour, str] = {c: upstreams[c][0] for c in COLOURS}
         self.upstream_file = Path(config.upstream_file) if config.upstream_file else state_dir / "upstream"
 
     def read(self) -> Weights | None:
-        with state_io(self.upstream_file, "read the router's upstream file"):
-            try:
-                upstream = self.upstream_file.read_bytes().decode(errors="replace")
-            except FileNotFoundError:
-                return None
-        colour = colour_of(upstream, self.upstreams, str(self.upstream_file))
+        upstream = self.files.read(self.upstream_file, "read the router's upstream file")
+        if upstream is None:
+            return None
+        colour = colour_of(upstream, self.address, self.at(self.upstream_file))
         return all_to(colour) if colour else None
 
     def write(self, weights: Weights) -> None:
         """Caddy reads the file on every request, so the next request after the rename goes to the new colour.
         The rename is atomic: a failed write (a full disk) leaves the file, and live traffic, as they were."""
         to = larger_share(weights)  # set_weights let through only a whole switch: the colour at 100
-        with state_io(self.upstream_file, "write the router's upstream file"):
-            write_atomic(self.upstream_file, self.upstreams[to] + "\n", mode=0o644)  # a proxy not run as root reads it
+        # 0644: a proxy not run as root reads it
+        self.files.write(self.upstream_file, self.address[to] + "\n", "write the router's upstream file", mode=0o644)
 
     def raw_switch_command(self, to: Colour) -> str:
-        path = str(self.upstream_file.resolve())
+        path = self.files.show(self.upstream_file)
         tmp = shlex.quote(path + ".tmp")
-        return f"printf '%s\\n' {shlex.quote(self.upstreams[to])} > {tmp} && mv -f {tmp} {shlex.quote(path)}"
+        return f"printf '%s\\n' {shlex.quote(self.address[to])} > {tmp} && mv -f {tmp} {shlex.quote(path)}"
 
     def reachable(self) -> str | None:
         why = super().reachable()
         if why and not self.config.manage:
-            return f"{why} (your Caddy's upstream is {{file.{self.upstream_file.resolve()}}})"
+            return f"{why} (your Caddy's upstream is {{file.{self.files.show(self.upstream_file)}}})"
         return why
 
     def reset(self) -> None:
-        self.upstream_file.unlink(missing_ok=True)
+        self.files.remove(self.upstream_file, "remove the router's upstream file")
 
     def start(self) -> None:
         config_file = self.state_dir / "caddy.json"

@@ -14,14 +14,9 @@ overrides the disk layer, so bluegreen refuses to switch and says how to clear i
 
 from __future__ import annotations
 
-import fcntl
-import glob
 import ipaddress
 import json
-import os
 import shlex
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +25,10 @@ import httpx
 from ..config import COLOURS, Colour, render
 from ..config import EnvoyRouter as EnvoyConfig
 from ..errors import TargetError
+from ..remote import Shell
 from ..report import write_atomic
 from ..targets.filestate import state_io
-from .base import Router, Weights, find_binary, listening, split_address
+from .base import Router, Unreachable, Weights, find_binary, listening, split_address
 
 
 def percent(value: str) -> int | None:
@@ -45,8 +41,9 @@ class EnvoyRouter(Router):
     weighted = True
     config: EnvoyConfig
 
-    def __init__(self, config: EnvoyConfig, upstreams: dict[Colour, str], state_dir: Path, app: str) -> None:
-        super().__init__(config, upstreams, state_dir, app)
+    def __init__(self, config: EnvoyConfig, upstreams: dict[Colour, list[str]], state_dir: Path, app: str,
+                 shell: Shell | None = None) -> None:
+        super().__init__(config, upstreams, state_dir, app, shell)
         self.key = render(config.key, app=app)
         self.link = Path(config.runtime_dir) if config.runtime_dir else state_dir / "envoy-runtime" / "current"
         self.key_path = Path(*self.key.split("."))  # each dot of a runtime key is a folder of the layer
@@ -58,13 +55,18 @@ class EnvoyRouter(Router):
 
     def _get(self, path: str, **params: str) -> httpx.Response:
         """GET from Envoy's admin; raises TargetError naming the address."""
-        if self._client is None:
-            self._client = httpx.Client(
-                transport=httpx.HTTPTransport(uds=self.config.admin) if self.admin_socket else None, timeout=2.0,
-                base_url="http://envoy-admin" if self.admin_socket else f"http://{self.config.admin}",
-            )
         try:
+            if self._client is None:  # on another host: the admin reached through its forward, opened once
+                if self.admin_socket:
+                    transport, base = httpx.HTTPTransport(uds=self.dial_unix(self.config.admin)), "http://envoy-admin"
+                else:
+                    host, port = self.dial_tcp(*split_address(self.config.admin))
+                    transport, base = None, f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+                self._client = httpx.Client(transport=transport, timeout=2.0, base_url=base)
             return self._client.get(path, params=params).raise_for_status()
+        except Unreachable as exc:
+            raise TargetError(f"router {self.name}: its admin interface at {self.config.admin} is not reachable "
+                              f"({exc.why})") from None
         except httpx.HTTPError as exc:
             why = f"status {exc.response.status_code}" if isinstance(exc, httpx.HTTPStatusError) else (
                 str(exc) or type(exc).__name__)
@@ -114,12 +116,10 @@ class EnvoyRouter(Router):
         if self.process and not self.process.running_pid():
             # A managed Envoy that is not running (yet) loads exactly this tree when bluegreen starts it.
             key_file = self.link / self.key_path
-            try:
-                value, where = key_file.read_text().strip(), f"in {key_file}"
-            except FileNotFoundError:
+            text = self.files.read(key_file, "read the runtime key's file")
+            if text is None:
                 return None
-            except OSError as exc:
-                raise TargetError(f"router {self.name}: cannot read {key_file}: {exc.strerror}") from None
+            value, where = text.strip(), f"in {key_file}"
             override = None
         else:
             entry, layers = self._runtime()
@@ -155,38 +155,14 @@ class EnvoyRouter(Router):
 
     def _swap(self, value: str | None) -> None:
         """Copy the live tree (other keys stay), set or remove our key's file, rename a new symlink over the
-        old one. Under an flock, so two apps sharing one runtime folder never lose each other's change."""
-        folder, name = self.link.parent, self.link.name
-        with state_io(self.link, "switch Envoy's runtime layer"):
-            if self.link.exists() and not self.link.is_symlink():
-                raise TargetError(f"router {self.name}: runtime_dir {self.link} is a directory, not a symlink: Envoy "
-                                  "reloads a disk layer only when its symlink_root is swapped (move it away)")
-            folder.mkdir(parents=True, exist_ok=True)
-            with open(folder / f".{name}.lock", "a") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                previous = os.readlink(self.link) if self.link.is_symlink() else None
-                tree = Path(tempfile.mkdtemp(dir=folder, prefix=f"{name}.bluegreen-"))
-                os.chmod(tree, 0o755)  # a proxy not run as our user reads it
-                if self.link.is_dir():
-                    shutil.copytree(self.link, tree, symlinks=True, dirs_exist_ok=True)
-                key_file = tree / self.key_path
-                if value is None:
-                    key_file.unlink(missing_ok=True)
-                else:
-                    key_file.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-                    write_atomic(key_file, value, mode=0o644)
-                new_link = folder / f".{tree.name}.link"
-                os.symlink(tree.name, new_link)
-                os.replace(new_link, self.link)
-                # Keep the tree Envoy may still be loading (the previous one); older ones of ours go (only ours:
-                # the folder may hold the user's own trees).
-                keep = {tree.name, Path(previous).name if previous else ""}
-                for old in folder.glob(f"{glob.escape(name)}.bluegreen-*"):
-                    if old.name not in keep and old.is_dir() and not old.is_symlink():
-                        shutil.rmtree(old, ignore_errors=True)
+        old one (routers/files.py: under an flock, so two apps sharing one runtime folder never lose a change)."""
+        try:
+            self.files.swap_link(self.link, self.key_path, value, "switch Envoy's runtime layer")
+        except TargetError as exc:
+            raise TargetError(f"router {self.name}: {exc}") from None
 
     def raw_switch_command(self, to: Colour) -> str:
-        folder, name = shlex.quote(str(self.link.parent.resolve())), shlex.quote(self.link.name)
+        folder, name = shlex.quote(self.files.show(self.link.parent)), shlex.quote(self.link.name)
         key_file = shlex.quote(str(self.key_path))
         return (
             f'cd {folder} && d=$(mktemp -d {name}.bluegreen-XXXXXX) && cp -a {name}/. "$d" && '
@@ -195,8 +171,8 @@ class EnvoyRouter(Router):
         )
 
     def reset(self) -> None:
-        if self.link.is_symlink():
-            self._swap(None)
+        if self.files.read(self.link / self.key_path, "read the runtime key's file") is not None:
+            self._swap(None)  # our key leaves the tree; the others stay
 
     # --- checks ---------------------------------------------------------------------------------
 
@@ -216,15 +192,19 @@ class EnvoyRouter(Router):
         note = super().check()
         self._refuse_override()
         try:
-            ours = (self.link / self.key_path).read_text().strip()
-        except OSError:
-            return note  # nothing written yet (a first release), or not readable here: read() speaks for Envoy
+            ours = self.files.read(self.link / self.key_path, "read the runtime key's file")
+        except TargetError:
+            ours = None  # not readable from here: read() speaks for Envoy
+        if ours is None:
+            return note  # nothing written yet (a first release)
+        ours = ours.strip()
         entry, _ = self._runtime()
         envoy = str(entry.get("final_value", "")) if entry else None
         if envoy != ours:
             raise TargetError(
-                f"router {self.name}: Envoy reports runtime key {self.key} = {envoy!r} but {self.link / self.key_path} "
-                f"holds {ours!r}: is runtime_dir ({self.link}) the symlink_root of a disk layer of this Envoy?"
+                f"router {self.name}: Envoy reports runtime key {self.key} = {envoy!r} but "
+                f"{self.at(self.link / self.key_path)} holds {ours!r}: is runtime_dir ({self.link}) the symlink_root "
+                "of a disk layer of this Envoy?"
             )
         return note
 
@@ -289,12 +269,14 @@ def _socket(host: str, port: int) -> dict[str, Any]:
     return {"socket_address": {"address": "127.0.0.1" if host == "localhost" else host, "port_value": port}}
 
 
-def _cluster(name: str, upstream: str) -> dict[str, Any]:
-    host, port = split_address(upstream)
+def _cluster(name: str, upstreams: list[str]) -> dict[str, Any]:
+    addresses = [split_address(upstream) for upstream in upstreams]
     try:
-        ipaddress.ip_address(host)
+        for host, _ in addresses:
+            ipaddress.ip_address(host)
         kind = "STATIC"
     except ValueError:
         kind = "STRICT_DNS"  # a host name: Envoy resolves it
+    endpoints = [{"endpoint": {"address": _socket(host, port)}} for host, port in addresses]
     return {"name": name, "type": kind, "connect_timeout": "2s", "load_assignment": {
-        "cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(host, port)}}]}]}}
+        "cluster_name": name, "endpoints": [{"lb_endpoints": endpoints}]}}

@@ -13,6 +13,13 @@ colour, and a disk that cannot be written stops the switch before live routing c
 A split (a canary step) points the entry at a third backend with both colours as servers `blue` and `green`,
 whose weights are set just before (`set server <split>/<colour> weight N`). For a split the file keeps the
 stable colour (the larger share): a restart mid-canary goes back to all-stable, never to a split nobody set.
+With several servers per colour (a load balancer in front of N app hosts) they are named `blue`, `blue_2`,
+`blue_3`... (and `green`, `green_2`...) in the split backend, in the order of the hosts, and each gets its colour's
+weight.
+
+On another host (a `remote.Shell`), the Runtime API is reached through the shell's forward of its socket: a forward
+opens even when nothing listens behind it, so an empty answer is asked again (`show version`) before deciding
+between an answer lost and a Runtime API that is not there.
 """
 
 from __future__ import annotations
@@ -20,12 +27,12 @@ from __future__ import annotations
 import re
 import shlex
 import socket
-import stat
 from pathlib import Path
 
 from ..config import COLOURS, Colour, render, shorten
 from ..config import HAProxyRouter as HAProxyConfig
 from ..errors import TargetError
+from ..remote import Shell
 from ..report import write_atomic
 from ..targets.filestate import state_io
 from .base import Router, Unreachable, Weights, all_to, find_binary, larger_share, split_address
@@ -39,10 +46,12 @@ class HAProxyRouter(Router):
     weighted = True
     config: HAProxyConfig
 
-    def __init__(self, config: HAProxyConfig, upstreams: dict[Colour, str], state_dir: Path, app: str) -> None:
-        super().__init__(config, upstreams, state_dir, app)
-        self.socket = config.socket or str(state_dir.resolve() / "haproxy.sock")
-        self.map_file = config.map_file or str(state_dir.resolve() / "haproxy.map")
+    def __init__(self, config: HAProxyConfig, upstreams: dict[Colour, list[str]], state_dir: Path, app: str,
+                 shell: Shell | None = None) -> None:
+        super().__init__(config, upstreams, state_dir, app, shell)
+        folder = state_dir if shell else state_dir.resolve()  # a path on another host is never resolved here
+        self.socket = config.socket or str(folder / "haproxy.sock")
+        self.map_file = config.map_file or str(folder / "haproxy.map")
         self.key = render(config.key, app=app)
         self.backends: dict[Colour, str] = {c: render(getattr(config.backends, c), app=app) for c in COLOURS}
         self.split = render(config.split_backend, app=app)
@@ -56,14 +65,28 @@ class HAProxyRouter(Router):
 
     def _api(self, command: str) -> str:
         """HAProxy answers one command and closes the connection: its answer, stripped."""
+        answer, closed = self._exchange(command)
+        if not answer:
+            if self.shell and not self._exchange("show version")[0]:
+                # A forward's local end accepts even when nothing answers behind it on the host: HAProxy always
+                # says something (its shortest answer is a newline), so silence twice is no Runtime API there.
+                raise Unreachable(self.name, f"no Runtime API answers at {self.socket} ({closed})")
+            # sent, but the answer was lost: the caller reads back before deciding
+            raise TargetError(f"router {self.name}: no answer from its Runtime API at {self.socket} to `{command}` "
+                              f"({closed})")
+        return answer.decode(errors="replace").strip()
+
+    def _exchange(self, command: str) -> tuple[bytes, str]:
+        """One command on a new connection: HAProxy's answer, and why it is empty when it is."""
         try:
             if self._tcp:
-                conn = socket.create_connection(split_address(self.socket), timeout=TIMEOUT)
+                conn = socket.create_connection(self.dial_tcp(*split_address(self.socket)), timeout=TIMEOUT)
             else:
+                path = self.dial_unix(self.socket)
                 conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 conn.settimeout(TIMEOUT)
                 try:
-                    conn.connect(self.socket)
+                    conn.connect(path)
                 except OSError:
                     conn.close()
                     raise
@@ -79,10 +102,7 @@ class HAProxyRouter(Router):
                 chunks, closed = [], exc.strerror or "timed out"
             else:
                 closed = "closed without a word"  # HAProxy's shortest answer is a newline
-        if not chunks:  # sent, but the answer was lost: the caller reads back before deciding
-            raise TargetError(f"router {self.name}: no answer from its Runtime API at {self.socket} to `{command}` "
-                              f"({closed})")
-        return b"".join(chunks).decode(errors="replace").strip()
+        return b"".join(chunks), closed
 
     def _run(self, command: str) -> None:
         """A command whose success is an empty answer; anything else is HAProxy's error, quoted."""
@@ -104,25 +124,21 @@ class HAProxyRouter(Router):
     # --- the map file on disk -----------------------------------------------------------------
 
     def _file_lines(self) -> list[str]:
-        path = Path(self.map_file)
-        with state_io(path, "read the router's map file"):
-            try:
-                return path.read_text(errors="replace").splitlines()
-            except FileNotFoundError:
-                return []
+        text = self.files.read(Path(self.map_file), "read the router's map file")
+        return text.splitlines() if text else []
 
-    def _file_entry(self) -> str | None:
-        for line in self._file_lines():
+    def _file_entry(self, lines: list[str] | None = None) -> str | None:
+        for line in self._file_lines() if lines is None else lines:
             parts = line.split(None, 1)
             if len(parts) == 2 and parts[0] == self.key:
                 return parts[1].strip()
         return None
 
-    def _write_file(self, backend: str | None) -> None:
-        """Our line set to `backend` (None: removed), the other lines kept, in one atomic rename."""
-        path = Path(self.map_file)
+    def _write_file(self, backend: str | None, old: list[str] | None = None) -> None:
+        """Our line set to `backend` (None: removed), the other lines (`old`: as just read) kept, in one atomic
+        rename; the file keeps its mode (HAProxy may run as its own user)."""
         lines, ours = [], f"{self.key} {backend}"
-        for line in self._file_lines():
+        for line in self._file_lines() if old is None else old:
             if line.split(None, 1)[:1] == [self.key]:
                 if backend:
                     lines.append(ours)
@@ -131,9 +147,8 @@ class HAProxyRouter(Router):
                 lines.append(line)
         if backend:
             lines.append(ours)
-        with state_io(path, "write the router's map file"):
-            mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644  # HAProxy may run as its own user
-            write_atomic(path, "".join(line + "\n" for line in lines), mode=mode)
+        self.files.write(Path(self.map_file), "".join(line + "\n" for line in lines), "write the router's map file",
+                         mode=0o644, keep_mode=True)
 
     # --- the Router interface -----------------------------------------------------------------
 
@@ -180,11 +195,13 @@ class HAProxyRouter(Router):
         backend = self.backends[stable] if weights[stable] == 100 else self.split
         if backend == self.split:  # weights first: the split serves them from its first request
             for colour in COLOURS:
-                self._run(f"set server {self.split}/{colour} weight {weights[colour]}")
+                for server in self._servers(colour):
+                    self._run(f"set server {self.split}/{server} weight {weights[colour]}")
         persist = self.config.write_map_file
-        previous = self._file_entry() if persist else None
+        lines = self._file_lines() if persist else []
+        previous = self._file_entry(lines) if persist else None
         if persist:  # first: a disk that cannot be written stops the switch before live routing changes
-            self._write_file(self.backends[stable])  # for a split, the stable colour (see the module's docstring)
+            self._write_file(self.backends[stable], lines)  # for a split, the stable colour (module docstring)
         try:
             answer = self._api(f"set map {self.map_file} {self.key} {backend}")
             if answer.startswith("entry not found"):  # the first release on this HAProxy: the key is new
@@ -222,12 +239,12 @@ class HAProxyRouter(Router):
 
     def raw_switch_command(self, to: Colour) -> str:
         command = f"set map {self.map_file} {self.key} {self.backends[to]}"
-        address = f"tcp:{self.socket}" if self._tcp else f"unix-connect:{Path(self.socket).resolve()}"
+        address = f"tcp:{self.socket}" if self._tcp else f"unix-connect:{self.files.show(Path(self.socket))}"
         api = f"echo {shlex.quote(command)} | socat stdio {shlex.quote(address)}"
         if not self.config.write_map_file:
             return api
         sed = f"s/^{sed_escape(self.key)}[[:space:]].*/{self.key} {self.backends[to]}/"
-        return f"sed -i {shlex.quote(sed)} {shlex.quote(str(Path(self.map_file).resolve()))} && {api}"
+        return f"sed -i {shlex.quote(sed)} {shlex.quote(self.files.show(Path(self.map_file)))} && {api}"
 
     def start(self) -> None:
         config_file = self.state_dir / "haproxy.cfg"
@@ -246,7 +263,6 @@ class HAProxyRouter(Router):
             stats = f"{'ipv6' if ':' in host else 'ipv4'}@{host}:{port}"
         else:
             stats = str(Path(self.socket).resolve()) + " mode 600"
-        blue, green = self.upstreams["blue"], self.upstreams["green"]
         return f"""\
 # Written by bluegreen (router.manage: true) at each start; the live colour is in {self.map_file}.
 global
@@ -267,15 +283,20 @@ backend {NO_LIVE}
     http-request return status 503 content-type text/plain string "no release is live yet"
 
 backend {self.backends['blue']}
-    server blue {blue}
-
+{self._server_lines('blue')}
 backend {self.backends['green']}
-    server green {green}
-
+{self._server_lines('green')}
 backend {self.split}
-    server blue {blue} weight 50
-    server green {green} weight 50
-"""
+{self._server_lines('blue', ' weight 50')}{self._server_lines('green', ' weight 50')}"""
+
+    def _servers(self, colour: Colour) -> list[str]:
+        """The server names of a colour in a backend: `blue`, then `blue_2`, `blue_3`... for more servers (one per
+        app host behind a load balancer); a split's weights are set on each."""
+        return [colour, *(f"{colour}_{n}" for n in range(2, len(self.upstreams[colour]) + 1))]
+
+    def _server_lines(self, colour: Colour, extra: str = "") -> str:
+        return "".join(f"    server {name} {address}{extra}\n"
+                       for name, address in zip(self._servers(colour), self.upstreams[colour]))
 
 
 def sed_escape(text: str) -> str:

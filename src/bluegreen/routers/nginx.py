@@ -29,6 +29,7 @@ from pathlib import Path
 from ..config import COLOURS, Colour
 from ..config import NginxRouter as NginxConfig
 from ..errors import TargetError
+from ..remote import Shell
 from ..report import write_atomic
 from ..targets.filestate import state_io
 from .base import Router, Weights, all_to, find_binary
@@ -79,46 +80,42 @@ class NginxRouter(Router):
     weighted = True
     config: NginxConfig
 
-    def __init__(self, config: NginxConfig, upstreams: dict[Colour, str], state_dir: Path, app: str) -> None:
-        super().__init__(config, upstreams, state_dir, app)
+    def __init__(self, config: NginxConfig, upstreams: dict[Colour, list[str]], state_dir: Path, app: str,
+                 shell: Shell | None = None) -> None:
+        super().__init__(config, upstreams, state_dir, app, shell)
         # Relative to state_dir: the same place whatever folder bluegreen runs from.
         self.upstream_file = state_dir / (config.upstream_file or "upstream")
 
     def read(self) -> Weights | None:
-        with state_io(self.upstream_file, "read the router's upstream file"):
-            try:
-                text = self.upstream_file.read_bytes().decode(errors="replace")
-            except FileNotFoundError:
-                return None
-        if not text.strip():
+        text = self.files.read(self.upstream_file, "read the router's upstream file")
+        if text is None or not text.strip():
             return None
         weights = parse(text)
         if weights is None:
             raise TargetError(
-                f"router: {self.upstream_file} holds {text.strip()[:80]!r}, which is neither blue nor green nor a "
-                "split like 'blue 90 green 10' (nginx answers 502 meanwhile): write the live colour into it, or "
-                "delete it and deploy"
+                f"router: {self.at(self.upstream_file)} holds {text.strip()[:80]!r}, which is neither blue nor green "
+                "nor a split like 'blue 90 green 10' (nginx answers 502 meanwhile): write the live colour into it, "
+                "or delete it and deploy"
             )
         return weights
 
     def write(self, weights: Weights) -> None:
         """njs reads the file on every request, so the next request after the rename follows it. The rename is
         atomic: a failed write (a full disk) raises and leaves the file, and live traffic, as they were."""
-        with state_io(self.upstream_file, "write the router's upstream file"):
-            # 0644: nginx's workers run as another user (www-data) and must read it
-            write_atomic(self.upstream_file, unparse(weights) + "\n", mode=0o644)
+        # 0644: nginx's workers run as another user (www-data) and must read it
+        self.files.write(self.upstream_file, unparse(weights) + "\n", "write the router's upstream file", mode=0o644)
 
     def raw_switch_command(self, to: Colour) -> str:
-        path = str(self.upstream_file.resolve())
+        path = self.files.show(self.upstream_file)
         tmp = shlex.quote(path + ".tmp")
         return f"printf '%s\\n' {to} > {tmp} && mv -f {tmp} {shlex.quote(path)}"
 
     def reachable(self) -> str | None:
         why = super().reachable()
-        return why and f"{why} (your nginx's $bluegreen_file is {self.upstream_file.resolve()})"
+        return why and f"{why} (your nginx's $bluegreen_file is {self.files.show(self.upstream_file)})"
 
     def reset(self) -> None:
-        self.upstream_file.unlink(missing_ok=True)
+        self.files.remove(self.upstream_file, "remove the router's upstream file")
 
     def start(self) -> None:
         prefix = self.state_dir / "nginx"  # nginx's own files: its config, pid, temp paths
@@ -138,7 +135,8 @@ class NginxRouter(Router):
         if os.geteuid() == 0:  # workers default to nobody, who cannot reach a private state_dir: keep the owner
             user = f"user {pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name};\n"
         upstreams = "".join(
-            f"    upstream {self.app}_{c} {{ server {self.upstreams[c]}; keepalive 32; }}\n" for c in COLOURS
+            f"    upstream {self.app}_{c} {{ {''.join(f'server {a}; ' for a in self.upstreams[c])}keepalive 32; }}\n"
+            for c in COLOURS
         )
         return (
             "# Written by bluegreen (router.manage: true) at each start; the live colour is in the upstream file.\n"

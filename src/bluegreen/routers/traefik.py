@@ -23,6 +23,7 @@ import yaml
 from ..config import COLOURS, Colour, render
 from ..config import TraefikRouter as TraefikConfig
 from ..errors import TargetError
+from ..remote import Shell
 from ..report import write_atomic
 from ..targets.filestate import state_io
 from .base import Router, Unreachable, Weights, all_to, find_binary
@@ -35,13 +36,15 @@ class TraefikRouter(Router):
     weighted = True
     config: TraefikConfig
 
-    def __init__(self, config: TraefikConfig, upstreams: dict[Colour, str], state_dir: Path, app: str) -> None:
-        super().__init__(config, upstreams, state_dir, app)
+    def __init__(self, config: TraefikConfig, upstreams: dict[Colour, list[str]], state_dir: Path, app: str,
+                 shell: Shell | None = None) -> None:
+        super().__init__(config, upstreams, state_dir, app, shell)
         self.dynamic_file = Path(config.dynamic_file) if config.dynamic_file else state_dir / "traefik" / "bluegreen.yml"
         self.service = render(config.service, app=app)
         self.api = config.api.rstrip("/")
         secret = config.api_auth.get_secret_value() if config.api_auth else None
         self._auth = tuple(secret.split(":", 1)) if secret else None  # user:password (checked in the config)
+        self._client: httpx.Client | None = None  # on another host: one client over the forward, kept
 
     # --- the value: read from the API, written as the file -----------------------------------
 
@@ -53,30 +56,30 @@ class TraefikRouter(Router):
         if found is None:
             if self._from_file():  # the file defines it, but Traefik has not loaded it
                 raise TargetError(
-                    f"router {self.name}: Traefik has no service {self.service}@file although {self.dynamic_file} "
-                    "defines it: Traefik rejected or does not watch that file (see its log; a name defined twice "
-                    "in the watched directory drops both)")
+                    f"router {self.name}: Traefik has no service {self.service}@file although "
+                    f"{self.at(self.dynamic_file)} defines it: Traefik rejected or does not watch that file (see its "
+                    "log; a name defined twice in the watched directory drops both)")
             return None
         return self._weights(found, self._api_service, f"service {self.service}@file in Traefik's API ({self.api})")
 
     def write(self, weights: Weights) -> None:
         """One atomic rename; Traefik applies it asynchronously (applied() polls its API). A failed write (a
         full disk) leaves the file, and live traffic, as they were."""
-        with state_io(self.dynamic_file, "write the router's dynamic file"):
-            write_atomic(self.dynamic_file, self._render(weights), mode=0o644)  # a Traefik not run as root reads it
+        # 0644: a Traefik not run as root reads it
+        self.files.write(self.dynamic_file, self._render(weights), "write the router's dynamic file", mode=0o644)
 
     def applied(self, weights: Weights) -> bool:
         found = self._api_service(self.service)  # None until Traefik loads a first file
         return found is not None and self._weights(found, self._api_service, self.service) == weights
 
     def raw_switch_command(self, to: Colour) -> str:
-        path = str(self.dynamic_file.resolve())
+        path = self.files.show(self.dynamic_file)
         tmp = shlex.quote(path + ".tmp")  # a .tmp file in the watched directory is ignored by Traefik
         lines = " ".join(shlex.quote(line) for line in self._render(all_to(to)).splitlines())
         return f"printf '%s\\n' {lines} > {tmp} && mv -f {tmp} {shlex.quote(path)}"
 
     def reset(self) -> None:
-        self.dynamic_file.unlink(missing_ok=True)
+        self.files.remove(self.dynamic_file, "remove the router's dynamic file")
 
     def reachable(self) -> str | None:
         why = super().reachable()
@@ -92,7 +95,7 @@ class TraefikRouter(Router):
         """The file: YAML with one JSON-style line per service, so a person reads (and edits) a weight at a glance
         and the raw switch command stays one line."""
         services: dict[str, Any] = {
-            f"{self.service}-{c}": {"loadBalancer": {"servers": [{"url": f"http://{self.upstreams[c]}"}]}}
+            f"{self.service}-{c}": {"loadBalancer": {"servers": [{"url": f"http://{a}"} for a in self.upstreams[c]]}}
             for c in COLOURS
         }
         services[self.service] = {"weighted": {"services": [
@@ -104,12 +107,10 @@ class TraefikRouter(Router):
         return "\n".join(lines) + "\n"
 
     def _from_file(self) -> Weights | None:
-        with state_io(self.dynamic_file, "read the router's dynamic file"):
-            try:
-                text = self.dynamic_file.read_text(errors="replace")
-            except FileNotFoundError:
-                return None
-        where = str(self.dynamic_file)
+        text = self.files.read(self.dynamic_file, "read the router's dynamic file")
+        if text is None:
+            return None
+        where = self.at(self.dynamic_file)
         try:
             services = (yaml.safe_load(text) or {})["http"]["services"]
             found = services[self.service]
@@ -123,7 +124,7 @@ class TraefikRouter(Router):
         <service>-blue/-green dialling the colours' addresses is an edit someone made: said, never guessed."""
         def garbled(what: str) -> TargetError:
             return TargetError(f"router {self.name}: {where} {what}, which is neither blue nor green: edit "
-                               f"{self.dynamic_file} back, or delete it and deploy")
+                               f"{self.at(self.dynamic_file)} back, or delete it and deploy")
 
         children = (found.get("weighted") or {}).get("services") if isinstance(found, dict) else None
         if not isinstance(children, list):
@@ -142,7 +143,7 @@ class TraefikRouter(Router):
             if weight:
                 servers = ((lookup(name) or {}).get("loadBalancer") or {}).get("servers") or []
                 urls = [str(s.get("url", "")).rstrip("/") for s in servers]
-                if urls != [f"http://{self.upstreams[colour]}"]:
+                if urls != [f"http://{a}" for a in self.upstreams[colour]]:
                     raise garbled(f"sends {colour}'s traffic to {', '.join(urls)[:120] or 'no server'}")
         total = sum(share.values())
         if not total:
@@ -155,9 +156,12 @@ class TraefikRouter(Router):
 
     def _api_service(self, name: str) -> dict | None:
         """GET /api/http/services/<name>@file; None when Traefik has no such service."""
-        url = f"{self.api}/api/http/services/{name}@file"
+        path = f"/api/http/services/{name}@file"
         try:
-            response = httpx.get(url, auth=self._auth, timeout=2.0)  # type: ignore[arg-type]
+            if self.shell is None:
+                response = httpx.get(self.api + path, auth=self._auth, timeout=2.0)  # type: ignore[arg-type]
+            else:
+                response = self._remote_get(path)
         except httpx.HTTPError as exc:
             raise Unreachable(self.name, f"its API at {self.api} does not answer ({type(exc).__name__})") from None
         if response.status_code == 404:
@@ -172,6 +176,17 @@ class TraefikRouter(Router):
         except (httpx.HTTPError, ValueError):
             raise TargetError(f"router {self.name}: its API at {self.api} answered HTTP {response.status_code} "
                               f"without the service's JSON: is {self.api} Traefik's API?") from None
+
+    def _remote_get(self, path: str) -> httpx.Response:
+        """GET through the router host's forward to the API, as if from that host: the same Host header, and for
+        https the certificate checked against the API's own name."""
+        api = urlsplit(self.api)
+        host, port = self.dial_tcp(api.hostname or "", api.port or (443 if api.scheme == "https" else 80))
+        if self._client is None:
+            self._client = httpx.Client(auth=self._auth, timeout=2.0)  # type: ignore[arg-type]
+        netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return self._client.get(f"{api.scheme}://{netloc}{api.path}{path}", headers={"Host": api.netloc},
+                                extensions={"sni_hostname": api.hostname} if api.scheme == "https" else None)
 
     # --- manage: true -------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ class HostPortTarget(Target):
         self.config = settings.target  # a LocalTarget or DockerTarget: ports, host, health_path, router, state_dir
         self.state_dir: Path = settings.path(self.config.state_dir)
         self.ports: dict[Colour, int] = {"blue": self.config.ports.blue, "green": self.config.ports.green}
-        upstreams = {c: f"{self.config.host}:{p}" for c, p in self.ports.items()}
+        upstreams = {c: [f"{self.config.host}:{p}"] for c, p in self.ports.items()}
         self.router = make_router(self.config.router, upstreams=upstreams, state_dir=self.state_dir, app=settings.app)
         self._router_notes: list[str] = []  # repairs made before the pipeline asked (at deploy start)
 
