@@ -13,9 +13,9 @@ colour, and a disk that cannot be written stops the switch before live routing c
 A split (a canary step) points the entry at a third backend with both colours as servers `blue` and `green`,
 whose weights are set just before (`set server <split>/<colour> weight N`). For a split the file keeps the
 stable colour (the larger share): a restart mid-canary goes back to all-stable, never to a split nobody set.
-With several servers per colour (a load balancer in front of N app hosts) they are named `blue`, `blue_2`,
-`blue_3`... (and `green`, `green_2`...) in the split backend, in the order of the hosts, and each gets its colour's
-weight.
+With several servers per colour (a load balancer in front of N app hosts), the split backend still has the two
+servers `blue` and `green`: each reaches its colour's backend (every host) through an internal frontend, as
+examples/servers/haproxy.cfg shows, so a split never depends on how many hosts there are.
 
 On another host (a `remote.Shell`), the Runtime API is reached through the shell's forward of its socket: a forward
 opens even when nothing listens behind it, so an empty answer is asked again (`show version`) before deciding
@@ -195,8 +195,7 @@ class HAProxyRouter(Router):
         backend = self.backends[stable] if weights[stable] == 100 else self.split
         if backend == self.split:  # weights first: the split serves them from its first request
             for colour in COLOURS:
-                for server in self._servers(colour):
-                    self._run(f"set server {self.split}/{server} weight {weights[colour]}")
+                self._run(f"set server {self.split}/{colour} weight {weights[colour]}")
         persist = self.config.write_map_file
         lines = self._file_lines() if persist else []
         previous = self._file_entry(lines) if persist else None
@@ -290,8 +289,8 @@ backend {self.split}
 {self._server_lines('blue', ' weight 50')}{self._server_lines('green', ' weight 50')}"""
 
     def _servers(self, colour: Colour) -> list[str]:
-        """The server names of a colour in a backend: `blue`, then `blue_2`, `blue_3`... for more servers (one per
-        app host behind a load balancer); a split's weights are set on each."""
+        """The managed config's server names of a colour: `blue`, then `blue_2`... (bluegreen's own targets give a
+        managed HAProxy one upstream per colour, so its split backend holds the servers `blue` and `green`)."""
         return [colour, *(f"{colour}_{n}" for n in range(2, len(self.upstreams[colour]) + 1))]
 
     def _server_lines(self, colour: Colour, extra: str = "") -> str:
