@@ -241,3 +241,22 @@ def test_docker_mode_end_to_end_under_load(lab_factory, tmp_path: Path):
     for host in dlab.apps:  # the container of each colour, labelled with its version, on every host's engine
         labels = json.loads(host.exec("docker inspect -f '{{json .Config.Labels}}' tdocker-production-green").stdout)
         assert labels["dev.bluegreen.version"] == "2" and labels["dev.bluegreen.colour"] == "green"
+
+
+def test_a_cancelled_run_leaves_live_untouched_and_the_lock_free(release: Release):
+    lab = release.lab
+    assert release.cli("deploy", "--version", "1").returncode == 0
+    release.extra = 'test_suite: {command: ["sleep", "60"], timeout: 90}\n'
+    release.write()
+    run = release.popen("deploy", "--version", "2", "--report", "report.json")
+    deadline = time.monotonic() + 60
+    while '"test suite"' not in lab.lb.exec(f"cat {release.state_dir}/lock.json 2>/dev/null", check=False).stdout:
+        assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+        time.sleep(0.2)
+    run.send_signal(signal.SIGTERM)  # GitLab's cancel; GitHub's SIGINT takes the same path
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 1, stderr
+    report = json.loads((release.dir / "report.json").read_text())
+    assert report["status"] == "cancelled" and report["cancelled_in"] == "test suite", report
+    assert lab.lb.exec(f"test -e {release.state_dir}/lock.json", check=False).returncode != 0  # released
+    assert get_version(lab.lb) == "1" and release.map_entry(lab.lb) == f"{release.app}_blue"

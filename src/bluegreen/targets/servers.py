@@ -288,7 +288,11 @@ class ServersTarget(PlannedScaleDowns, Target):
         self._drop_due(colour)
 
     def check_router(self) -> str | None:
-        self._on_hosts(self.router_hosts, lambda sh: self.routers[sh.name].check())
+        if self.each:  # every host's proxy; an error names each host that failed
+            self._on_hosts(self.router_hosts, lambda sh: self.routers[sh.name].check())
+        else:  # the one load balancer: its message names it already
+            self._connect()
+            self.routers[self.router_hosts[0]].check()
         return None
 
     def switch(self, to: Colour, deadline: float) -> None:
