@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from .lab import DOCKER_RUN, ROOT, Host, Lab, Release, docker, get_version
+from github.support import example_image  # noqa: F401  (a fixture: the example app's image)
+
+from .lab import DOCKER_RUN, Host, Lab, Release, get_version
 
 class Load:
     """Clients on kept-alive connections through the load balancer, counting answers and failures."""
@@ -226,16 +228,13 @@ def test_a_proxy_on_every_host_switched_together_with_the_skew_reported(lab: Lab
     assert (lab.apps[0].exec(f"test -d {release.state_dir}", check=False).returncode == 0)  # state on the first host
 
 
-def test_docker_mode_end_to_end_under_load(lab_factory, tmp_path: Path):
-    from github.support import EXAMPLE_IMAGE
-
-    docker("build", "-q", "-t", f"{EXAMPLE_IMAGE}:base", str(ROOT / "examples" / "app"))
+def test_docker_mode_end_to_end_under_load(lab_factory, example_image: str, tmp_path: Path):
     dlab = lab_factory(apps=2, lb=True, dind=True)
-    dlab.load_image(f"{EXAMPLE_IMAGE}:base")
+    dlab.load_image(example_image)  # as a registry would have put it there
     release = Release(dlab, tmp_path, "tdocker", dlab.apps, dlab.lb.ssh_address, run=DOCKER_RUN)
     for host in dlab.apps:
         for version in ("1", "2"):
-            host.exec(f"docker tag {EXAMPLE_IMAGE}:base tdocker:{version}")
+            host.exec(f"docker tag {example_image} tdocker:{version}")
     dlab.haproxy(dlab.lb, dlab.apps, release.ports, app=release.app)
     end_to_end_under_load(release)
     for host in dlab.apps:  # the container of each colour, labelled with its version, on every host's engine
