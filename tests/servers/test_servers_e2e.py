@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import signal
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -79,7 +80,7 @@ def end_to_end_under_load(release: Release) -> None:
         assert second.returncode == 0, second.stderr
         assert get_version(lab.lb) == "2"
         time.sleep(0.5)
-        back = release.cli("rollback")
+        back = release.cli("rollback", "--report", "rollback.json")
         assert back.returncode == 0, back.stderr
         assert get_version(lab.lb) == "1"
         time.sleep(0.5)
@@ -102,6 +103,16 @@ def end_to_end_under_load(release: Release) -> None:
     assert not (release.dir / ".bluegreen").exists()  # nothing on the runner
     secrets_absent(lab, first.stdout + first.stderr, second.stdout + second.stderr, back.stderr,
                    (release.dir / "report.json").read_text(), json.dumps(status))
+
+    # The runbook's command, without bluegreen: OpenSSH's client and the router's own switch on the load balancer.
+    raw = json.loads((release.dir / "rollback.json").read_text())["raw_rollback_command"]
+    (release.dir / "key").write_text(lab.private_key)
+    (release.dir / "key").chmod(0o600)
+    (release.dir / "known_hosts").write_text(lab.known_hosts)
+    options = f"ssh -i {release.dir / 'key'} -o UserKnownHostsFile={release.dir / 'known_hosts'} -o BatchMode=yes "
+    done = subprocess.run(raw.replace("ssh ", options, 1), shell=True, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert get_version(lab.lb) == "2" and release.status()["live"] == "green"
 
 
 @pytest.fixture
