@@ -331,6 +331,7 @@ class Release:
     router_host: str
     run: str = COMMAND_RUN
     extra: str = ""
+    scale_down_delay: str = "never"
     known_hosts: str | None = None
     ports: dict[str, int] = field(default_factory=lambda: {"blue": next(_ports), "green": next(_ports) + 1})
 
@@ -345,7 +346,7 @@ class Release:
         hosts = ", ".join(h.ssh_address for h in self.hosts)
         (self.dir / "bluegreen.yml").write_text(f"""\
 app: {self.app}
-scale_down_delay: never
+scale_down_delay: {self.scale_down_delay}
 timeouts: {{ready: 15}}
 smoke:
   checks:

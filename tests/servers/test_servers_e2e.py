@@ -270,3 +270,36 @@ def test_a_cancelled_run_leaves_live_untouched_and_the_lock_free(release: Releas
     assert report["status"] == "cancelled" and report["cancelled_in"] == "test suite", report
     assert lab.lb.exec(f"test -e {release.state_dir}/lock.json", check=False).returncode != 0  # released
     assert get_version(lab.lb) == "1" and release.map_entry(lab.lb) == f"{release.app}_blue"
+
+
+def test_the_old_colour_is_stopped_on_every_host_and_started_again_by_a_rollback(release: Release):
+    lab = release.lab
+    release.scale_down_delay = "0.5s"  # waited for in the run (scale_down_wait)
+    release.write()
+    assert release.cli("deploy", "--version", "1").returncode == 0
+    done = release.cli("deploy", "--version", "2")
+    assert done.returncode == 0, done.stderr
+    blue = next(c for c in release.status()["colours"] if c["colour"] == "blue")
+    assert not blue["running"] and blue["replicas"] == 0 and blue["version"] == "1", blue
+    for host in lab.apps:  # stopped on every host, its version kept for a rollback
+        assert host.exec(f"pgrep -f 'port {release.ports['blue']}'", check=False).returncode != 0
+    back = release.cli("rollback")
+    assert back.returncode == 0, back.stderr
+    assert get_version(lab.lb) == "1"
+    assert all(host.exec(f"pgrep -f 'port {release.ports['blue']}'", check=False).returncode == 0 for host in lab.apps)
+
+
+def test_a_canary_split_on_the_load_balancer_then_promoted(release: Release):
+    lab = release.lab
+    release.extra = "strategy: canary\ncanary: {steps: [{weight: 50, pause: until promoted}]}\n"
+    release.write()
+    assert release.cli("deploy", "--version", "1").returncode == 0  # a first release goes out whole
+    paused = release.cli("deploy", "--version", "2", "--report", "report.json")
+    assert paused.returncode == 0, paused.stderr
+    assert json.loads((release.dir / "report.json").read_text())["status"] == "paused"
+    answers = Counter(get_version(lab.lb) for _ in range(200))
+    assert set(answers) == {"1", "2"} and 60 <= answers["2"] <= 140, answers  # about half, through both hosts
+    promoted = release.cli("promote")
+    assert promoted.returncode == 0, promoted.stderr
+    assert {get_version(lab.lb) for _ in range(20)} == {"2"}
+    assert release.status()["live"] == "green"

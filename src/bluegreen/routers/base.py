@@ -211,12 +211,11 @@ class Router(ABC):
             return self.process.ensure(self.start)
         if self.shell is not None:
             try:
-                why = self.shell.probe_tcp(self.host, self.port)
+                self.shell.probe_tcp(self.host, self.port)
             except TargetError as exc:  # the router's host itself is out of reach (over SSH): not a proxy to start
                 raise TargetError(f"the router ({self.name}) is not reachable: "
                                   f"{str(exc).removeprefix(self.shell.name + ': ')}; live traffic was not touched") from None
-        else:
-            why = self.reachable()
+        why = self.reachable()
         if why:
             raise TargetError(
                 f"the router ({self.name}) is not reachable: {why}; live traffic was not touched. Start your "
