@@ -184,6 +184,13 @@ def test_mutated_schema_configs_fail_in_one_line(capsys, tmp_path, config):
 VALID = [yaml.safe_load(p.read_text()) for p in sorted(ROOT.glob("examples/*/bluegreen.yml"))]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def ci_secrets_of_the_examples():
+    """The servers example reads its key and known_hosts from CI secrets: set for this module, as CI would."""
+    with mock.patch.dict(os.environ, {"SSH_PRIVATE_KEY": "from a CI secret", "SSH_KNOWN_HOSTS": "from a CI secret"}):
+        yield
+
+
 def test_the_examples_are_valid_bases(capsys, tmp_path):
     assert VALID
     for config in VALID:

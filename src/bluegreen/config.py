@@ -1036,7 +1036,8 @@ def _dotted(loc: tuple) -> str:
 
 def _discriminator(error: dict) -> str:
     """The field that picks a union's member: 'kind' (targets, routers) or 'mode' (a servers target's run)."""
-    return str(error.get("ctx", {}).get("discriminator", "'kind'")).strip("'") or "kind"
+    name = str(error.get("ctx", {}).get("discriminator", "")).strip("'")
+    return name if name.isidentifier() else "kind"  # a callable discriminator (the routers') picks by kind
 
 
 def _describe(error: dict) -> str:

@@ -282,11 +282,11 @@ def test_the_old_colour_is_stopped_on_every_host_and_started_again_by_a_rollback
     blue = next(c for c in release.status()["colours"] if c["colour"] == "blue")
     assert not blue["running"] and blue["replicas"] == 0 and blue["version"] == "1", blue
     for host in lab.apps:  # stopped on every host, its version kept for a rollback
-        assert host.exec(f"pgrep -f 'port {release.ports['blue']}'", check=False).returncode != 0
+        assert host.exec(f"pgrep -f 'app.py .*[-]-port {release.ports['blue']}'", check=False).returncode != 0
     back = release.cli("rollback")
     assert back.returncode == 0, back.stderr
     assert get_version(lab.lb) == "1"
-    assert all(host.exec(f"pgrep -f 'port {release.ports['blue']}'", check=False).returncode == 0 for host in lab.apps)
+    assert all(host.exec(f"pgrep -f 'app.py .*[-]-port {release.ports['blue']}'", check=False).returncode == 0 for host in lab.apps)
 
 
 def test_a_canary_split_on_the_load_balancer_then_promoted(release: Release):
