@@ -84,6 +84,7 @@ def end_to_end_under_load(release: Release) -> None:
         assert back.returncode == 0, back.stderr
         assert get_version(lab.lb) == "1"
         time.sleep(0.5)
+    print(f"through the load balancer during switch and rollback: {dict(load.served)}, failed {len(load.failures)}")
     assert load.failures == [], load.failures[:5]
     assert load.served["1"] > 20 and load.served["2"] > 20, load.served  # both versions served through the LB
     assert release.map_entry(lab.lb) == f"{release.app}_blue"  # a restart of HAProxy keeps the live colour
