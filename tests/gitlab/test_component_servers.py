@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from github.support import need_docker
-from servers.example import ENVIRONMENT, example_config, example_ports
+from servers.example import ENVIRONMENT, LEAKY_SUITE, example_config, example_ports
 from servers.lab import Lab, get_version, start_lab
 
 from .conftest import COMPONENT, ROOT, GitLabProject, new_project
@@ -47,7 +47,7 @@ def project_for(lab: Lab, tool: str, scratch: Path) -> tuple[GitLabProject, str,
     assert "/bluegreen/bluegreen/deploy@1.0.0" in pipeline
     project.write(".gitlab-ci.yml", pipeline.replace("deploy@1.0.0", "deploy@$CI_COMMIT_SHA"))
     app = f"gl{time.monotonic_ns() % 10**8}"
-    project.write(".bluegreen.yml", yaml.safe_dump(example_config(lab, app), sort_keys=False))
+    project.write(".bluegreen.yml", yaml.safe_dump({**example_config(lab, app), "test_suite": LEAKY_SUITE}, sort_keys=False))
     project.write(".gitignore", ".gitlab-ci-local/\nbluegreen.env\nbluegreen-junit.xml\nbluegreen-report.json\n")
     lab.haproxy(lab.lb, lab.apps, example_ports(), app=app)
 
@@ -66,7 +66,8 @@ def project_for(lab: Lab, tool: str, scratch: Path) -> tuple[GitLabProject, str,
 
 
 def never_shown(project: GitLabProject, secrets: dict[str, str], *runs) -> None:
-    lines = {line.strip() for value in secrets.values() for line in value.splitlines() if line.strip()}
+    lines = {line.strip() for value in secrets.values() for line in value.splitlines()
+             if line.strip() and not line.startswith("-----")}  # the PEM armour is the same in every key
     assert len(lines) >= 5  # the key's lines, a known_hosts line per host, the passphrase
     for run in runs:
         for line in lines:
@@ -104,6 +105,9 @@ def test_deploy_jobs_switch_the_load_balancer_and_the_manual_rollback_job_switch
         "green", "blue", "blue")
     assert (env["BLUEGREEN_VERSION"], env["BLUEGREEN_PREVIOUS_VERSION"]) == (second, first)
     assert env["BLUEGREEN_LIVE_URL"] == project.live_url
+    green = example_ports()["green"]  # the preview URL outlives the job: the first host's address, no port forward
+    assert env["BLUEGREEN_PREVIEW_URL"] == f"http://{lab.apps[0].address}:{green}"
+    assert get_version(lab.apps[0], green) == second
     assert env["BLUEGREEN_ROLLBACK_COMMAND"] == f"bluegreen rollback -c .bluegreen.yml -e {ENVIRONMENT}"
     assert "or run the manual job production-rollback of pipeline" in run2.output, run2.output
     report = json.loads((project.dir / ".gitlab-ci-local/artifacts/production-deploy/bluegreen-report.json").read_text())
@@ -120,4 +124,6 @@ def test_deploy_jobs_switch_the_load_balancer_and_the_manual_rollback_job_switch
         "succeeded", "blue", "green")
     print(f"\ngitlab-ci-local: deploy, deploy, rollback in {time.monotonic() - started:.1f}s")
 
+    # The test suite printed every line of them (it ran with them, once per host): masked by bluegreen itself.
+    assert "<unset>" not in run1.output + run2.output and "***" in run1.output and "***" in run2.output, run2.output
     never_shown(project, secrets, listed, run1, run2, back)

@@ -33,6 +33,13 @@ def example_config(lab: Lab, app: str) -> dict:
     return config
 
 
+# A team's test suite that tries to leak: it prints the three SSH secrets from its environment (bluegreen's), once
+# per host. Every line of them must come out masked.
+LEAKY_SUITE = {"command": ["python3", "-c", "import os; print(*(os.environ.get(n, '<unset>') for n in "
+                           "('SSH_PRIVATE_KEY', 'SSH_KNOWN_HOSTS', 'SSH_KEY_PASSPHRASE')), sep='\\n')"],
+               "timeout": "30s"}
+
+
 def example_ports() -> dict[str, int]:
     config = yaml.safe_load(EXAMPLE.read_text())
     return config["environments"][ENVIRONMENT]["target"]["ports"]
