@@ -231,7 +231,9 @@ class ServersTarget(PlannedScaleDowns, Target):
         return {h: self._colour_url(h, colour) for h in self.hosts}
 
     def preview_url(self, colour: Colour) -> str:
-        return self._colour_url(self.hosts[0], colour)
+        # The output outlives the run: the first host's own address, never this run's port forward (with
+        # checks_via: ssh a 127.0.0.1 port on the runner, gone when the step ends).
+        return f"http://{_address(self.hosts[0])}:{self.ports[colour]}"
 
     def live_url(self) -> str:
         _, port = split_address(self.config.router.listen)
