@@ -793,6 +793,8 @@ class Pipeline:
                 p.detail = check.detail
                 if not check.passed:
                     raise CheckFailed(f"test suite {check.detail}")
+            if len(urls) > 1:
+                p.detail = f"passed on each of {len(urls)} hosts"
 
     def _smoke_checks(self, colour: Colour, version: str, live: bool = False) -> None:
         """On the preview URL of `colour`; `live`: through the live URL (the live colour after an expand)."""
