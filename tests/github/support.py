@@ -178,3 +178,11 @@ def caddy_as_nobody(listen_port: int, upstream: Path, scratch: Path) -> subproce
         assert caddy.poll() is None and time.monotonic() < deadline, "caddy as nobody did not start"
         time.sleep(0.05)
     return caddy
+
+
+def copy_action(root: Path) -> None:
+    """The action as `uses: ./` sees it in a workflow's repository: action.yml, its Dockerfile and sources."""
+    for name in ("action.yml", "Dockerfile", ".dockerignore", "pyproject.toml"):
+        shutil.copy(ROOT / name, root / name)
+    shutil.copytree(ROOT / "requirements", root / "requirements")
+    shutil.copytree(ROOT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))

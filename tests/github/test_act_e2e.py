@@ -17,7 +17,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import shutil
 import subprocess
 import tarfile
 import textwrap
@@ -28,7 +27,7 @@ import httpx
 import pytest
 import yaml
 
-from .support import (ACT_JOB_IMAGE, ROOT, docker, docker_client, free_port, need_act, remove_containers,
+from .support import (ACT_JOB_IMAGE, ROOT, copy_action, docker, docker_client, free_port, need_act, remove_containers,
                       tag_example, unique)
 
 ENVIRONMENT = "production"  # the example workflows deploy this environment
@@ -92,10 +91,7 @@ def ws(tmp_path_factory, example_image):
     act = need_act()
     root = tmp_path_factory.mktemp("act") / "repo"
     root.mkdir()
-    for name in ("action.yml", "Dockerfile", ".dockerignore", "pyproject.toml"):
-        shutil.copy(ROOT / name, root / name)
-    shutil.copytree(ROOT / "requirements", root / "requirements")
-    shutil.copytree(ROOT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    copy_action(root)
     workflows = root / ".github" / "workflows"
     workflows.mkdir(parents=True)
     for name in ("deploy.yml", "rollback.yml", "promote.yml", "deploy-with-tests.yml"):

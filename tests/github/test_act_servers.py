@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ import yaml
 from servers.example import ENVIRONMENT, LEAKY_SUITE, example_config, example_ports
 from servers.lab import Lab, get_version, start_lab
 
-from .support import ACT_JOB_IMAGE, ROOT, need_act, unique
+from .support import ACT_JOB_IMAGE, ROOT, copy_action, need_act, unique
 from .test_act_e2e import log_lines
 
 PASSPHRASE = "act-secret passphrase 5f0c2e"
@@ -90,10 +89,7 @@ def repo(tmp_path_factory):
     try:
         root = tmp_path_factory.mktemp("act-servers") / "repo"
         root.mkdir()
-        for name in ("action.yml", "Dockerfile", ".dockerignore", "pyproject.toml"):
-            shutil.copy(ROOT / name, root / name)
-        shutil.copytree(ROOT / "requirements", root / "requirements")
-        shutil.copytree(ROOT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        copy_action(root)
         workflows = root / ".github" / "workflows"
         workflows.mkdir(parents=True)
         text = (ROOT / "examples" / "workflows" / "servers.yml").read_text()
