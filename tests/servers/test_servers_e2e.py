@@ -304,3 +304,20 @@ def test_a_canary_split_on_the_load_balancer_then_promoted(release: Release):
     assert promoted.returncode == 0, promoted.stderr
     assert {get_version(lab.lb) for _ in range(20)} == {"2"}
     assert release.status()["live"] == "green"
+
+
+def test_a_proxy_that_refuses_the_switch_sends_the_others_back(lab: Lab, tmp_path: Path):
+    release = Release(lab, tmp_path, "trefuse", lab.apps, "each", extra=f"    url: http://{lab.apps[0].address}:80\n")
+    lab.haproxy_each(lab.apps, release.ports, app=release.app)
+    assert release.cli("deploy", "--version", "1").returncode == 0
+    app2 = lab.apps[1]
+    app2.exec("chmod g-w /etc/haproxy /etc/haproxy/bluegreen.map")  # app2's map file cannot be written
+    try:
+        failed = release.cli("deploy", "--version", "2")
+    finally:
+        app2.exec("chmod g+w /etc/haproxy /etc/haproxy/bluegreen.map")
+    assert failed.returncode == 1, failed.stderr
+    line = failed.stderr.strip().splitlines()[-1]
+    assert f"the switch failed on {app2.ssh_address}" in line and f"switched {lab.apps[0].ssh_address} back" in line
+    assert [get_version(h) for h in lab.apps] == ["1", "1"]  # never left half-switched
+    assert [release.map_entry(h) for h in lab.apps] == ["trefuse_blue", "trefuse_blue"]

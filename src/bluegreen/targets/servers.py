@@ -308,8 +308,9 @@ class ServersTarget(PlannedScaleDowns, Target):
         """One change on the load balancer; or on every host's proxy at once, and if any fails, the hosts that
         changed go back, so live traffic is never left half-switched."""
         self._switch_detail = None
-        if not self.each:
-            self._on_hosts(self.router_hosts, lambda sh: self.routers[sh.name].set_weights(weights, deadline))
+        if not self.each:  # the router's own errors name its host
+            self._connect()
+            self.routers[self.router_hosts[0]].set_weights(weights, deadline)
             return
 
         def change(sh: Shell) -> tuple[Weights | None, float | None, str | None]:
