@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen.ci.github import Secrets, load_ssh_inputs
+from bluegreen.ci.github import Secrets, load_ssh_inputs, mask_config
 
 from .support import ROOT, free_port, parse_github_output
 from .test_adapter import Step
@@ -174,19 +174,28 @@ def test_ssh_inputs_in_the_actions_image(tmp_path, ssh_secrets, action_image):
                                    (files / "output").read_text(), ssh_secrets)
 
 
-def test_the_configs_ssh_secrets_are_masked_whatever_variables_they_came_from():
+def test_the_configs_ssh_secrets_are_masked_whatever_variables_they_came_from(tmp_path, monkeypatch):
     """The config may read the key from another variable (`private_key: ${PROD_KEY}`): the entrypoint masks the
     values the loaded config holds, found where the servers target keeps them (target.ssh)."""
-    from types import SimpleNamespace
-
-    from pydantic import SecretStr
-
-    from bluegreen.ci.github import ssh_secret_values
-
-    ssh = SimpleNamespace(private_key=SecretStr("key-content"), passphrase=None, known_hosts=SecretStr("kh-content"),
-                          user="deploy")
-    assert ssh_secret_values(SimpleNamespace(target=SimpleNamespace(ssh=ssh))) == ["key-content", "kh-content"]
-    assert ssh_secret_values(SimpleNamespace(target=SimpleNamespace(kind="local"))) == []  # no ssh: nothing
+    monkeypatch.setenv("PROD_KEY", "key-content\nkey-second-line")
+    monkeypatch.setenv("PROD_HOSTS", "kh-content")
+    config = tmp_path / "bluegreen.yml"
+    config.write_text(textwrap.dedent("""\
+        app: shop
+        environments:
+          prod:
+            target:
+              kind: servers
+              hosts: [app1]
+              ssh: {user: deploy, private_key: "${PROD_KEY}", known_hosts: "${PROD_HOSTS}"}
+              run: {mode: command, start: "true", stop: "true"}
+              router_host: lb1
+              router: {kind: haproxy, listen: ":80"}
+        """))
+    secrets_ = Secrets()
+    mask_config(str(config), "prod", secrets_)
+    assert {"key-content", "key-second-line", "kh-content"} <= set(secrets_.values)
+    assert "deploy" not in secrets_.values  # the user is not a secret
 
 
 def test_an_error_before_the_pipeline_is_redacted_on_stderr_and_in_the_outputs(tmp_path):

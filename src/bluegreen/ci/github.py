@@ -325,21 +325,13 @@ def load_ssh_inputs(secrets_: Secrets, environ: dict[str, str] | None = None) ->
         secrets_.add(environ.get(variable))
 
 
-def ssh_secret_values(settings: object) -> list[str]:
-    """The servers target's SSH secrets as the config resolved them (it may read them from other variables)."""
-    from pydantic import SecretStr
-
-    ssh = getattr(getattr(settings, "target", None), "ssh", None)
-    values = (getattr(ssh, field, None) for field in ("private_key", "passphrase", "known_hosts"))
-    return [value.get_secret_value() for value in values if isinstance(value, SecretStr)]
-
-
 def mask_config(config: str, environment: str | None, secrets_: Secrets) -> None:
-    """Load the config quietly and mask its smoke checks' header values and SSH secrets; a ConfigError propagates."""
+    """Load the config quietly and mask its secrets (smoke check headers, router and metrics credentials, the
+    servers target's SSH key, passphrase and known_hosts, whatever variables they came from); a ConfigError
+    propagates."""
     from ..config import load_config, secret_header_values
 
-    settings = load_config(config, environment or None)
-    for value in [*secret_header_values(settings), *ssh_secret_values(settings)]:
+    for value in secret_header_values(load_config(config, environment or None)):
         secrets_.add(value)
 
 
