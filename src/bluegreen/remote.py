@@ -17,6 +17,18 @@ from typing import Protocol
 from .errors import TargetError
 
 
+def split_host(address: str, default_port: int) -> tuple[str, int]:
+    """A host as configured -> (host, SSH port): 'app1', 'app1:2222', '[2001:db8::1]:2222' or a bare IPv6 address."""
+    if address.startswith("["):
+        host, _, rest = address[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else default_port
+    if address.count(":") == 1:
+        host, _, port = address.partition(":")
+        if port.isdigit():
+            return host, int(port)
+    return address, default_port
+
+
 @dataclass(frozen=True)
 class CommandResult:
     exit_status: int

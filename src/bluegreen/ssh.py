@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import asyncssh
 
 from .errors import BluegreenError, ConfigError, TargetError, one_line
-from .remote import CommandResult
+from .remote import CommandResult, split_host
 
 T = TypeVar("T")
 
@@ -58,18 +58,6 @@ class Login:
     # commands fail with "connection lost" instead of hanging
     keepalive_interval: float = 5.0
     keepalive_count_max: int = 3
-
-
-def split_host(address: str, default_port: int) -> tuple[str, int]:
-    """'app1', 'app1:2222', '[2001:db8::1]:2222' or a bare IPv6 address -> (host, port)."""
-    if address.startswith("["):
-        host, _, rest = address[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else default_port
-    if address.count(":") == 1:
-        host, _, port = address.partition(":")
-        if port.isdigit():
-            return host, int(port)
-    return address, default_port
 
 
 def parse_jump_host(spec: str, login: Login) -> tuple[str, str, int]:

@@ -23,7 +23,7 @@ from typing import Callable, ClassVar
 from ..cancel import CANCEL
 from ..config import COLOURS, Colour, ProxyRouter
 from ..errors import TargetError
-from ..remote import Shell
+from ..remote import Shell, split_host
 from ..targets import proc
 from ..targets.base import Weights, all_to, check_weights, larger_share
 from ..targets.filestate import state_io
@@ -61,12 +61,6 @@ def find_binary(name: str, install: str) -> str:
     return found
 
 
-def ssh_address(name: str) -> str:
-    """A Shell's name ('lb1', 'app2:2222', '[::1]:2222') without its SSH port."""
-    host, colon, port = name.rpartition(":")
-    return (host.strip("[]") if colon and port.isdigit() and (host.startswith("[") or ":" not in host) else name)
-
-
 def split_address(address: str) -> tuple[str, int]:
     """'127.0.0.1:8080' -> ('127.0.0.1', 8080); ':8080' -> ('127.0.0.1', 8080)."""
     host, _, port = address.rpartition(":")
@@ -102,7 +96,7 @@ class Router(ABC):
     def live_url(self) -> str:
         host = self.host
         if self.shell and host in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "::"):
-            host = ssh_address(self.shell.name)  # the proxy's own loopback is the host's address from here
+            host = split_host(self.shell.name, 0)[0]  # the proxy's own loopback is the host's address from here
         return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
     def at(self, path: Path | str) -> str:

@@ -33,7 +33,7 @@ from ..cancel import CANCEL
 from ..config import COLOURS, Colour, Settings, render
 from ..config import ServersTarget as ServersConfig
 from ..errors import NotReadyError, TargetError
-from ..remote import CommandResult, Shell
+from ..remote import CommandResult, Shell, split_host
 from ..routers import make_router
 from ..routers.base import split_address
 from .base import ColourState, RouterState, Target, Weights, all_to, larger_share
@@ -122,8 +122,7 @@ class ShellStateStore(FileStateStore):
 
 def _address(host: str) -> str:
     """'app2:2222' -> 'app2' (the SSH port is not where the colours listen)."""
-    name, colon, port = host.rpartition(":")
-    return name.strip("[]") if colon and port.isdigit() and "]" not in port else host
+    return split_host(host, 0)[0]
 
 
 class ServersTarget(PlannedScaleDowns, Target):
@@ -254,7 +253,7 @@ class ServersTarget(PlannedScaleDowns, Target):
         ssh = self.config.ssh
         commands = []
         for host in self.router_hosts:
-            address, port = _address(host), (host.rpartition(":")[2] if _address(host) != host else ssh.port)
+            address, port = split_host(host, ssh.port)
             remote = self.routers[host].raw_switch_command(to)
             commands.append(f"ssh -p {port} {ssh.user}@{address} {shlex.quote(remote)}")
         return " && ".join(commands)
