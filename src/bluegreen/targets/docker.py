@@ -94,6 +94,20 @@ class DockerAPI:
         response = self.call("GET", f"/containers/{quote(name)}/json", ok=(200, 404))
         return response.json() if response.status_code == 200 else None
 
+    def start(self, name: str) -> None:
+        self.call("POST", f"/containers/{quote(name)}/start", ok=(204, 304))
+
+    def stop(self, name: str, grace: float, *, missing_ok: bool = False) -> None:
+        """SIGTERM, then SIGKILL after `grace` seconds; the container is kept, so it can start again."""
+        self.call("POST", f"/containers/{quote(name)}/stop", params={"t": int(grace)},
+                  ok=(204, 304, 404) if missing_ok else (204, 304), timeout=grace + 30)
+
+    def remove(self, name: str, timeout: float | None = 60) -> bool:
+        """Remove the container, running or not; False when there was none."""
+        response = self.call("DELETE", f"/containers/{quote(name)}", params={"force": "true"}, ok=(204, 404),
+                             timeout=timeout)
+        return response.status_code == 204
+
     def image_exists(self, image: str) -> bool:
         return self.call("GET", f"/images/{quote(image, safe='/:@')}/json", ok=(200, 404)).status_code == 200
 
@@ -214,13 +228,13 @@ class DockerTarget(PlannedScaleDowns, HostPortTarget):
         ensure_image(self.api, image, self.config.pull)
         name = self.container_name(colour)
         self._drop_due(colour)
-        self._remove(name)
+        self.api.remove(name)
         # Container mode: on the router's network, where it dials this colour by name.
         network = self.router_container.network if self.mode == "container" else self.config.network
         body = colour_container(self.config, self.settings, colour, version, image=image, host_port=self.ports[colour],
                                 bind=self.config.bind, network=network)
         self.api.call("POST", "/containers/create", params={"name": name}, json=body)
-        self._start(name)
+        self.api.start(name)
 
     def check_running(self, colour: Colour) -> None:
         crash = crashed(self.api, self.container_name(colour))
@@ -233,14 +247,13 @@ class DockerTarget(PlannedScaleDowns, HostPortTarget):
         info = self.api.inspect(name)
         if replicas <= 0:
             if info is not None and info["State"].get("Running"):
-                self.api.call("POST", f"/containers/{quote(name)}/stop", params={"t": int(self.config.stop_timeout)},
-                              ok=(204, 304), timeout=self.config.stop_timeout + 30)
+                self.api.stop(name, self.config.stop_timeout)
             self._drop_due(colour)
             return
         if info is None:
             raise TargetError(f"{colour} has never been deployed (no container {name}); nothing to start")
         self._drop_due(colour)
-        self._start(name)
+        self.api.start(name)
 
     def switch(self, to: Colour, deadline: float) -> None:
         super().switch(to, deadline)
@@ -250,7 +263,7 @@ class DockerTarget(PlannedScaleDowns, HostPortTarget):
         stopped = []
         for colour in COLOURS:
             name = self.container_name(colour)
-            if self._remove(name):
+            if self.api.remove(name):
                 stopped.append(f"{colour} (container {name}, port {self.ports[colour]})")
         if self.mode == "container":
             if self.router_container.stop(purge):  # the volume (state) is kept unless purged
@@ -268,16 +281,6 @@ class DockerTarget(PlannedScaleDowns, HostPortTarget):
 
     def close(self) -> None:
         self.api.close()
-
-    # --- helpers -----------------------------------------------------------------------------
-
-    def _start(self, name: str) -> None:
-        self.api.call("POST", f"/containers/{quote(name)}/start", ok=(204, 304))
-
-    def _remove(self, name: str) -> bool:
-        response = self.api.call("DELETE", f"/containers/{quote(name)}", params={"force": "true"}, ok=(204, 404),
-                                 timeout=60)
-        return response.status_code == 204
 
 
 
@@ -331,7 +334,7 @@ def crashed(api: DockerAPI, name: str) -> str | None:
     if state.get("Running") and not state.get("Restarting") and info.get("RestartCount", 0) == 0:
         return None
     logs = api.logs_tail(name)
-    api.call("POST", f"/containers/{quote(name)}/stop", params={"t": 0}, ok=(204, 304), timeout=30)
+    api.stop(name, 0)
     if state.get("Running") or state.get("Restarting"):  # caught between a crash and its restart
         how = f"crashed (restarted {info.get('RestartCount', 0)} time(s))"
     else:

@@ -101,7 +101,7 @@ class RouterContainer:
             if not self.api.image_exists(self.config.image):
                 self.api.pull(self.config.image)
             self._create()
-        self.api.call("POST", f"/containers/{quote(self.name)}/start", ok=(204, 304))
+        self.api.start(self.name)
         deadline = time.monotonic() + 15
         while not self.reachable():
             info = self.api.inspect(self.name) or {"State": {}}
@@ -136,7 +136,7 @@ class RouterContainer:
             self._put("/", {BIN[1:]: None, f"{BIN[1:]}/caddy": (Path(caddy_binary()).read_bytes(), 0o755),
                             f"{BIN[1:]}/caddy.json": (json.dumps(self._caddy_config(), indent=2).encode(), 0o644)})
         except BaseException:
-            self.api.call("DELETE", f"/containers/{quote(self.name)}", params={"force": "true"}, ok=(204, 404))
+            self.api.remove(self.name, timeout=None)
             raise
 
     def reachable(self) -> bool:
@@ -159,8 +159,7 @@ class RouterContainer:
             )
 
     def stop(self, purge: bool) -> bool:
-        removed = self.api.call("DELETE", f"/containers/{quote(self.name)}", params={"force": "true"},
-                                ok=(204, 404), timeout=60).status_code == 204
+        removed = self.api.remove(self.name)
         if purge:
             self.api.call("DELETE", f"/volumes/{quote(self.volume)}", ok=(204, 404, 409))
         return removed

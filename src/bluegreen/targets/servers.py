@@ -25,7 +25,6 @@ from collections import Counter
 from datetime import datetime, timezone
 from pathlib import PurePosixPath
 from typing import Callable, TypeVar
-from urllib.parse import quote
 
 import httpx
 
@@ -379,11 +378,11 @@ class DockerRuntime:
         api, name = self.api(sh), self.name(colour)
         image = render(self.run.image, version=version)
         ensure_image(api, image, self.run.pull)
-        api.call("DELETE", f"/containers/{quote(name)}", params={"force": "true"}, ok=(204, 404), timeout=60)
+        api.remove(name)
         body = colour_container(self.run, self.target.settings, colour, version, image=image,
                                 host_port=self.target.ports[colour], bind=self.run.bind, network=None)
         api.call("POST", "/containers/create", params={"name": name}, json=body)
-        api.call("POST", f"/containers/{quote(name)}/start", ok=(204, 304))
+        api.start(name)
 
     def crashed(self, sh: Shell, colour: Colour) -> str | None:
         return crashed(self.api(sh), self.name(colour))
@@ -401,17 +400,14 @@ class DockerRuntime:
     def scale(self, sh: Shell, colour: Colour, replicas: int) -> None:
         api, name = self.api(sh), self.name(colour)
         if replicas <= 0:
-            api.call("POST", f"/containers/{quote(name)}/stop", params={"t": int(self.target.config.stop_timeout)},
-                     ok=(204, 304, 404), timeout=self.target.config.stop_timeout + 30)
+            api.stop(name, self.target.config.stop_timeout, missing_ok=True)
         elif api.inspect(name) is None:
             raise TargetError(f"{colour} has never been deployed on {sh.name} (no container {name}); nothing to start")
         else:
-            api.call("POST", f"/containers/{quote(name)}/start", ok=(204, 304))
+            api.start(name)
 
     def remove(self, sh: Shell, colour: Colour) -> bool:
-        response = self.api(sh).call("DELETE", f"/containers/{quote(self.name(colour))}", params={"force": "true"},
-                                     ok=(204, 404), timeout=60)
-        return response.status_code == 204
+        return self.api(sh).remove(self.name(colour))
 
     def close(self) -> None:
         for api in self._apis.values():
