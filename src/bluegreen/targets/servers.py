@@ -349,13 +349,6 @@ class ServersTarget(PlannedScaleDowns, Target):
         self.pool.close()
 
 
-class HostColour:
-    """One colour on one host, as `status` shows it."""
-
-    def __init__(self, version: str | None, running: bool, ready: bool, detail: str) -> None:
-        self.version, self.running, self.ready, self.detail = version, running, ready, detail
-
-
 class DockerRuntime:
     """run.mode docker: the colour's container on each host's Docker engine, through the SSH connection."""
 
@@ -387,15 +380,16 @@ class DockerRuntime:
     def crashed(self, sh: Shell, colour: Colour) -> str | None:
         return crashed(self.api(sh), self.name(colour))
 
-    def state(self, sh: Shell, colour: Colour) -> HostColour:
+    def state(self, sh: Shell, colour: Colour) -> ColourState:
         info = self.api(sh).inspect(self.name(colour))
         if info is None:
-            return HostColour(None, False, False, "no container")
+            return ColourState(colour=colour, detail="no container")
         running = bool(info["State"].get("Running"))
         ready = running and self.target.health(sh.name, colour, timeout=1.0) is None
         version = (info["Config"].get("Labels") or {}).get(LABEL + "version")
         how = "running" if running else f"{info['State'].get('Status', 'stopped')}"
-        return HostColour(version, running, ready, f"container {info['Id'][:12]} {how}")
+        return ColourState(colour=colour, version=version, running=running, ready=ready, replicas=int(running),
+                           detail=f"container {info['Id'][:12]} {how}")
 
     def scale(self, sh: Shell, colour: Colour, replicas: int) -> None:
         api, name = self.api(sh), self.name(colour)
@@ -424,6 +418,11 @@ class CommandRuntime:
     def _version_file(self, colour: Colour) -> str:
         return shlex.quote(str(self.target.dir / f"{colour}.version"))
 
+    def _version(self, sh: Shell, colour: Colour) -> str:
+        """The version recorded for `colour` on the host; '' when none is."""
+        done = sh.run(f"cat {self._version_file(colour)} 2>/dev/null", timeout=30)
+        return done.stdout.strip() if done.ok else ""
+
     def _command(self, sh: Shell, step: str, colour: Colour, version: str = "") -> CommandResult:
         """Run `run.<step>`; the error names the step and the host, never the command (it may hold a secret)."""
         template = getattr(self.run, step)
@@ -451,16 +450,15 @@ class CommandRuntime:
         done = self._command(sh, "status", colour)
         return None if done.ok else f"run.status says {colour} is not running: {done.last_error_line()}"
 
-    def state(self, sh: Shell, colour: Colour) -> HostColour:
-        done = sh.run(f"cat {self._version_file(colour)} 2>/dev/null", timeout=30)
-        version = done.stdout.strip() or None if done.ok else None
+    def state(self, sh: Shell, colour: Colour) -> ColourState:
+        version = self._version(sh, colour) or None
         ready = self.target.health(sh.name, colour, timeout=1.0) is None
         running = ready if self.run.status is None else self._command(sh, "status", colour).ok
-        return HostColour(version, running, ready, "running" if running else "stopped")
+        return ColourState(colour=colour, version=version, running=running, ready=ready, replicas=int(running),
+                           detail="running" if running else "stopped")
 
     def scale(self, sh: Shell, colour: Colour, replicas: int) -> None:
-        version = sh.run(f"cat {self._version_file(colour)} 2>/dev/null", timeout=30).stdout.strip()
-        self._command(sh, "stop" if replicas <= 0 else "start", colour, version)
+        self._command(sh, "stop" if replicas <= 0 else "start", colour, self._version(sh, colour))
 
     def remove(self, sh: Shell, colour: Colour) -> bool:
         had = sh.run(f"test -e {self._version_file(colour)}", timeout=30).ok
