@@ -116,6 +116,20 @@ def end_to_end_under_load(release: Release) -> None:
     assert get_version(lab.lb) == "2" and release.status()["live"] == "green"
 
 
+def deploy_held_in_the_test_suite(release: Release, *args: str) -> subprocess.Popen:
+    """`deploy --version 2` started with a test suite that sleeps; returns once the lock on the router host says
+    the run is in its test suite."""
+    release.extra = 'test_suite: {command: ["sleep", "60"], timeout: 90}\n'
+    release.write()
+    run = release.popen("deploy", "--version", "2", *args)
+    deadline = time.monotonic() + 60
+    while '"test suite"' not in release.lab.lb.exec(f"cat {release.state_dir}/lock.json 2>/dev/null",
+                                                    check=False).stdout:
+        assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+        time.sleep(0.2)
+    return run
+
+
 @pytest.fixture
 def release(lab: Lab, tmp_path: Path, request) -> Release:
     name = "t" + request.node.name.split("[")[0].replace("test_", "").replace("_", "")[:20]
@@ -204,13 +218,7 @@ def test_a_host_unreachable_stops_the_run_naming_it(release: Release):
 def test_a_run_killed_mid_deploy_leaves_a_lock_the_next_run_takes_over(release: Release):
     lab = release.lab
     assert release.cli("deploy", "--version", "1").returncode == 0
-    release.extra = 'test_suite: {command: ["sleep", "60"], timeout: 90}\n'
-    release.write()
-    killed = release.popen("deploy", "--version", "2")
-    deadline = time.monotonic() + 60
-    while '"test suite"' not in lab.lb.exec(f"cat {release.state_dir}/lock.json 2>/dev/null", check=False).stdout:
-        assert killed.poll() is None and time.monotonic() < deadline, killed.communicate()
-        time.sleep(0.2)
+    killed = deploy_held_in_the_test_suite(release)
     killed.send_signal(signal.SIGKILL)  # no cleanup at all: the lock stays on the load balancer
     killed.wait(10)
     assert json.loads(lab.lb.exec(f"cat {release.state_dir}/lock.json").stdout)["pid"] == killed.pid
@@ -257,13 +265,7 @@ def test_docker_mode_end_to_end_under_load(lab_factory, example_image: str, tmp_
 def test_a_cancelled_run_leaves_live_untouched_and_the_lock_free(release: Release):
     lab = release.lab
     assert release.cli("deploy", "--version", "1").returncode == 0
-    release.extra = 'test_suite: {command: ["sleep", "60"], timeout: 90}\n'
-    release.write()
-    run = release.popen("deploy", "--version", "2", "--report", "report.json")
-    deadline = time.monotonic() + 60
-    while '"test suite"' not in lab.lb.exec(f"cat {release.state_dir}/lock.json 2>/dev/null", check=False).stdout:
-        assert run.poll() is None and time.monotonic() < deadline, run.communicate()
-        time.sleep(0.2)
+    run = deploy_held_in_the_test_suite(release, "--report", "report.json")
     run.send_signal(signal.SIGTERM)  # GitLab's cancel; GitHub's SIGINT takes the same path
     _, stderr = run.communicate(timeout=60)
     assert run.returncode == 1, stderr
