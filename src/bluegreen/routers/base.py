@@ -23,7 +23,7 @@ from typing import Callable, ClassVar
 from ..cancel import CANCEL
 from ..config import COLOURS, Colour, ProxyRouter
 from ..errors import TargetError
-from ..remote import Shell, split_host
+from ..remote import Shell
 from ..targets import proc
 from ..targets.base import Weights, all_to, check_weights, larger_share
 from ..targets.filestate import state_io
@@ -94,9 +94,8 @@ class Router(ABC):
 
     @property
     def live_url(self) -> str:
+        """Where this machine reaches the proxy it runs beside (a remote router's live URL is its target's)."""
         host = self.host
-        if self.shell and host in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "::"):
-            host = split_host(self.shell.name, 0)[0]  # the proxy's own loopback is the host's address from here
         return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
     def at(self, path: Path | str) -> str:
