@@ -128,6 +128,23 @@ def assert_one_line_error(result: subprocess.CompletedProcess) -> str:
     return errors[0]
 
 
+# Files whose tests must not run at the same time as each other's: act names its job containers after the workflow
+# and the job (act-deploy-deploy-...), so two act runs of the same workflow at once would take each other's.
+SERIAL_GROUPS = {"act": ("github/test_act_",)}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Under pytest-xdist (`make test`: -n 4 --dist loadgroup), a test module runs whole on one worker, so its
+    module-scoped labs, images and clusters are built once; the SERIAL_GROUPS share one worker."""
+    root = Path(__file__).parent
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        module = item.path.relative_to(root).as_posix() if item.path.is_relative_to(root) else str(item.path)
+        group = next((name for name, prefixes in SERIAL_GROUPS.items() if module.startswith(prefixes)), module)
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 def pytest_unconfigure(config) -> None:
     """End `make test` (after pytest's own summary: the last lines) saying what it skipped and why,
     and the one command that runs everything."""

@@ -94,6 +94,45 @@ def test_failure_limit_ends_retries_early(app_url):
     assert "(2 failures)" in result.detail
 
 
+def test_the_same_failure_in_a_row_ends_retries_early(app_url):
+    """smoke.failure_limit: a steady failure fails at once instead of waiting out the deadline."""
+    check = SmokeCheck(name="missing", path="/nope")
+    result = smoke.run_until_passing(check, app_url, {}, consecutive=1, interval=0.05,
+                                     deadline=time.monotonic() + 60, request_timeout=1, same_failure_limit=3)
+    assert not result.passed and result.attempts == 3 and result.duration < 30
+    assert result.detail.startswith("GET /nope: status 404, expected 200") and result.detail.endswith("(3 times in a row)")
+
+
+def test_failures_that_change_are_retried_until_the_deadline():
+    """Answers that keep changing (a colour still warming up: 502, then 503...) are not a steady failure."""
+    import http.server
+    import itertools
+
+    statuses = itertools.cycle([502, 503])
+
+    class Flapping(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(next(statuses))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Flapping)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        check = SmokeCheck(name="flapping", path="/")
+        result = smoke.run_until_passing(check, f"http://127.0.0.1:{server.server_address[1]}", {}, consecutive=1,
+                                         interval=0.05, deadline=time.monotonic() + 1, request_timeout=1,
+                                         same_failure_limit=2)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not result.passed and result.attempts > 2  # ended by the deadline, not by the limit
+    assert "times in a row" not in result.detail
+
+
 def test_checks_run_concurrently(app_url):
     checks = [SmokeCheck(name=f"c{i}", path="/healthz") for i in range(4)]
     all_started = threading.Barrier(len(checks), timeout=10)  # breaks unless all four run at the same time

@@ -316,6 +316,46 @@ def test_rollback_refuses_a_colour_whose_release_never_went_live(local_env):
     assert local_env.live_version() == "2"
 
 
+def test_rollback_goes_back_to_a_first_release_left_live_unverified(local_env):
+    """A first release whose verification failed stays live (nothing to switch back to) and serves users, so
+    once a later release is live, a rollback goes back to it. A release switched back never served: refused."""
+    local_env.write(test_suite="", extra="verify: {version_check: {name: v, path: /version, "
+                    "expect: {body_contains: never}}, timeout: 1s, interval: 0.1}\n")
+    first = local_env.cli("deploy", "--version", "1")
+    assert first.returncode == 5 and local_env.report()["status"] == "rollback_failed"
+    assert local_env.live_version() == "1"  # blue serves live traffic, unverified
+
+    local_env.write(test_suite="")
+    assert local_env.cli("deploy", "--version", "2").returncode == 0  # green
+    back = local_env.cli("rollback")
+    assert back.returncode == 0, back.stderr
+    assert local_env.live_version() == "1"
+
+    assert local_env.cli("deploy", "--version", "3+fail-live").returncode == 4  # green, switched back
+    refused = local_env.cli("rollback")
+    assert refused.returncode == 1
+    assert "green runs version 3+fail-live, which never went live (its release stopped before the switch, was " \
+           "switched back or was only prepared)" in refused.stderr
+    assert "To go back to version 2, the last other one that served live traffic" in refused.stderr
+    assert local_env.live_version() == "1"
+
+
+def test_a_steady_smoke_failure_fails_after_failure_limit_not_the_timeout(local_env):
+    local_env.write(test_suite="")
+    text = local_env.config.read_text()
+    assert "smoke:\n  timeout: 5s\n" in text
+    local_env.config.write_text(text.replace("smoke:\n  timeout: 5s\n", "smoke:\n  timeout: 120s\n  failure_limit: 3\n"))
+    assert local_env.cli("deploy", "--version", "1").returncode == 0
+    started = time.monotonic()
+    result = local_env.cli("deploy", "--version", "2+fail-smoke")  # every answer is 500, for ever
+    took = time.monotonic() - started
+    assert result.returncode == 1, result.stderr
+    reason = local_env.report()["reason"]
+    assert reason.startswith("smoke check") and "status 500" in reason and "(3 times in a row)" in reason, reason
+    assert took < 60, f"{took:.1f}s: the run waited for smoke.timeout (120s) instead of failure_limit"
+    assert local_env.live_version() == "1"
+
+
 def test_rollback_with_nothing_to_roll_back_to(local_env):
     nothing_live = local_env.cli("rollback")
     assert nothing_live.returncode == 1 and "nothing is live yet" in nothing_live.stderr

@@ -141,6 +141,9 @@ def _run(args: argparse.Namespace, adapter: Adapter) -> int:
     check_version("--version", getattr(args, "release_version", None))
     check_version("--expect-version", getattr(args, "expect_version", None))
     settings = _settings(args)
+    from .targets import check_installed, make_target
+
+    check_installed(settings)  # `validate` says it too: the config is fine, the installation cannot run it
     if args.command == "validate":
         target = settings.target
         print(one_line(f"{settings.source}: ok (app {settings.app}, environment {settings.environment}, "
@@ -148,7 +151,6 @@ def _run(args: argparse.Namespace, adapter: Adapter) -> int:
         return ExitCode.OK
     from .config import secret_header_values
     from .pipeline import Pipeline, RunInfo
-    from .targets import make_target
 
     target = make_target(settings)
     try:

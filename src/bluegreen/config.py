@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -85,6 +86,17 @@ Duration = Annotated[
         }
     ),
 ]
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an http:// or https:// URL with a host, got {shorten(repr(value))}")
+    return value.rstrip("/")  # paths are appended to it
+
+
+# A URL that checks are sent to: refused at load rather than after the switch, where a bad one means switching back.
+HttpUrl = Annotated[str, AfterValidator(_http_url), WithJsonSchema({"type": "string", "pattern": "^https?://"})]
 
 
 class Model(BaseModel):
@@ -152,6 +164,10 @@ class SmokeSettings(Model):
     timeout: Duration = Field(60, description="Deadline for all checks to pass, retries included.")
     interval: Duration = Field(0.5, description="First delay between retries; doubles up to 5 s.")
     consecutive_successes: int = Field(2, ge=1, description="A check passes after this many successes in a row.")
+    failure_limit: int | None = Field(
+        5, ge=1, description="A check that fails the same way this many times in a row fails at once, without waiting "
+        "out `timeout` (a steady failure does not heal); null: retry until the timeout."
+    )
     request_timeout: Duration = Field(5, description="Timeout of one request.")
 
 
@@ -171,6 +187,10 @@ class VerifySettings(Model):
         3, ge=1, description="Switch back after this many failed version checks (live users see the failures)."
     )
     window: Duration = Field(5, description="How long the smoke checks must keep passing through the live URL.")
+    url: HttpUrl | None = Field(
+        None, description="Where to verify, if not where users go (the environment's `url`, else the router's "
+        "address): e.g. the router itself, bypassing a CDN."
+    )
     interval: Duration = Field(0.25, description="Delay between verification rounds.")
     timeout: Duration = Field(30, description="Deadline for the version check to pass.")
 
@@ -848,7 +868,10 @@ class Overridable(Model):
 
 class Environment(Overridable):
     target: TargetConfig
-    url: str | None = Field(None, description="The public URL users reach; default the target's live URL.")
+    url: HttpUrl | None = Field(
+        None, description="The public URL users reach (a CDN, a DNS name, a load balancer in front of the router); "
+        "verification and the canary gates go through it. Default: the router's address."
+    )
 
 
 class Config(Overridable):

@@ -29,11 +29,11 @@ from pydantic import BaseModel
 from .checks.suite import exit_detail, run_process
 from .config import MigrationLint, Migrations, render
 from .errors import TargetError
+from .history import served_live, verified_live
 from .report import CheckResult
 from .targets.base import ColourState, Release
 
 Half = Literal["expand", "contract"]
-_LIVE_ACTIONS = ("deploy", "promote", "rollback")
 
 
 class SchemaState(BaseModel):
@@ -156,18 +156,7 @@ def pending_contract(history: list[Release]) -> Release | None:
 
 def old_versions(expand: Release, history: list[Release], before: datetime | None = None) -> set[str]:
     """The versions that served live traffic before `expand` ran: they need the schema its contract removes."""
-    at = before or expand.at
-    return {
-        r.version for r in history
-        if r.action in _LIVE_ACTIONS and r.outcome == "succeeded" and r.at < at and r.version
-    } - {expand.version}
-
-
-def was_live(history: list[Release], colour: str | None, version: str | None) -> bool:
-    return any(
-        r.colour == colour and r.version == version and r.action in _LIVE_ACTIONS and r.outcome == "succeeded"
-        for r in history
-    )
+    return {version for _, version in served_live(history, before or expand.at)} - {expand.version}
 
 
 def contract_refusal(
@@ -177,7 +166,7 @@ def contract_refusal(
     (None: it will be stopped first): a stopped one cannot be switched to without a rollback, and a rollback
     refuses to go past a contract."""
     old = old_versions(expand, history)
-    if live is None or live_version in old or not was_live(history, live, live_version):
+    if live is None or live_version in old or not verified_live(history, live, live_version):
         return (
             f"the release {expand.version} whose expand this contract completes is not live and verified "
             f"({live or 'nothing'} is live" + (f" with version {live_version}" if live else "") + ")"

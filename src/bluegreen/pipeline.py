@@ -41,6 +41,7 @@ from .checks.suite import run_test_suite
 from .config import UNTIL_PROMOTED, CanaryStep, Colour, MigrationLint, Settings, other_colour
 from .errors import BluegreenError, CheckFailed, ConfigError, LockHeldError
 from .events import Events
+from .history import served_live, was_live
 from .migrations import (
     Half, SchemaState, contract_refusal, lint_expand, old_versions, pending_contract, pending_contracts,
     rollback_refusal, run_half, schema_state,
@@ -186,13 +187,14 @@ class Pipeline:
             state = self.target.colour_state(previous)
             if state.version is None:
                 raise BluegreenError(f"{previous} has never been deployed: there is nothing to roll back to")
-            if refusal := rollback_refusal(self.target.state.history(), state.version):
+            history = self.target.state.history()
+            if refusal := rollback_refusal(history, state.version):
                 raise BluegreenError(f"{refusal}; {live} stays live with version {live_version}, nothing changed")
-            if not self._was_live(previous, state.version):
+            if not was_live(history, previous, state.version):
                 raise BluegreenError(
-                    f"{previous} runs version {state.version}, which never went live (its release failed or was "
-                    f"only prepared), so it is no rollback target, forced or not; {live} stays live with version "
-                    f"{live_version}. {self._redeploy_hint(live_version)}"
+                    f"{previous} runs version {state.version}, which never went live (its release stopped before "
+                    f"the switch, was switched back or was only prepared), so it is no rollback target, forced or not; {live} "
+                    f"stays live with version {live_version}. {self._redeploy_hint(history, live_version)}"
                 )
             self.result.version = state.version  # only now: a refused rollback went to no version
             if not state.running:
@@ -211,27 +213,16 @@ class Pipeline:
         self._scale_down_after_wait()
         return self.result
 
-    def _was_live(self, colour: Colour, version: str) -> bool:
-        """Did `version` on `colour` ever serve live traffic successfully (so rolling back to it is going back)?"""
-        return any(
-            r.colour == colour and r.version == version and r.outcome == "succeeded"
-            for r in self.target.state.history()
-        )
-
-    def _redeploy_hint(self, live_version: str | None) -> str:
-        """What to do instead of a rollback: deploy the newest release that went live, other than the live one."""
-        good = next(
-            (r.version for r in self.target.state.history()
-             if r.action in ("deploy", "promote", "rollback") and r.outcome == "succeeded" and r.version
-             and r.version != live_version),
-            None,
-        )
+    def _redeploy_hint(self, history: list[Release], live_version: str | None) -> str:
+        """What to do instead of a rollback: deploy the newest version that served live traffic, other than the live one."""
+        good = next((version for _, version in served_live(history) if version != live_version), None)
         if good is None:
-            return "No earlier release went live here: to change what runs, deploy a version."
+            return "No other version served live traffic here: to change what runs, deploy a version."
         argv = shlex.split(self.run.rollback_command)
         if "rollback" in argv:  # the same command line, as deploy: same config, same environment
             argv[argv.index("rollback")] = "deploy"
-        return f"To go back to the last good version {good}, deploy it again: {shlex.join([*argv, f'--version={good}'])}"
+        return (f"To go back to version {good}, the last other one that served live traffic, deploy it again: "
+                f"{shlex.join([*argv, f'--version={good}'])}")
 
     def contract(self, *, retire_previous: bool = False) -> Result:
         """Run the pending contract, a release after its expand; refused while a colour that runs a version
@@ -259,7 +250,7 @@ class Pipeline:
             app=self.settings.app,
             environment=self.settings.environment,
             live=live,
-            live_url=self.settings.url or self.target.live_url(),
+            live_url=self._public_url(),
             colours=colours,
             lock=self.target.state.read_lock(),
             history=history,
@@ -394,7 +385,7 @@ class Pipeline:
         started = time.monotonic()
         analysed = self.settings.analysis is not None
         window = max(verify.window, 0.0 if analysed else pause)
-        live_url = self.target.live_url()
+        live_url = self._verify_url()
         results = smoke.hold(
             self.settings.smoke.checks, live_url, {"version": version, "colour": to}, window=window,
             interval=verify.interval, request_timeout=self.settings.smoke.request_timeout,
@@ -443,7 +434,7 @@ class Pipeline:
         assert to is not None and old is not None and paused.step is not None and paused.weight is not None
         self.result.version, self.result.previous_version = version, paused.previous_version
         self.result.live_colour = self.result.previous_colour = old
-        self.result.idle_colour, self.result.live_url = to, self.settings.url or self.target.live_url()
+        self.result.idle_colour, self.result.live_url = to, self._public_url()
         with self._phase("find paused canary") as p:
             if expect_version is not None and version != expect_version:
                 raise BluegreenError(f"the paused canary runs version {version}, not {expect_version}; nothing changed")
@@ -475,13 +466,14 @@ class Pipeline:
             to, old = paused.colour, paused.previous_colour
             self.result.version, self.result.previous_version = paused.previous_version, paused.version
             self.result.live_colour, self.result.previous_colour, self.result.idle_colour = old, to, to
-            self.result.live_url = self.settings.url or self.target.live_url()
+            self.result.live_url = self._public_url()
             with CANCEL.held():
                 with self._phase(f"abort: {to} {paused.weight}% -> 0%"):
                     self.target.switch(old, time.monotonic() + self.settings.timeouts.switch)
                 self.result.canary_weight = 0
                 self._record("abort", "succeeded", old, paused.previous_version or "", to, paused.version,
-                             detail=f"canary of version {paused.version} on {to} aborted at {paused.weight}%")
+                             detail=f"canary of version {paused.version} on {to} aborted at {paused.weight}%",
+                             went_live=True)
                 self._finish("succeeded")
         return self.result
 
@@ -608,7 +600,7 @@ class Pipeline:
 
     def _verify(self, colour: Colour, version: str, smoke_window: bool = True) -> None:
         verify = self.settings.verify
-        live_url = self.target.live_url()
+        live_url = self._verify_url()
         values = {"version": version, "colour": colour}
         if verify.version_check is not None:
             check = smoke.run_until_passing(
@@ -630,6 +622,15 @@ class Pipeline:
         failed = next((c for c in results if not c.passed), None)
         if failed:
             raise _AfterSwitchFailure(f"verify: smoke check {failed.name!r} failed through {live_url}: {failed.detail}")
+
+    def _public_url(self) -> str:
+        """Where users reach the app: the environment's `url`, else the router's own address."""
+        return self.settings.url or self.target.live_url()
+
+    def _verify_url(self) -> str:
+        """Where verification and the canary gates look: what users reach (a CDN, DNS name or load balancer in
+        front of the router), unless `verify.url` asks for another address (the router itself, bypassing a CDN)."""
+        return self.settings.verify.url or self._public_url()
 
     def _query_values(self, colour: Colour, version: str) -> dict[str, str]:
         return {"colour": colour, "version": version, "app": self.settings.app, "environment": self.settings.environment}
@@ -762,7 +763,7 @@ class Pipeline:
                 self.events.warning(f"the live colour {live} is not running: {state.detail}")
         self.result.live_colour = self.result.previous_colour = live
         self.result.previous_version = live_version
-        self.result.live_url = self.settings.url or self.target.live_url()
+        self.result.live_url = self._public_url()
         return live, live_version
 
     def _wait_ready(self, colour: Colour) -> None:
@@ -803,7 +804,7 @@ class Pipeline:
             return
         with self._phase("smoke checks live" if live else "smoke checks") as p:
             # Every place the colour runs (each host of a servers target), all checks at once.
-            urls = {"live": self.target.live_url()} if live else self.target.preview_urls(colour)
+            urls = {"live": self._verify_url()} if live else self.target.preview_urls(colour)
             jobs = [(check, where, url) for where, url in urls.items() for check in cfg.checks]
             deadline = time.monotonic() + cfg.timeout
             values = {"version": version, "colour": colour}
@@ -811,7 +812,8 @@ class Pipeline:
                 jobs,
                 lambda job: smoke.run_until_passing(
                     job[0], job[2], values, consecutive=cfg.consecutive_successes, interval=cfg.interval,
-                    deadline=deadline, request_timeout=cfg.request_timeout, log=self.events.log,
+                    deadline=deadline, request_timeout=cfg.request_timeout, same_failure_limit=cfg.failure_limit,
+                    log=self.events.log,
                     label="live" if live else ("preview" if len(urls) == 1 else f"preview {job[1]}"),
                 ),
             )
@@ -877,12 +879,14 @@ class Pipeline:
     def _record(
         self, action: str, outcome: str, colour: Colour | None, version: str, live: Colour | None,
         live_version: str | None, detail: str | None = None, completes: str | None = None,
-        step: int | None = None, weight: int | None = None,
+        step: int | None = None, weight: int | None = None, went_live: bool | None = None,
     ) -> None:
+        if went_live is None and colour is not None:  # the switch to `colour` stands (verified or not)
+            went_live = self.result.switched and self.result.live_colour == colour
         release = Release(
             id=self.release_id, action=action, outcome=outcome, version=version, colour=colour,  # type: ignore[arg-type]
             previous_colour=live, previous_version=live_version, run_url=self.run.run_url, actor=self.run.actor,
-            detail=detail, completes=completes, step=step, weight=weight,
+            detail=detail, completes=completes, step=step, weight=weight, went_live=went_live,
         )
         try:
             self.target.state.record(release, self.settings.history_limit)

@@ -200,7 +200,7 @@ def test_forced_rollback_never_routes_to_a_release_that_never_went_live(ws):
     assert result.returncode != 0
     assert ws.live_version() == live == shas["first release"]
     assert f"green runs version {shas['broken release']}, which never went live" in result.stdout, result.stdout[-3000:]
-    # The way out: deploy the last good version again, in the action's terms.
+    # The way out: deploy the last other version that served live traffic again, in the action's terms.
     assert f"deploy it again: command: deploy, version: {shas['second release']}" in result.stdout
     assert "::error title=bluegreen rollback failed::" in result.stdout
     # The refused rollback went to no version.

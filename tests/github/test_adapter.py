@@ -329,7 +329,7 @@ def test_every_config_error_is_annotated_on_its_own_line(step):
 
 def test_forced_rollback_refuses_a_release_that_never_went_live(step):
     """`force: true` skips the previous release's checks, never the rule that it went live: a failed release
-    on the other colour is no rollback target. The refusal names the last good version, in the action's terms."""
+    on the other colour is no rollback target. The refusal names the last other version that served live traffic, in the action's terms."""
     proxy, blue, green = free_port(), free_port(), free_port()
     (step.workspace / "deploy" / "bluegreen.yml").write_text(local_config(step.workspace, proxy, blue, green))
     run = lambda **given: step.run(config="bluegreen.yml", working_directory="deploy", **given)  # noqa: E731
@@ -349,9 +349,9 @@ def test_forced_rollback_refuses_a_release_that_never_went_live(step):
     assert out["status"] == "failed" and out["switched"] == "false" and out["live-colour"] == "green"
     assert out["version"] == "" and out["live-version"] == "2"  # not the never-live 3+fail-smoke
     assert out["reason"] == (
-        "blue runs version 3+fail-smoke, which never went live (its release failed or was only prepared), so it is "
-        "no rollback target, forced or not; green stays live with version 2. To go back to the last good version 1, "
-        "deploy it again: command: deploy, version: 1"
+        "blue runs version 3+fail-smoke, which never went live (its release stopped before the switch, was switched "
+        "back or was only prepared), so it is no rollback target, forced or not; green stays live with version 2. To "
+        "go back to version 1, the last other one that served live traffic, deploy it again: command: deploy, version: 1"
     )
     assert "::error title=bluegreen rollback failed::blue runs version 3+fail-smoke" in refused.stdout
     assert "Roll back" not in step.summary.read_text()

@@ -333,6 +333,7 @@ class Release:
     extra: str = ""
     scale_down_delay: str = "never"
     known_hosts: str | None = None
+    listen: str = ":80"  # router.listen
     ports: dict[str, int] = field(default_factory=lambda: {"blue": next(_ports), "green": next(_ports) + 1})
 
     def __post_init__(self) -> None:
@@ -361,7 +362,7 @@ environments:
 {self.run.replace("{app}", self.app)}\
       ports: {{blue: {self.ports["blue"]}, green: {self.ports["green"]}}}
       router_host: {self.router_host}
-      router: {{kind: haproxy, listen: ":80", socket: /run/haproxy/admin.sock, map_file: {HAPROXY_MAP}}}
+      router: {{kind: haproxy, listen: "{self.listen}", socket: /run/haproxy/admin.sock, map_file: {HAPROXY_MAP}}}
       state_dir: {STATE_DIR}/{{app}}-{{environment}}
 {self.extra}""")
 

@@ -323,3 +323,41 @@ def test_a_proxy_that_refuses_the_switch_sends_the_others_back(lab: Lab, tmp_pat
     assert f"the switch failed on {app2.ssh_address}" in line and f"switched {lab.apps[0].ssh_address} back" in line
     assert [get_version(h) for h in lab.apps] == ["1", "1"]  # never left half-switched
     assert [release.map_entry(h) for h in lab.apps] == ["trefuse_blue", "trefuse_blue"]
+
+
+MAINTENANCE_PAGE = ("import http.server as h\n"
+                    "class H(h.BaseHTTPRequestHandler):\n"
+                    "    def do_GET(self): self.send_response(503); self.send_header('Content-Length', '0'); self.end_headers()\n"
+                    "h.HTTPServer(('', 8300), H).serve_forever()\n")
+
+
+def test_verification_goes_through_url_not_the_load_balancers_own_address(release: Release):
+    """The router's address on the load balancer (router.listen :8300) answers 503 to everything; users reach the
+    app at `url` (HAProxy's :80 there). Verification believes `url`; `verify.url` sends it back to :8300."""
+    lab = release.lab
+    lab.lb.exec(f"nohup python3 -c \"{MAINTENANCE_PAGE}\" >/dev/null 2>&1 &")
+    try:
+        deadline = time.monotonic() + 10
+        while lab.lb.exec("python3 -c \"import socket; socket.create_connection(('127.0.0.1', 8300), 1)\"",
+                          check=False).returncode != 0:
+            assert time.monotonic() < deadline, "the maintenance page on the load balancer did not start"
+            time.sleep(0.2)
+        release.listen = ":8300"
+        release.extra = f"    url: http://{lab.lb.address}\n"
+        release.write()
+        for version in ("1", "2"):
+            done = release.cli("deploy", "--version", version, "--report", "report.json")
+            assert done.returncode == 0, done.stderr
+            assert get_version(lab.lb) == version
+        report = json.loads((release.dir / "report.json").read_text())
+        assert report["live_url"] == f"http://{lab.lb.address}"
+
+        release.extra += f"    verify: {{window: 1, url: 'http://{lab.lb.address}:8300'}}\n"
+        release.write()
+        done = release.cli("deploy", "--version", "3", "--report", "report.json")
+        assert done.returncode == 4, done.stderr  # verify.url answers 503: switched back
+        reason = json.loads((release.dir / "report.json").read_text())["reason"]
+        assert f"through http://{lab.lb.address}:8300" in reason and "status 503" in reason, reason
+        assert get_version(lab.lb) == "2"
+    finally:
+        lab.lb.exec("pkill -f 'serve_forever' || true", check=False)

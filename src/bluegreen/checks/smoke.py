@@ -110,19 +110,26 @@ def run_until_passing(
     kind: str = "smoke",
     label: str = "preview",
     failure_limit: int | None = None,
+    same_failure_limit: int | None = None,
     log: Callable[[str], None] = lambda _: None,
 ) -> CheckResult:
-    """Retry with backoff until `consecutive` passes in a row; fail at `deadline`, or after `failure_limit`
-    failures (through the live URL every failure is seen by users, so it must not retry for long)."""
+    """Retry with backoff until `consecutive` passes in a row; fail at `deadline`, after `failure_limit`
+    failures (through the live URL every failure is seen by users, so it must not retry for long), or after
+    `same_failure_limit` identical failures in a row (a steady failure does not heal: do not wait out the deadline)."""
     started = time.monotonic()
     attempts, streak, delay, last_failure = 0, 0, interval, "no attempt before the deadline"
-    failures = 0
+    failures = same = 0
+
+    def failed(detail: str) -> CheckResult:
+        return CheckResult(name=check.name, kind=kind, target=label, passed=False, attempts=attempts,
+                           duration=time.monotonic() - started, detail=detail)
+
     with httpx.Client(timeout=request_timeout, follow_redirects=False) as client:
         while True:
             attempts += 1
             failure = probe(client, check, base_url, values)
             if failure is None:
-                streak += 1
+                streak, same = streak + 1, 0
                 if streak >= consecutive:
                     return CheckResult(
                         name=check.name, kind=kind, target=label, passed=True, attempts=attempts,
@@ -130,23 +137,21 @@ def run_until_passing(
                     )
                 pause = min(interval, 0.2)
             else:
-                if failure != last_failure:
+                same = same + 1 if failure == last_failure else 1
+                if same == 1:
                     log(f"{check.name}: {failure} (retrying)")
                 streak, last_failure = 0, failure
                 pause, delay = delay, min(delay * 2, MAX_BACKOFF)
                 failures += 1
-            out_of_time = time.monotonic() >= deadline
+                if same_failure_limit is not None and same >= same_failure_limit:
+                    return failed(f"{failure} ({same} times in a row)")
+                if failure_limit is not None and failures >= failure_limit:
+                    return failed(f"{failure} ({failures} failures)")
             if CANCEL.requested:  # in a worker thread (concurrent checks): stop; the main thread raises
-                last_failure, out_of_time = "cancelled", True
-            if out_of_time or (failure_limit is not None and failures >= failure_limit):
-                if not out_of_time:
-                    last_failure = f"{last_failure} ({failures} failures)"
-                elif failure is None:
-                    last_failure = f"only {streak} of {consecutive} successes in a row before the deadline"
-                return CheckResult(
-                    name=check.name, kind=kind, target=label, passed=False, attempts=attempts,
-                    duration=time.monotonic() - started, detail=last_failure,
-                )
+                return failed("cancelled")
+            if time.monotonic() >= deadline:
+                return failed(last_failure if failure is not None
+                              else f"only {streak} of {consecutive} successes in a row before the deadline")
             CANCEL.wait(min(pause, max(0.0, deadline - time.monotonic())))
 
 

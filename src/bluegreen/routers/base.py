@@ -3,7 +3,7 @@
 A router owns one value in a proxy's configuration (a map entry, a runtime key, a file, a weighted
 service) and answers from the proxy itself which colour that value sends traffic to. Every switch is
 that one value changed atomically at runtime, never a reload: a reload closes kept-alive client
-connections (DESIGN.md section 3 has the measurements).
+connections (docs/architecture.md has the measurements).
 
 The value is seen as weights, the percent of new requests each colour gets: a blue-green switch is
 {to: 100, other: 0}, and a canary step is any split, on the routers that can split (`weighted`).

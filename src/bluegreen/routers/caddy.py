@@ -2,7 +2,7 @@
 
 Switching is one atomic rename of that file: measured here at ~10 ms with no failed requests, and
 kept-alive client connections follow the switch. Caddy's admin API is disabled on purpose: a config
-change through it closes every kept-alive client connection (DESIGN.md), so we never switch that way.
+change through it closes every kept-alive client connection (docs/architecture.md), so we never switch that way.
 Caddy cannot split traffic by a per-request value, so it switches but does not weight.
 """
 

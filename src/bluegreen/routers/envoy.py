@@ -6,7 +6,7 @@ runtime layer whose `symlink_root` (`runtime_dir`) is a symlink: a switch writes
 and renames a new symlink over the old one, in one atomic step. Envoy watches the symlink's folder and loads
 the new tree in about a millisecond, asynchronously, so a switch polls the admin `/runtime` until Envoy
 reports the new value. No listener or cluster changes, so kept-alive client connections follow the switch
-(DESIGN.md section 3: ~8 ms, no failed request). Any percent is a valid value, so this router splits traffic.
+(docs/architecture.md: ~8 ms, no failed request). Any percent is a valid value, so this router splits traffic.
 
 An admin layer after the disk layer makes an operator's `/runtime_modify` visible: while it holds the key, it
 overrides the disk layer, so bluegreen refuses to switch and says how to clear it instead of switching blindly.

@@ -6,7 +6,7 @@ The frontend picks its backend per request from a map:
 
 bluegreen owns the one entry `<key> -> <app>_blue | <app>_green`. A switch is one `set map` over the stats
 socket (`level admin`): atomic, ~7 ms here, no failed requests, and kept-alive client connections follow it
-(a reload closes them: DESIGN.md section 3). `show map` reads the live value back from HAProxy itself. The
+(a reload closes them: docs/architecture.md). `show map` reads the live value back from HAProxy itself. The
 map file on disk gets the same line first (temp file + rename), so a reload or restart comes back on the live
 colour, and a disk that cannot be written stops the switch before live routing changes.
 

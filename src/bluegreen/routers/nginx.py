@@ -5,7 +5,7 @@ module) per request; it reads the upstream file and answers the name of an upstr
 `<app>_blue` or `<app>_green` (named blocks keep upstream keepalive), and
 `proxy_pass http://$bluegreen_upstream` sends the request there. A switch is one atomic rename of that
 file: the next request goes to the new colour, and kept-alive client connections follow it. Never a
-reload: `nginx -s reload` closes kept-alive connections (~250 failed requests per run, DESIGN.md).
+reload: `nginx -s reload` closes kept-alive connections (~250 failed requests per run, docs/architecture.md).
 
 The file holds `blue`, `green` or a split such as `blue 90 green 10`, which njs applies per request with
 Math.random, so this router is weighted. A file holding anything else makes nginx answer 502 (never a

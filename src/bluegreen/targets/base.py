@@ -99,6 +99,9 @@ class Release(BaseModel):
     completes: str | None = None  # a contract: the id of the release whose expand it completes
     step: int | None = None  # a canary: the index of the step reached (in the canary's steps)
     weight: int | None = None  # a canary: the percent of requests the new colour got when the run ended
+    # `colour` served all live traffic when the run ended (a switch that stood, verified or not); None: not
+    # recorded (histories written before it was kept)
+    went_live: bool | None = None
 
 
 class ColourState(BaseModel):

@@ -34,7 +34,6 @@ from ..config import ServersTarget as ServersConfig
 from ..errors import NotReadyError, TargetError
 from ..remote import CommandResult, Shell, split_host
 from ..routers import make_router
-from ..routers.base import split_address
 from .base import ColourState, RouterState, Target, Weights, all_to, larger_share
 from .docker import LABEL, DockerAPI, colour_container, crashed, ensure_image
 from .docker_router import safe_name
@@ -234,8 +233,12 @@ class ServersTarget(PlannedScaleDowns, Target):
         return f"http://{_address(self.hosts[0])}:{self.ports[colour]}"
 
     def live_url(self) -> str:
-        _, port = split_address(self.config.router.listen)
-        return f"http://{_address(self.router_hosts[0])}:{port}"
+        # The listen address when it names one (`10.0.0.5:80`), else the router host's (`:80`, `0.0.0.0:80`).
+        host, _, port = self.config.router.listen.rpartition(":")
+        host = host.strip("[]")
+        if host in ("", "0.0.0.0", "::", "*"):
+            host = _address(self.router_hosts[0])
+        return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
 
     def router_state(self) -> RouterState:
         states = self._on_hosts(self.router_hosts, lambda sh: read_router_state(self.routers[sh.name]))
