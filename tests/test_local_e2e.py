@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -12,6 +11,8 @@ from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
+
+from conftest import kill_and_wait
 
 
 def test_first_release_then_switch_then_rollback(local_env):
@@ -264,7 +265,7 @@ def test_status_from_a_fresh_process(local_env):
                               "weights": {"blue": 0, "green": 100}, "detail": "", "unreadable": ""}
     assert f"router: caddy at 127.0.0.1:{local_env.proxy_port}: blue 0% / green 100%" in human.stdout
     pid = int((local_env.dir / "state" / "caddy.pid").read_text().split()[0])
-    os.killpg(pid, signal.SIGKILL)
+    kill_and_wait(pid, local_env.proxy_port)  # down for good before status looks
     down = local_env.cli("status")
     assert down.returncode == 0
     assert f"NOT SERVING: nothing listens on 127.0.0.1:{local_env.proxy_port}; it holds blue 0% / green 100%" in down.stdout
