@@ -137,8 +137,14 @@ def test_release_that_crashes_names_its_log(local_env):
 
 
 def test_concurrent_deploy_exits_3_naming_the_holder(local_env):
-    local_env.write(test_suite='test_suite:\n  command: ["{python}", "-c", "import time; time.sleep(4)"]\n')
+    # The first deploy holds the lock in its test suite until the test opens the gate (was: a 4 s sleep, which a
+    # second run slow to start on a busy machine could outlast).
+    gate = local_env.dir / "gate"
+    local_env.write(test_suite='test_suite:\n  command: ["{python}", "-c", "import os, time\\nwhile not '
+                               'os.path.exists(\'gate\'): time.sleep(0.05)"]\n  timeout: 120s\n')
+    gate.touch()
     assert local_env.cli("deploy", "--version", "1").returncode == 0
+    gate.unlink()
     slow = subprocess.Popen(
         [sys.executable, "-m", "bluegreen", "deploy", "-c", str(local_env.config), "--version", "2",
          "--report", "slow.json"],
@@ -153,11 +159,12 @@ def test_concurrent_deploy_exits_3_naming_the_holder(local_env):
         started = time.monotonic()
         second = local_env.cli("deploy", "--version", "3")
         assert second.returncode == 3
-        assert time.monotonic() - started < 5  # at once, not after waiting
+        assert time.monotonic() - started < 30  # at once, not after waiting (the gate is shut: it would wait on)
         holder = json.loads(lock.read_text())["holder"]
         assert "Traceback" not in second.stderr
         assert f"deploy locked: the deploy lock is held by {holder} since" in second.stderr
     finally:
+        gate.touch()
         _, err = slow.communicate(timeout=60)
     assert slow.returncode == 0, err
     assert local_env.live_version() == "2"
