@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 DEMO    = $(BIN)/bluegreen
 DEMO_CONFIG = examples/local/bluegreen.yml
 
-.PHONY: demo test test-all bench bench-routers bench-canary bench-servers soak schema lint clean
+.PHONY: demo test test-all bench bench-routers bench-canary bench-servers bench-lock soak schema lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,12 @@ bench-canary: $(VENV)/.installed
 # 2x the time of 1 (about 1 min; needs Docker).
 bench-servers: $(VENV)/.installed
 	$(BIN)/python bench/servers.py
+
+# How long a deploy that meets a held lock takes to exit 3: 6 deploys started together, 5 rounds; the median and
+# max of the locked-out runs (under a minute; the figure test_concurrency.py no longer bounds tightly).
+LOCK_RUNS ?= 6
+bench-lock: $(VENV)/.installed
+	$(BIN)/python bench/lock_contention.py --runs $(LOCK_RUNS)
 
 # 200 deploy/rollback cycles under load, then leak checks (~10-17 min on 2 cores; CYCLES=5 for a quick run).
 CYCLES ?= 200

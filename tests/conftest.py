@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +33,59 @@ def serving(port: int) -> bool:
         return True
     except httpx.HTTPError:
         return False
+
+
+def accepts(port: int) -> bool:
+    """Something accepts TCP connections on 127.0.0.1:`port` (a listening socket, answering or not)."""
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _group_left(pgid: int) -> list[int]:
+    """The processes of group `pgid` still running; a zombie not reaped yet (by us or by init) has closed its
+    sockets and counts as gone."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return []
+    left = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue  # gone while we looked
+        if int(group) == pgid and state != "Z":
+            left.append(int(stat.parent.name))
+    return left
+
+
+def kill_and_wait(leader: subprocess.Popen | int, port: int | None = None, sig: int = signal.SIGKILL,
+                  timeout: float = 10) -> None:
+    """Signal the process group `leader` leads (started with start_new_session=True, or the pid of such a
+    process, e.g. from a pid file) and return only once the stop is complete: every process of the group gone,
+    and `port`, if given, refusing connections. Why not wait for the leader alone: nginx's workers, killed with
+    their master, can hold its listening socket a moment longer, and a test that then asserts the proxy is down
+    failed now and then on a busy machine (issue 22)."""
+    pgid = leader if isinstance(leader, int) else leader.pid
+    reaped = isinstance(leader, subprocess.Popen) and leader.returncode is not None
+    if not reaped:  # (a reaped leader's pid may be another process's by now: never signalled)
+        if isinstance(leader, subprocess.Popen) and leader.poll() is None:
+            assert os.getpgid(pgid) == pgid, f"pid {pgid} leads no process group: start it with start_new_session=True"
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            pass  # gone already: still make sure of its port
+    if isinstance(leader, subprocess.Popen):
+        leader.wait(timeout)  # ours: reaped here
+    deadline = time.monotonic() + timeout
+    while left := _group_left(pgid):
+        assert time.monotonic() < deadline, f"process group {pgid}: {left} still run {timeout:g} s after signal {sig}"
+        time.sleep(0.02)
+    while port is not None and accepts(port):
+        assert time.monotonic() < deadline, f"127.0.0.1:{port} still accepts connections after its process group " \
+                                            f"{pgid} is gone"
+        time.sleep(0.02)
 
 
 @dataclass

@@ -74,7 +74,8 @@ def test_retries_until_the_deadline_then_reports_the_last_failure(app_url):
     started = time.monotonic()
     result = smoke.run_until_passing(check, app_url, {}, consecutive=1, interval=0.1,
                                      deadline=time.monotonic() + 1, request_timeout=1)
-    assert not result.passed and 1 <= time.monotonic() - started < 3
+    # Wide for a busy machine: one that ignored the deadline would retry until the test's timeout.
+    assert not result.passed and 1 <= time.monotonic() - started < 10
     assert result.attempts >= 3 and result.detail.startswith("GET /nope: status 404, expected 200")
 
 
@@ -90,7 +91,7 @@ def test_failure_limit_ends_retries_early(app_url):
     started = time.monotonic()
     result = smoke.run_until_passing(check, app_url, {}, consecutive=1, interval=0.05,
                                      deadline=time.monotonic() + 30, request_timeout=1, failure_limit=2)
-    assert not result.passed and result.attempts == 2 and time.monotonic() - started < 2
+    assert not result.passed and result.attempts == 2 and time.monotonic() - started < 10  # not the 30 s deadline
     assert "(2 failures)" in result.detail
 
 

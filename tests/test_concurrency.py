@@ -18,13 +18,16 @@ from dataclasses import dataclass
 from conftest import LocalEnv
 
 RUNS = 6
-LOSER_BOUND = 3.0  # seconds from process start to exit 3 (generous: see the measured figure printed with -s)
+# Seconds from process start to exit 3: a guard, not the figure (bench/lock_contention.py measures it, `make
+# bench-lock`). Six CLIs starting at once on a busy machine took 3.36 s (issue 22); a run that waited for the lock
+# instead would wait for the winner, which holds it until the test opens the gate: well past this.
+LOSER_BOUND = 30.0
 
 GATED_SUITE = """\
 test_suite:
   command: ["{python}", "-c", "import os, time\\nwhile not os.path.exists('gate'): time.sleep(0.05)"]
-  timeout: 60s
-"""
+  timeout: 120s
+"""  # longer than LOSER_BOUND + 10: the winner never lets go of the lock on its own while losers are awaited
 
 
 @dataclass
@@ -75,7 +78,7 @@ def _lock_holder(env: LocalEnv, timeout: float = 30) -> str:
 
 
 def _assert_locked_out(run: Run, holder: str) -> None:
-    """A run that met a held lock: exit 3, quickly, naming the holder, no traceback."""
+    """A run that met a held lock: exit 3 without waiting for it, naming the holder, no traceback."""
     assert run.code == 3, f"{run.argv}: exit {run.code}, expected 3 (locked):\n{run.stderr}"
     assert "Traceback" not in run.stderr, run.stderr
     assert f"the deploy lock is held by {holder}" in run.stderr, run.stderr
@@ -97,6 +100,8 @@ def test_simultaneous_deploys_exactly_one_proceeds(local_env: LocalEnv):
         time.sleep(0.05)
     losers = [r for r in runs if r.done.is_set()]
     assert len(losers) == RUNS - 1, f"{RUNS - len(losers)} runs kept going; exactly one may hold the lock"
+    lock = local_env.dir / "state" / "lock.json"  # the gate is shut: the winner holds the lock yet
+    assert lock.exists() and json.loads(lock.read_text())["holder"] == holder, "a loser waited for the lock"
     for i, run in enumerate(runs):
         if run in losers:
             _assert_locked_out(run, holder)
@@ -141,8 +146,9 @@ def test_rollback_and_deploy_lock_each_other_out(local_env: LocalEnv):
     assert deploy.code == 0, deploy.stderr
     assert local_env.live_version() == "v3"
 
-    # A deploy while a rollback holds the lock (it holds it through its verification window).
-    local_env.config.write_text(local_env.config.read_text().replace("window: 0.5s", "window: 5s"))
+    # A deploy while a rollback holds the lock (it holds it through its verification window: 10 s, for the
+    # deploy to start and meet it on a busy machine; 1.7 s measured with a CPU hog running).
+    local_env.config.write_text(local_env.config.read_text().replace("window: 0.5s", "window: 10s"))
     rollback = Run(["rollback", "--report", "rollback.json"])
     threads = _run_together(local_env, [rollback])
     holder = _lock_holder(local_env)

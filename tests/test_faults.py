@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import textwrap
@@ -22,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ROOT, assert_one_line_error, serving
+from conftest import ROOT, assert_one_line_error, kill_and_wait, serving
 
 # Run as the test suite (cwd: the env's folder); each mode is one fault.
 FAULT_SCRIPT = textwrap.dedent(
@@ -143,20 +142,8 @@ def lock_file(env) -> Path:
 
 def kill_colour(env, colour: str) -> int:
     pid = int((env.dir / "state" / f"{colour}.pid").read_text().split()[0])
-    os.killpg(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while not _gone(pid):
-        assert time.monotonic() < deadline, f"{colour} (pid {pid}) survived SIGKILL"
-        time.sleep(0.01)
+    kill_and_wait(pid, env.ports[colour])
     return pid
-
-
-def _gone(pid: int) -> bool:
-    """Exited: no such process, or a zombie nobody reaped yet."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 def deploy_with_fault(env, version: str, mode: str, *args: str) -> subprocess.CompletedProcess:
@@ -210,8 +197,7 @@ def test_a_router_that_died_is_restarted_before_the_switch(env):
 
 def test_a_router_found_dead_at_deploy_start_is_restarted_and_reported(env):
     assert env.cli("deploy", "--version", "1").returncode == 0
-    os.killpg(int((env.dir / "state" / "caddy.pid").read_text().split()[0]), signal.SIGKILL)
-    time.sleep(0.2)
+    kill_and_wait(int((env.dir / "state" / "caddy.pid").read_text().split()[0]), env.proxy_port)
     with pytest.raises(httpx.ConnectError):
         env.live_version()  # the outage the warning tells about
 
@@ -235,7 +221,7 @@ def test_a_router_that_cannot_be_restarted_stops_the_run_before_the_switch(env):
     finally:
         squatter = env.dir / "squatter.pid"
         if squatter.exists():
-            os.kill(int(squatter.read_text()), signal.SIGKILL)
+            kill_and_wait(int(squatter.read_text()), env.proxy_port)  # the port free before the next run
     # The port is free again: the next run restarts the router and carries on.
     again = env.cli("deploy", "--version", "3")
     assert again.returncode == 0, again.stderr
@@ -257,7 +243,7 @@ def user_proxy(env):
 
     def start() -> None:
         proxy = subprocess.Popen([caddy_binary(), "run", "--config", str(config)], env={**os.environ, "HOME": str(env.dir)},
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         procs.append(proxy)
         (env.dir / "user-proxy.pid").write_text(str(proxy.pid))
         deadline = time.monotonic() + 10
@@ -283,8 +269,7 @@ def test_an_unmanaged_router_that_is_down_stops_the_run(env, user_proxy):
     assert not (env.dir / "state" / "caddy.pid").exists()  # bluegreen never ran a proxy of its own
 
     # Down when the deploy starts: it stops before deploying anything.
-    os.kill(int((env.dir / "user-proxy.pid").read_text()), signal.SIGKILL)
-    time.sleep(0.2)
+    kill_and_wait(int((env.dir / "user-proxy.pid").read_text()), env.proxy_port)
     down = env.cli("deploy", "--version", "2")
     assert_failed_before_switch(env, down, live="blue")
     line = one_line(down)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -12,6 +11,8 @@ from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
+
+from conftest import kill_and_wait
 
 
 def test_first_release_then_switch_then_rollback(local_env):
@@ -136,8 +137,14 @@ def test_release_that_crashes_names_its_log(local_env):
 
 
 def test_concurrent_deploy_exits_3_naming_the_holder(local_env):
-    local_env.write(test_suite='test_suite:\n  command: ["{python}", "-c", "import time; time.sleep(4)"]\n')
+    # The first deploy holds the lock in its test suite until the test opens the gate (was: a 4 s sleep, which a
+    # second run slow to start on a busy machine could outlast).
+    gate = local_env.dir / "gate"
+    local_env.write(test_suite='test_suite:\n  command: ["{python}", "-c", "import os, time\\nwhile not '
+                               'os.path.exists(\'gate\'): time.sleep(0.05)"]\n  timeout: 120s\n')
+    gate.touch()
     assert local_env.cli("deploy", "--version", "1").returncode == 0
+    gate.unlink()
     slow = subprocess.Popen(
         [sys.executable, "-m", "bluegreen", "deploy", "-c", str(local_env.config), "--version", "2",
          "--report", "slow.json"],
@@ -152,11 +159,12 @@ def test_concurrent_deploy_exits_3_naming_the_holder(local_env):
         started = time.monotonic()
         second = local_env.cli("deploy", "--version", "3")
         assert second.returncode == 3
-        assert time.monotonic() - started < 5  # at once, not after waiting
+        assert time.monotonic() - started < 30  # at once, not after waiting (the gate is shut: it would wait on)
         holder = json.loads(lock.read_text())["holder"]
         assert "Traceback" not in second.stderr
         assert f"deploy locked: the deploy lock is held by {holder} since" in second.stderr
     finally:
+        gate.touch()
         _, err = slow.communicate(timeout=60)
     assert slow.returncode == 0, err
     assert local_env.live_version() == "2"
@@ -264,7 +272,7 @@ def test_status_from_a_fresh_process(local_env):
                               "weights": {"blue": 0, "green": 100}, "detail": "", "unreadable": ""}
     assert f"router: caddy at 127.0.0.1:{local_env.proxy_port}: blue 0% / green 100%" in human.stdout
     pid = int((local_env.dir / "state" / "caddy.pid").read_text().split()[0])
-    os.killpg(pid, signal.SIGKILL)
+    kill_and_wait(pid, local_env.proxy_port)  # down for good before status looks
     down = local_env.cli("status")
     assert down.returncode == 0
     assert f"NOT SERVING: nothing listens on 127.0.0.1:{local_env.proxy_port}; it holds blue 0% / green 100%" in down.stdout

