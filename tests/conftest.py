@@ -14,6 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+# The session fails when a process or container a test started outlives it (tests/leakcheck.py).
+pytest_plugins = ["leakcheck"]
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_APP = ROOT / "examples" / "app" / "app.py"
 
