@@ -52,7 +52,7 @@ class LeakCheck:
             if not (processes or containers) or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
-        lines = []
+        lines: list[str] = []
         if containers and (shared := _other_pytest_sessions(self.marker)):
             lines += [f"containers created during the session, not removed: another pytest session (pid "
                       f"{', '.join(map(str, shared))}) shares the Docker engine and may own them",
@@ -76,7 +76,8 @@ class LeakCheck:
 
     def _processes(self) -> dict[int, str]:
         """pid: command line of every live process carrying our marker, but pytest itself and its ancestors."""
-        mine, marker, found = _ancestors(), self.marker.encode(), {}
+        mine, marker = _ancestors(), self.marker.encode()
+        found: dict[int, str] = {}
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit() or int(entry.name) in mine:
                 continue
@@ -117,7 +118,8 @@ def _stat(pid: int) -> list[str]:
 
 
 def _ancestors() -> set[int]:
-    pids, pid = set(), os.getpid()
+    pids: set[int] = set()
+    pid = os.getpid()
     while pid > 1 and pid not in pids:
         pids.add(pid)
         try:
@@ -139,12 +141,16 @@ def _describe(pid: int, width: int = 160) -> str:
 
 
 def _other_pytest_sessions(marker: str) -> list[int]:
-    """Running pytest processes outside our own tree (another checkout's tests): they may own new containers."""
-    mine, found = _ancestors(), []
+    """Running pytest processes outside our own tree (another checkout's tests): they may own new containers.
+    Only in our pid namespace: a pytest in a container (a workflow's test step) is no session of the machine."""
+    mine, namespace = _ancestors(), os.readlink("/proc/self/ns/pid")
+    found: list[int] = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) in mine:
             continue
         try:
+            if os.readlink(entry / "ns" / "pid") != namespace:
+                continue
             argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
             if marker.encode() in (entry / "environ").read_bytes().split(b"\0"):  # started by us: a pytester run
                 continue
