@@ -10,11 +10,14 @@ import subprocess
 import sys
 import textwrap
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
+
+# The session fails when a process or container a test started outlives it (tests/leakcheck.py).
+pytest_plugins = ["leakcheck"]
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_APP = ROOT / "examples" / "app" / "app.py"
@@ -96,6 +99,9 @@ class LocalEnv:
     config: Path
     proxy_port: int
     ports: dict[str, int]
+    # Variables every CLI call gets: the secrets the config names as ${VAR}, which `down` at teardown needs too
+    # (without them it cannot load the config, and the apps and the proxy outlive the test).
+    environ: dict[str, str] = field(default_factory=dict)
 
     @property
     def live_url(self) -> str:
@@ -147,15 +153,16 @@ class LocalEnv:
         )
         return self.config
 
-    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        """The real CLI in a fresh process, from the env's folder."""
+    def run(self, *args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        """The real CLI in a fresh process, from the env's folder; `env` adds to `environ` for this call."""
         return subprocess.run(
             [sys.executable, "-m", "bluegreen", *args], cwd=self.dir, capture_output=True, text=True,
-            timeout=timeout, env={**os.environ, "BLUEGREEN_CI": "plain"},
+            timeout=timeout, env={**os.environ, "BLUEGREEN_CI": "plain", **self.environ, **(env or {})},
         )
 
-    def cli(self, command: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return self.run(command, "-c", str(self.config), *args, timeout=timeout)
+    def cli(self, command: str, *args: str, timeout: float = 120,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        return self.run(command, "-c", str(self.config), *args, timeout=timeout, env=env)
 
     def report(self) -> dict:
         return json.loads((self.dir / "bluegreen-report.json").read_text())

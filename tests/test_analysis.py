@@ -47,20 +47,23 @@ def prometheus(local_env, tmp_path: Path):
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(url + "/-/ready", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "prometheus.log").read_text()
-        time.sleep(0.2)
-    yield url
-    process.terminate()
-    process.wait(timeout=10)
+    try:  # a Prometheus that never got ready is stopped too
+        while True:
+            try:
+                if httpx.get(url + "/-/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "prometheus.log").read_text()
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
 
 
 def _configure(env, url: str, query: str = ERROR_RATE, duration: str = "8s") -> None:
+    env.environ["PROMETHEUS_TOKEN"] = TOKEN  # the config names it: every CLI call needs it, `down` at teardown too
     env.write(extra=f"""\
         analysis:
           prometheus: {{url: "{url}", bearer_token: "${{PROMETHEUS_TOKEN}}"}}
@@ -105,11 +108,8 @@ class Traffic:
             thread.join(timeout=5)
 
 
-def _run(env, *args: str):
-    return subprocess.run(
-        [os.sys.executable, "-m", "bluegreen", *args, "-c", str(env.config)], cwd=env.dir, capture_output=True,
-        text=True, timeout=180, env={**os.environ, "BLUEGREEN_CI": "plain", "PROMETHEUS_TOKEN": TOKEN},
-    )
+def _run(env, command: str, *args: str):
+    return env.cli(command, *args, timeout=180)
 
 
 def test_a_release_whose_error_rate_rises_is_switched_back_by_the_analysis(local_env, prometheus):

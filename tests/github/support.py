@@ -107,6 +107,18 @@ def remove_containers(app: str) -> None:
             client.delete(f"/containers/{container['Id']}", params={"force": "true"})
 
 
+def remove_act_containers(workspace: Path) -> None:
+    """Remove the containers act ran for `workspace` (each binds it: act -b) and their env volumes. act's --rm
+    removes them only when it ends the job itself: a run cancelled (SIGINT) or killed by a timeout leaves its
+    job container running. Found by the bind, not by the name: act-<workflow>-<job>-<hash> is the same in every
+    checkout, and another test session may be running its own."""
+    with docker_client() as client:
+        for container in client.get("/containers/json", params={"all": 1}).json():
+            if any(mount.get("Source") == str(workspace) for mount in container.get("Mounts", [])):
+                client.delete(f"/containers/{container['Id']}", params={"force": "true"})
+                client.delete(f"/volumes/{container['Names'][0].lstrip('/')}-env")  # a job container's; 404 else
+
+
 @pytest.fixture(scope="session")
 def example_image() -> str:
     """The example app's image, built here FROM python:3.12-slim; tag it per version with `tag_example`."""
@@ -170,7 +182,8 @@ def caddy_as_nobody(listen_port: int, upstream: Path, scratch: Path) -> subproce
     config.chmod(0o644)
     caddy = subprocess.Popen(
         ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", caddy_binary(), "run", "--config", str(config)],
-        env={"HOME": str(data), "XDG_DATA_HOME": str(data), "XDG_CONFIG_HOME": str(data), "PATH": "/usr/bin:/bin"},
+        env={"HOME": str(data), "XDG_DATA_HOME": str(data), "XDG_CONFIG_HOME": str(data), "PATH": "/usr/bin:/bin",
+             **{k: v for k, v in os.environ.items() if k == "BLUEGREEN_TEST_SESSION"}},  # the leak check finds it
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 10

@@ -27,8 +27,8 @@ import httpx
 import pytest
 import yaml
 
-from .support import (ACT_JOB_IMAGE, ROOT, copy_action, docker, docker_client, free_port, need_act, remove_containers,
-                      tag_example, unique)
+from .support import (ACT_JOB_IMAGE, ROOT, copy_action, docker, docker_client, free_port, need_act, remove_act_containers,
+                      remove_containers, tag_example, unique)
 
 ENVIRONMENT = "production"  # the example workflows deploy this environment
 
@@ -58,7 +58,10 @@ class Workspace:
         for item in inputs:
             argv += ["--input", item]
         started = time.monotonic()
-        result = subprocess.run(argv, cwd=self.root, capture_output=True, text=True, timeout=timeout)
+        try:
+            result = subprocess.run(argv, cwd=self.root, capture_output=True, text=True, timeout=timeout)
+        finally:
+            remove_act_containers(self.root)  # a run killed by the timeout leaves its job container
         self.durations.append(f"{workflow} {time.monotonic() - started:.1f}s")
         return result
 
@@ -397,6 +400,7 @@ def test_a_cancelled_workflow_leaves_live_untouched(ws, example_image):
         if run.poll() is None:
             run.kill()
         run.communicate(timeout=60)
+        remove_act_containers(ws.root)  # act, cancelled, leaves the job container running; the step's binds it too
         if step:
             docker("rm", "-f", step[0], check=False)
         config.write_text(original)

@@ -29,7 +29,7 @@ import yaml
 from servers.example import ENVIRONMENT, LEAKY_SUITE, example_config, example_ports
 from servers.lab import Lab, get_version, start_lab
 
-from .support import ACT_JOB_IMAGE, ROOT, copy_action, need_act, unique
+from .support import ACT_JOB_IMAGE, ROOT, copy_action, need_act, remove_act_containers, unique
 from .test_act_e2e import log_lines
 
 PASSPHRASE = "act-secret passphrase 5f0c2e"
@@ -62,8 +62,11 @@ class Repo:
         for item in inputs:
             argv += ["--input", item]
         started = time.monotonic()
-        result = subprocess.run(argv, cwd=self.root, env={**_environ(), **self.secrets}, stdin=subprocess.DEVNULL,
-                                capture_output=True, text=True, timeout=300)
+        try:
+            result = subprocess.run(argv, cwd=self.root, env={**_environ(), **self.secrets}, stdin=subprocess.DEVNULL,
+                                    capture_output=True, text=True, timeout=300)
+        finally:
+            remove_act_containers(self.root)  # a run killed by the timeout leaves its job container
         self.durations.append(f"{event} {time.monotonic() - started:.1f}s")
         self.printed.append(result.stdout + result.stderr)
         return result

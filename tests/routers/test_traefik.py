@@ -218,17 +218,14 @@ def user_traefik(local_env):
     local_env.api_port = free_port()
     traefik = UserTraefik(local_env.dir / "user", local_env.proxy_port, local_env.api_port)
     use_traefik(local_env, **traefik.router_fields())
+    local_env.environ["TRAEFIK_API_AUTH"] = f"bluegreen:{PASSWORD}"  # the config names it: `down` at teardown too
     traefik.start()
     yield traefik.start, traefik.stop
     traefik.stop()
 
 
 def cli_with(env, password: str, *args: str) -> subprocess.CompletedProcess:
-    os.environ["TRAEFIK_API_AUTH"] = f"bluegreen:{password}"  # read by the CLI subprocess only
-    try:
-        return env.cli(*args)
-    finally:
-        del os.environ["TRAEFIK_API_AUTH"]
+    return env.cli(*args, env={"TRAEFIK_API_AUTH": f"bluegreen:{password}"})
 
 
 def test_unmanaged_traefik_from_the_readme_snippet(local_env, user_traefik):
