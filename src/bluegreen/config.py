@@ -737,13 +737,9 @@ class SSHSettings(Model):
     connect_timeout: Duration = Field(10, description="Deadline of one SSH connection.")
 
     def secret_values(self) -> list[str]:
-        """The key, its passphrase and the known_hosts content, whole and line by line: never shown."""
-        values = []
-        for secret in (self.private_key, self.passphrase, self.known_hosts):
-            if secret is not None:
-                text = secret.get_secret_value()
-                values += [text, *(line.strip() for line in text.splitlines())]
-        return [value for value in values if len(value) >= 4]  # a blank or a 1-3 character line hides nothing
+        """The key, its passphrase and the known_hosts content: never shown (redaction.py hides them line by line)."""
+        return [secret.get_secret_value() for secret in (self.private_key, self.passphrase, self.known_hosts)
+                if secret is not None]
 
 
 class DockerRun(Model):

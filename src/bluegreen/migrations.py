@@ -30,6 +30,7 @@ from .checks.suite import exit_detail, run_process
 from .config import MigrationLint, Migrations, render
 from .errors import TargetError
 from .history import served_live, verified_live
+from .redaction import Redactor
 from .report import CheckResult
 from .targets.base import ColourState, Release
 
@@ -47,13 +48,6 @@ class SchemaState(BaseModel):
 # --- running one half ------------------------------------------------------------------------
 
 
-def redact(text: str, secrets: list[str]) -> str:
-    # Longest first (a URL holds its password); under 4 characters it would blank common words.
-    for secret in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
-
-
 def run_half(
     half: Half, migrations: Migrations, *, base_dir: Path, values: dict[str, str], env: dict[str, str],
     log: Callable[[str], None],
@@ -66,9 +60,9 @@ def run_half(
     command = [render(part, **values) for part in command]
     argv = ["/bin/sh", "-c", command[0]] if step.shell else command
     cwd = base_dir / migrations.working_directory if migrations.working_directory else base_dir
-    secrets = migrations.secret_values()
+    secrets = Redactor(migrations.secret_values())
     ran = run_process(argv, cwd, {**os.environ, **migrations.env, **env}, migrations.timeout,
-                      lambda line: log(redact(line, secrets)))
+                      lambda line: log(secrets.redact(line)))
     if isinstance(ran, str):
         passed, detail, duration = False, ran, 0.0
     else:
@@ -78,7 +72,7 @@ def run_half(
         if passed and last:  # what the tool said it did, e.g. "Running upgrade a1b2 -> c3d4"
             detail += f": {last[:200]}"
     return CheckResult(name=half, kind="migration", target="database", passed=passed, attempts=1,
-                       duration=duration, detail=redact(detail, secrets))
+                       duration=duration, detail=secrets.redact(detail))
 
 
 # --- lint ----------------------------------------------------------------------------------

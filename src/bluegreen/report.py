@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from .config import Colour
 from .errors import ExitCode
+from .redaction import Redactor
 
 Status = Literal[
     "running",  # the run has not finished (the report is written before anything changes)
@@ -99,11 +100,7 @@ class Result(BaseModel):
 
     def redacted(self, secrets: list[str]) -> Result:
         """A copy with every secret replaced by ***: what an error message quoted must not reach an artifact."""
-        text = self.model_dump_json()
-        # Longest first (a secret holding another goes whole); under 4 characters it would blank common words.
-        for secret in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
-            text = text.replace(json.dumps(secret)[1:-1], "***")  # as it stands inside a JSON string
-        return Result.model_validate_json(text)
+        return Result.model_validate_json(Redactor(secrets).redact_json(self.model_dump_json()))
 
     # --- renderings ----------------------------------------------------------------------
 

@@ -13,40 +13,12 @@ import os
 from importlib import import_module
 
 from ..events import Events
+from ..redaction import Redactor
 from ..report import Result
 
 # The variables the servers target's config reads its SSH secrets from (`ssh.private_key: ${SSH_PRIVATE_KEY}`):
 # the GitHub action's ssh-* inputs and the GitLab component's jobs put the secrets there.
 SSH_SECRET_VARIABLES = ("SSH_PRIVATE_KEY", "SSH_KNOWN_HOSTS", "SSH_KEY_PASSPHRASE")
-MIN_SECRET = 4  # a 1-3 character "secret" would blank common words
-
-
-class Redactor:
-    """Secret values, line by line (a CI masks a log line by line), and their redaction in texts we write."""
-
-    def __init__(self) -> None:
-        self.values: list[str] = []
-
-    def add(self, value: str | None) -> list[str]:
-        """Remember each line of `value` worth hiding; returns the lines not known before."""
-        added = []
-        for part in (value or "").splitlines():
-            part = part.strip()
-            if part.startswith("-----") and part.endswith("-----"):
-                continue  # PEM armour ("-----BEGIN ... KEY-----"): the same in every key
-            if len(part) >= MIN_SECRET and part not in self.values:
-                self.values.append(part)
-                added.append(part)
-        # Longest first, so a secret containing another is redacted whole.
-        self.values.sort(key=len, reverse=True)
-        return added
-
-    def redact(self, text: str) -> str:
-        for value in self.values:
-            text = text.replace(value, "***")
-        return text
-
-
 class Adapter:
     """Plain terminal: human lines on stderr; nothing else to write."""
 
