@@ -19,10 +19,10 @@ demo: $(VENV)/.installed
 	@$(BIN)/python examples/demo.py $(DEMO_CONFIG)
 
 # Modules in parallel (-n): the suites mostly wait on proxies, containers and CI tools, not on the CPU.
-# A module runs whole on one worker (tests/conftest.py groups them), so its labs and images are built once.
+# A module runs whole on one worker (loadfile; tests/conftest.py keeps the act files on one), so its labs and images are built once.
 WORKERS ?= 4
 test: $(VENV)/.installed
-	$(BIN)/pytest -n $(WORKERS) --dist loadgroup
+	$(BIN)/pytest -n $(WORKERS) --dist loadfile
 
 # Everything, as CI runs it: sets up Docker, act and gitlab-ci-local, and no test may skip.
 test-all:

@@ -192,19 +192,23 @@ def assert_one_line_error(result: subprocess.CompletedProcess) -> str:
 
 # Files whose tests must not run at the same time as each other's: act names its job containers after the workflow
 # and the job (act-deploy-deploy-...), so two act runs of the same workflow at once would take each other's.
-SERIAL_GROUPS = {"act": ("github/test_act_",)}
+SERIAL_GROUPS = {"act": ("tests/github/test_act_",)}
 
 
-def pytest_collection_modifyitems(config, items) -> None:
-    """Under pytest-xdist (`make test`: -n 4 --dist loadgroup), a test module runs whole on one worker, so its
-    module-scoped labs, images and clusters are built once; the SERIAL_GROUPS share one worker."""
-    root = Path(__file__).parent
-    for item in items:
-        if item.get_closest_marker("xdist_group"):
-            continue
-        module = item.path.relative_to(root).as_posix() if item.path.is_relative_to(root) else str(item.path)
-        group = next((name for name, prefixes in SERIAL_GROUPS.items() if module.startswith(prefixes)), module)
-        item.add_marker(pytest.mark.xdist_group(group))
+def pytest_xdist_make_scheduler(config, log):
+    """`make test` runs `-n 4 --dist loadfile`: a module runs whole on one worker, so its module-scoped labs, images
+    and clusters are built once; here the files of a SERIAL_GROUPS entry also share one worker, one after another.
+    (A scheduler, not xdist_group marks: pytest 9 ignores the test ids xdist 3.8's loadgroup rewrites.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return next((name for name, prefixes in SERIAL_GROUPS.items() if module.startswith(prefixes)), module)
+
+    return ModuleScheduling(config, log)
 
 
 def pytest_unconfigure(config) -> None:
