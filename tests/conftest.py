@@ -99,6 +99,7 @@ class LocalEnv:
     config: Path
     proxy_port: int
     ports: dict[str, int]
+    app: str = "testapp"
     # Variables every CLI call gets: the secrets the config names as ${VAR}, which `down` at teardown needs too
     # (without them it cannot load the config, and the apps and the proxy outlive the test).
     environ: dict[str, str] = field(default_factory=dict)
@@ -119,7 +120,7 @@ class LocalEnv:
         self.config.write_text(
             textwrap.dedent(
                 f"""\
-                app: testapp
+                app: {self.app}
                 {top}
                 environments:
                   test:

@@ -53,7 +53,9 @@ class LeakCheck:
                 break
             time.sleep(0.1)
         lines: list[str] = []
-        if containers and (shared := _other_pytest_sessions(self.marker)):
+        # Sessions of ours: this one, and the one that runs it (pytester in an xdist worker: its sibling workers).
+        ours = {self.marker} | ({f"{MARKER}={self.previous}"} if self.previous else set())
+        if containers and (shared := _other_pytest_sessions(ours)):
             lines += [f"containers created during the session, not removed: another pytest session (pid "
                       f"{', '.join(map(str, shared))}) shares the Docker engine and may own them",
                       *(f"  container {c}" for c in containers.values())]
@@ -140,7 +142,7 @@ def _describe(pid: int, width: int = 160) -> str:
     return f"{command} (in {folder})"
 
 
-def _other_pytest_sessions(marker: str) -> list[int]:
+def _other_pytest_sessions(markers: set[str]) -> list[int]:
     """Running pytest processes outside our own tree (another checkout's tests): they may own new containers.
     Only in our pid namespace: a pytest in a container (a workflow's test step) is no session of the machine."""
     mine, namespace = _ancestors(), os.readlink("/proc/self/ns/pid")
@@ -152,8 +154,8 @@ def _other_pytest_sessions(marker: str) -> list[int]:
             if os.readlink(entry / "ns" / "pid") != namespace:
                 continue
             argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
-            if marker.encode() in (entry / "environ").read_bytes().split(b"\0"):  # started by us: a pytester run
-                continue
+            if {m.encode() for m in markers} & set((entry / "environ").read_bytes().split(b"\0")):
+                continue  # started by us: an xdist worker, a pytester run
         except OSError:
             continue
         if any(re.fullmatch(r"(-m)?py\.?test", Path(arg).name) for arg in argv[:3]):

@@ -112,7 +112,9 @@ def test_a_failing_gate_aborts_to_zero_with_exit_4(first_release: LocalEnv) -> N
     report = env.report()
     assert report["status"] == "rolled_back" and report["switched_back"] and report["canary_weight"] == 0
     failed = next(p for p in report["phases"] if p["status"] == "failed")
-    assert failed["name"].startswith("canary step 1/3: green 10%"), failed
+    # The gate that sees a green answer first: at 10% its half-second window may hold no green request on a busy
+    # machine (HAProxy sends every tenth), at 50% it cannot miss. Never the 100% switch.
+    assert failed["name"].startswith(("canary step 1/3: green 10%", "canary step 2/3: green 50%")), failed
     assert "canary gate: smoke check" in report["reason"] and "through http://127.0.0.1" in report["reason"]
     assert "roll back green -> blue" in phases(env)
     assert split(env) == {"blue": 100, "green": 0}

@@ -56,10 +56,19 @@ def _suite(image: str, command: str = '["python", "-c", "import appcheck; appche
         """) + extra
 
 
+APP = "suite" + uuid.uuid4().hex[:8]  # this module's app: other modules on other workers run suites in containers too
+
+
+@pytest.fixture(autouse=True)
+def _own_app(request) -> None:
+    if "local_env" in request.fixturenames:
+        request.getfixturevalue("local_env").app = APP
+
+
 def _suite_containers() -> list[str]:
     with docker_client() as client:
-        found = client.get("/containers/json", params={"all": 1, "filters": json.dumps({"label": ["dev.bluegreen.test-suite"]})})
-    return [c["Names"][0] for c in found.json() if "bluegreen-suite-testapp-" in c["Names"][0]]
+        found = client.get("/containers/json", params={"all": 1, "filters": json.dumps({"label": [f"dev.bluegreen.test-suite={APP}"]})})
+    return [c["Names"][0] for c in found.json()]
 
 
 def test_image_suite_passes(local_env, suite_image: str) -> None:
@@ -150,7 +159,7 @@ def test_from_a_container_action_the_workspace_reaches_the_suite(suite_image: st
         from bluegreen.config import TestSuite
         suite = TestSuite(image="{suite_image}", pull="never", junit="out/junit.xml", command=[
             "sh", "-c", "mkdir -p out; echo \\"<testsuite tests='2' failures='0'/>\\" > out/junit.xml; echo host=$(hostname)"])
-        check = run_test_suite(suite, base_dir=Path("/github/workspace"), env={{"BLUEGREEN_APP": "testapp"}},
+        check = run_test_suite(suite, base_dir=Path("/github/workspace"), env={{"BLUEGREEN_APP": "{APP}"}},
                                values={{}}, log=print)
         print("RESULT", check.passed, check.tests, check.detail)
         """))
