@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -23,10 +24,24 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_APP = ROOT / "examples" / "app" / "app.py"
 
 
+# Each xdist worker takes ports from its own range, below Linux's ephemeral range (32768-60999): a port the kernel
+# hands out (port 0) could be handed to another worker too before the first one's app binds it, or taken as the
+# source port of an outgoing connection while a colour restarts.
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+_PORTS = range(12000 + 2500 * _WORKER, 12000 + 2500 * (_WORKER + 1))
+_next_port = itertools.cycle(_PORTS)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on or is bound to now, from this worker's range."""
+    for port in itertools.islice(_next_port, len(_PORTS)):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_PORTS}")
 
 
 def serving(port: int) -> bool:

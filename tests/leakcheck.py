@@ -14,6 +14,7 @@ not fail the run. The processes are always ours: they carry our marker.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -30,6 +31,7 @@ from github.support import SOCKET, docker_client
 MARKER = "BLUEGREEN_TEST_SESSION"
 GRACE = 5.0  # seconds a process or container may take to go after the last teardown (a SIGTERM'd app, `--rm`)
 GONE = {"exited", "dead", "removing"}  # container states that run nothing
+LABEL = "dev.bluegreen.test-session"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -43,6 +45,9 @@ class LeakCheck:
         self.marker = f"{MARKER}={uuid.uuid4().hex}"
         os.environ[MARKER] = self.marker.split("=", 1)[1]
         self.containers_before = _container_ids()
+        # A session run inside another one (pytester, in an xdist worker) cannot tell its containers from those the
+        # outer session's other workers start meanwhile: it counts only the containers labelled with its marker.
+        self.label = f"{LABEL}={self.marker.split('=', 1)[1]}" if self.previous else None
 
     @pytest.hookimpl(trylast=True)  # after the runner's own sessionfinish, which tears down what is still set up
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
@@ -55,7 +60,7 @@ class LeakCheck:
         lines: list[str] = []
         # Sessions of ours: this one, and the one that runs it (pytester in an xdist worker: its sibling workers).
         ours = {self.marker} | ({f"{MARKER}={self.previous}"} if self.previous else set())
-        if containers and (shared := _other_pytest_sessions(ours)):
+        if containers and self.label is None and (shared := _other_pytest_sessions(ours)):
             lines += [f"containers created during the session, not removed: another pytest session (pid "
                       f"{', '.join(map(str, shared))}) shares the Docker engine and may own them",
                       *(f"  container {c}" for c in containers.values())]
@@ -96,7 +101,8 @@ class LeakCheck:
             return {}
         try:
             with docker_client() as client:
-                listed = client.get("/containers/json", params={"all": 1}).json()
+                filters = {"filters": json.dumps({"label": [self.label]})} if self.label else {}
+                listed = client.get("/containers/json", params={"all": 1, **filters}).json()
         except httpx.HTTPError:  # the engine went away: nothing to check, nothing to remove
             return {}
         return {c["Id"]: f"{c['Names'][0].lstrip('/')} (image {c['Image']}, {c['State']})" for c in listed

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import socket
 import subprocess
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import free_port  # noqa: F401  (one port allocator: each xdist worker its own range)
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # the venv's tools (actionlint, hadolint, check-jsonschema, caddy)
@@ -74,18 +74,6 @@ def need_act() -> str:
     return act  # type: ignore[return-value]
 
 
-def free_port() -> int:
-    """A free port below Linux's ephemeral range (32768+), where outgoing connections take their ports:
-    a published port there can fail with 'address already in use' at any time."""
-    for _ in range(200):
-        port = random.randint(20000, 32000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 20000-32000")
 
 
 def unique(prefix: str) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from conftest import free_port  # noqa: F401  (one port allocator: each xdist worker its own range)
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPONENT = ROOT / "gitlab"  # the component project's root
@@ -29,10 +29,6 @@ INSTALLED_BY_SETUP = Path.home() / ".cache" / "bluegreen" / "tools" / "bin" / "g
 SECRET = "glpat-never-print-me-7f3a9c"  # a CI variable the config uses; must appear nowhere
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def missing_tool(reason: str) -> None:

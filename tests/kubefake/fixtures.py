@@ -36,6 +36,7 @@ import pytest
 import yaml
 
 from .server import FakeKube
+from conftest import free_port  # noqa: F401  (one port allocator: each xdist worker its own range)
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "kubernetes"
@@ -44,10 +45,6 @@ REAL = os.environ.get("BLUEGREEN_TEST_KUBECONFIG")
 SECRET_TOKEN = "kubefake-s3cr3t-" + uuid.uuid4().hex  # must never appear in any output
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- the example app, one process per (version, colour) ----------------------------------------

@@ -19,6 +19,10 @@ from ..report import Result
 # The variables the servers target's config reads its SSH secrets from (`ssh.private_key: ${SSH_PRIVATE_KEY}`):
 # the GitHub action's ssh-* inputs and the GitLab component's jobs put the secrets there.
 SSH_SECRET_VARIABLES = ("SSH_PRIVATE_KEY", "SSH_KNOWN_HOSTS", "SSH_KEY_PASSPHRASE")
+
+__all__ = ["SSH_SECRET_VARIABLES", "Adapter", "Redactor", "detect"]
+
+
 class Adapter:
     """Plain terminal: human lines on stderr; nothing else to write."""
 
