@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -29,7 +30,9 @@ EXAMPLE_APP = ROOT / "examples" / "app" / "app.py"
 # source port of an outgoing connection while a colour restarts.
 _WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
 _PORTS = range(12000 + 2500 * _WORKER, 12000 + 2500 * (_WORKER + 1))
-_next_port = itertools.cycle(_PORTS)
+# From a random start: two sessions on one machine (a developer's and a helper's) rarely try the same ports.
+_start = random.randrange(len(_PORTS))
+_next_port = itertools.cycle([*_PORTS[_start:], *_PORTS[:_start]])
 
 
 def free_port() -> int:
