@@ -19,12 +19,14 @@ LIVE_ACTIONS = ("deploy", "promote", "rollback")
 def served_live(history: list[Release], before: datetime | None = None) -> Iterator[tuple[str, str]]:
     """(colour, version) pairs that served all live traffic, newest first; `before`: only before that time."""
     for r in history:
-        if r.action in LIVE_ACTIONS and r.colour and r.version and (before is None or r.at < before):
-            # Records from before `went_live` was kept: only a verified release is known to have stayed.
-            if r.went_live or (r.went_live is None and r.outcome == "succeeded"):
-                yield r.colour, r.version
+        if before is not None and r.at >= before:
+            continue
+        # Records from before `went_live` was kept: only a verified release is known to have stayed.
+        stood = r.went_live or (r.went_live is None and r.outcome == "succeeded")
+        if r.action in LIVE_ACTIONS and r.colour and r.version and stood:
+            yield r.colour, r.version
         # The run found this colour live on the router when it began (an abort's "previous" is the canary).
-        if r.action != "abort" and r.previous_colour and r.previous_version and (before is None or r.at < before):
+        if r.action != "abort" and r.previous_colour and r.previous_version:
             yield r.previous_colour, r.previous_version
 
 
