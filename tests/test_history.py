@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from bluegreen.history import served_live, was_live
-from bluegreen.targets.base import Release
+from bluegreen.state.base import Release
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

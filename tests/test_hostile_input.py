@@ -513,9 +513,9 @@ def test_secrets_stay_out_of_everything_when_a_run_crashes(capsys, monkeypatch, 
     `::add-mask::` line that registers them."""
     from bluegreen.ci import github
     from bluegreen.config import load_config
-    from bluegreen.targets.local import LocalProcessTarget
+    from bluegreen.targets import Target, make_target
 
-    class CrashingTarget(LocalProcessTarget):  # a real local target with a bug in one method
+    class CrashingTarget(Target):  # a real local target with a bug in one method
         def deploy(self, colour, version):
             if crash_in == "deploy":
                 raise RuntimeError(f"unexpected: token {KUBE_TOKEN}, header Bearer {SECRET}")
@@ -538,11 +538,16 @@ def test_secrets_stay_out_of_everything_when_a_run_crashes(capsys, monkeypatch, 
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("bluegreen.targets.make_target", CrashingTarget)
+    def crashing_target(settings):
+        target = make_target(settings)
+        target.__class__ = CrashingTarget
+        return target
+
+    monkeypatch.setattr("bluegreen.targets.make_target", crashing_target)
     try:
         code = github.main() if ci == "github" else cli.main(["deploy", "-c", config.name, "--version", "1"])
     finally:
-        LocalProcessTarget(load_config(config)).stop_all()  # the app and proxy a crash at the switch leaves
+        make_target(load_config(config)).stop_all()  # the app and proxy a crash at the switch leaves
     out, err = capsys.readouterr()
     report = json.loads((tmp_path / "bluegreen-report.json").read_text())
     assert report["reason"].startswith("internal error: RuntimeError: unexpected: token "), report

@@ -368,7 +368,7 @@ def test_httproute_status_reports_accepted_and_resolved_refs(client, fake):
 def test_lease_times_must_be_microtime(client):
     from datetime import datetime, timezone
 
-    from bluegreen.targets.kube_state import microtime
+    from bluegreen.state.kubernetes import microtime
 
     # lightkube encodes a whole second without a fraction, which a MicroTime refuses
     with pytest.raises(ApiError) as excinfo:

@@ -387,7 +387,7 @@ def test_a_stuck_rollout_fails_before_its_deadline_when_progress_deadline_is_exc
 
 
 def _hold_lease(cluster, holder: str, renewed: datetime, seconds: int = 600) -> None:
-    from bluegreen.targets.kube_state import microtime
+    from bluegreen.state.kubernetes import microtime
 
     with cluster.client() as c:
         c.create(Lease.from_dict({"metadata": {"name": "example-bluegreen-lock", "namespace": cluster.namespace},
@@ -454,7 +454,7 @@ def test_an_expired_lock_taken_over_by_someone_else_first_is_not_stolen(cluster,
     _hold_lease(cluster, "a run that died", datetime.now(timezone.utc) - timedelta(hours=1), seconds=60)
 
     def other_run_takes_it():
-        from bluegreen.targets.kube_state import microtime
+        from bluegreen.state.kubernetes import microtime
 
         with cluster.client() as c:
             lease = c.get(Lease, "example-bluegreen-lock")
@@ -990,7 +990,7 @@ def test_credentials_are_looked_up_in_a_fixed_order(tmp_path, monkeypatch):
     from lightkube import KubeConfig
 
     from bluegreen.errors import TargetError
-    from bluegreen.targets.kube_client import load_kubeconfig
+    from bluegreen.kube_client import load_kubeconfig
 
     home = tmp_path / "home"
     (home / ".kube").mkdir(parents=True)
@@ -1020,7 +1020,7 @@ def test_credentials_are_looked_up_in_a_fixed_order(tmp_path, monkeypatch):
 
 def test_an_invalid_kubeconfig_is_named_without_its_content():
     from bluegreen.errors import TargetError
-    from bluegreen.targets.kube_client import load_kubeconfig
+    from bluegreen.kube_client import load_kubeconfig
 
     secret = "token: " + SECRET_TOKEN + "\n  bad: [unclosed"
     with pytest.raises(TargetError) as excinfo:
@@ -1030,7 +1030,7 @@ def test_an_invalid_kubeconfig_is_named_without_its_content():
 
 
 def test_exec_plugins_declared_v1_are_run_as_v1beta1():
-    from bluegreen.targets.kube_client import normalise_exec
+    from bluegreen.kube_client import normalise_exec
 
     config = {"users": [{"name": "u", "user": {"exec": {"apiVersion": "client.authentication.k8s.io/v1",
                                                          "command": "aws", "interactiveMode": "Never"}}}]}

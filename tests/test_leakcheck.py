@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen.targets.proc import start_time
+from bluegreen.proc import start_time
 from github.support import docker_client, need_docker
 
 pytest_plugins = ["pytester"]

@@ -397,7 +397,7 @@ def test_test_suite_sees_the_preview_url_and_version(local_env):
 
 def test_a_colours_log_is_rotated_when_it_grows(local_env):
     """The soak found the colours' logs the one thing in the state dir that only grew."""
-    from bluegreen.targets.local import MAX_LOG_BYTES
+    from bluegreen.runtimes.local import MAX_LOG_BYTES
 
     log = local_env.dir / "state" / "blue.log"
     log.parent.mkdir(parents=True)

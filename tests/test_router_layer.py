@@ -14,9 +14,10 @@ from typing import ClassVar
 
 import pytest
 
-from bluegreen.config import COLOURS, CaddyRouter, ProxyRouter, load_config
+from bluegreen.config import CaddyRouter, load_config
 from bluegreen.errors import TargetError
-from bluegreen.routers.base import Router, Weights, all_to
+from bluegreen.routers.base import Router
+from bluegreen.traffic import Weights, all_to
 from conftest import EXAMPLE_APP, assert_one_line_error
 
 KINDS = ("caddy", "haproxy", "envoy", "traefik", "nginx")
@@ -81,7 +82,8 @@ def test_a_router_module_is_imported_only_when_the_config_uses_it(tmp_path: Path
     for kind in built:  # every kind in this tree; after the merge, all five
         name, modules = router_modules_after_building(tmp_path, f"{{kind: {kind}, listen: '127.0.0.1:1'}}")
         assert name.lower().startswith(kind), name
-        expected = sorted(["bluegreen.routers.base", "bluegreen.routers.files", f"bluegreen.routers.{kind}"])
+        expected = sorted(["bluegreen.routers.base", "bluegreen.routers.files", "bluegreen.routers.proxy",
+                           f"bluegreen.routers.{kind}"])
         assert modules.strip() == str(expected), (kind, modules)  # files: the I/O seam every router shares
 
 
@@ -118,15 +120,13 @@ def test_an_unknown_router_kind_is_one_line_naming_router_kind(tmp_path: Path) -
 
 
 class MemoryRouter(Router):
-    """The one value is a dict in memory. `fail`: write raises after ('lost') or instead of ('refused')
+    """The one value is a dict in memory: a router that is no proxy (nothing listens, nothing runs). `fail`: write raises after ('lost') or instead of ('refused')
     changing it; `apply_after`: polls of applied() before the value takes effect (an asynchronous router);
     None means it never takes effect."""
 
     kind: ClassVar[str] = "memory"
 
     def __init__(self, tmp_path: Path, *, weighted: bool = False) -> None:
-        super().__init__(ProxyRouter(listen="127.0.0.1:1", manage=False), {c: [f"127.0.0.1:{i}"] for i, c in
-                                                                             enumerate(COLOURS, 2)}, tmp_path, "app")
         self.weighted = weighted  # type: ignore[misc]  # per instance, for the split tests
         self.value: Weights | None = None
         self.pending: Weights | None = None
@@ -153,9 +153,6 @@ class MemoryRouter(Router):
             self.value, self.pending = self.pending, None
         return super().applied(weights)
 
-    def start(self) -> None:
-        raise AssertionError("manage: false: never started")
-
     def raw_switch_command(self, to: str) -> str:
         return f"echo {to}"
 
@@ -174,7 +171,7 @@ def test_a_switch_that_did_not_happen_names_the_router(tmp_path: Path) -> None:
     with pytest.raises(TargetError) as error:
         router.switch("green", time.monotonic() + 5)
     message = str(error.value)
-    assert "router memory at 127.0.0.1:1" in message and "Connection refused" in message, message
+    assert "router memory: " in message and "Connection refused" in message, message
     assert "live routing is unchanged (all to blue)" in message, message
     assert router.live() == "blue"
 
@@ -192,7 +189,7 @@ def test_a_change_never_applied_fails_at_the_deadline(tmp_path: Path) -> None:
     router.value = all_to("blue")
     router.apply_after = None
     started = time.monotonic()
-    with pytest.raises(TargetError, match=r"router memory at 127\.0\.0\.1:1: the change to all to green was not "
+    with pytest.raises(TargetError, match=r"router memory: the change to all to green was not "
                                           r"applied before timeouts\.switch"):
         router.switch("green", started + 0.3)
     assert 0.3 <= time.monotonic() - started < 10  # wide for a busy machine: one that missed the deadline never ends

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Iterator
 
-from .targets.base import Release
+from .state.base import Release
 
 LIVE_ACTIONS = ("deploy", "promote", "rollback")
 

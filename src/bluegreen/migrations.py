@@ -32,7 +32,8 @@ from .errors import TargetError
 from .history import served_live, verified_live
 from .redaction import Redactor
 from .report import CheckResult
-from .targets.base import ColourState, Release
+from .runtimes.base import ColourState
+from .state.base import Release
 
 Half = Literal["expand", "contract"]
 

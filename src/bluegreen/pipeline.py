@@ -38,7 +38,7 @@ from .events import Events
 from .migrations import schema_state
 from .report import Result
 from .targets import Target
-from .targets.base import larger_share
+from .traffic import larger_share
 
 __all__ = ["Pipeline", "RunInfo", "Status"]
 

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from bluegreen.errors import TargetError
-from bluegreen.targets.docker import DockerAPI
+from bluegreen.docker_api import DockerAPI
 
 from .support import (SOCKET, caddy_as_nobody, docker, docker_client, free_port, need_docker, remove_containers,
                       tag_example, unique)

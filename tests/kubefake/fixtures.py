@@ -149,7 +149,7 @@ class Cluster:
     def client(self):
         from lightkube import Client, KubeConfig
 
-        from bluegreen.targets.kube_client import normalise_exec
+        from bluegreen.kube_client import normalise_exec
 
         config = KubeConfig.from_dict(normalise_exec(yaml.safe_load(self.kubeconfig_text)))
         transport = self.fake.transport() if self.fake else None

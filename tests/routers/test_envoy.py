@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from bluegreen.config import EnvoyRouter as EnvoyConfig
-from bluegreen.routers.base import find_binary
+from bluegreen.routers.proxy import find_binary
 from bluegreen.routers.envoy import EnvoyRouter
 from conftest import ROOT, LocalEnv, free_port, kill_and_wait
 

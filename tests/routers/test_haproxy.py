@@ -23,7 +23,7 @@ from conftest import ROOT, LocalEnv, accepts, assert_one_line_error, kill_and_wa
 
 from bluegreen.config import load_config
 from bluegreen.errors import TargetError
-from bluegreen.routers.base import find_binary
+from bluegreen.routers.proxy import find_binary
 from bluegreen.targets import make_target
 from github.support import example_image  # noqa: F401  (the session fixture denv needs)
 from github.test_docker_target import denv  # noqa: F401  (a docker-target env: colours as containers)

@@ -36,7 +36,7 @@ from bluegreen.config import TraefikRouter as TraefikConfig
 from bluegreen.errors import TargetError
 from bluegreen.remote import LocalShell
 from bluegreen.routers import Router, make_router
-from bluegreen.routers.base import all_to
+from bluegreen.traffic import all_to
 from bluegreen.routers.caddy import caddy_binary
 from conftest import EXAMPLE_APP, ROOT, free_port, kill_and_wait, serving
 from test_envoy import KEY, start_envoy, user_config

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from bluegreen.config import TraefikRouter as TraefikConfig
 from bluegreen.routers import make_router
-from bluegreen.routers.base import find_binary
+from bluegreen.routers.proxy import find_binary
 from conftest import ROOT, assert_one_line_error, free_port, kill_and_wait, serving
 from github.support import example_image  # noqa: F401  (the session fixture the docker test needs)
 from github.test_docker_target import denv  # noqa: F401

@@ -15,7 +15,7 @@ import pytest
 
 from bluegreen.errors import LockHeldError, TargetError
 from bluegreen.remote import LocalShell
-from bluegreen.targets.base import LockInfo, Release, utcnow
+from bluegreen.state.base import LockInfo, Release, utcnow
 from bluegreen.targets.servers import ShellStateStore
 
 

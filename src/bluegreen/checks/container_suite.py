@@ -30,7 +30,7 @@ import httpx
 from ..cancel import CANCEL
 from ..config import TestSuite
 from ..errors import TargetError
-from ..targets.docker import DockerAPI
+from ..docker_api import DockerAPI
 
 Log = Callable[[str], None]
 

@@ -11,7 +11,7 @@ from ..cancel import CANCEL, Cancelled
 from ..checks import smoke
 from ..config import UNTIL_PROMOTED, CanaryStep, Colour, other_colour
 from ..errors import BluegreenError
-from ..targets import Release
+from ..state.base import Release
 from .release import BlueGreenRelease
 from .run import _AfterSwitchFailure
 

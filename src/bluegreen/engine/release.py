@@ -14,7 +14,7 @@ from ..config import Colour, other_colour
 from ..errors import BluegreenError
 from ..history import served_live, was_live
 from ..migrations import rollback_refusal
-from ..targets import Release
+from ..state.base import Release
 from .checks import CheckPhases
 from .run import _AfterSwitchFailure
 from .scaledown import ScaleDown

@@ -18,8 +18,10 @@ from ..errors import BluegreenError, LockHeldError
 from ..events import Events
 from ..migrations import SchemaState, pending_contract
 from ..report import Phase, Result
-from ..targets import ColourState, LockInfo, Release, Target
-from ..targets.base import RouterState
+from ..routers.base import RouterState
+from ..runtimes.base import ColourState
+from ..state.base import LockInfo, Release
+from ..targets import Target
 
 
 @dataclass

@@ -1,9 +1,9 @@
 """Routers: what switches live traffic between the colours, one module per kind, imported only when a
 config uses it (so `bluegreen --help` loads none of them).
 
-A target outside Kubernetes is a runtime (where the colours run: local processes, docker
-containers) plus one of these. The Kubernetes Service selector and HTTPRoute are routers of the
-Kubernetes target itself (targets/kubernetes.py).
+The proxies (Caddy, HAProxy, Envoy, Traefik, nginx) are made here from the colours' addresses; the
+factory (targets/__init__.py) pairs them, or a router of its own kind (the Caddy container, the
+Kubernetes Service selector and HTTPRoute), with the runtime.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 
 from ..config import Colour, ProxyRouter
 from ..remote import Shell
-from .base import Router, Weights
+from ..traffic import Weights
+from .base import Router
 
 __all__ = ["Router", "Weights", "make_router"]
 

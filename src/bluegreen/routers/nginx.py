@@ -31,8 +31,9 @@ from ..config import NginxRouter as NginxConfig
 from ..errors import TargetError
 from ..remote import Shell
 from ..report import write_atomic
-from ..targets.filestate import state_io
-from .base import Router, Weights, all_to, find_binary
+from ..state.files import state_io
+from ..traffic import Weights, all_to
+from .proxy import ProxyRouter, find_binary
 
 NJS_MODULE = Path(__file__).with_name("bluegreen.js")
 # Where distributions put the njs module (Debian/Ubuntu, RHEL/Fedora, nginx.org's packages).
@@ -75,7 +76,7 @@ def conf_string(value: str, what: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-class NginxRouter(Router):
+class NginxRouter(ProxyRouter):
     kind = "nginx"
     weighted = True
     config: NginxConfig

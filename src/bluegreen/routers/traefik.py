@@ -25,13 +25,14 @@ from ..config import TraefikRouter as TraefikConfig
 from ..errors import TargetError
 from ..remote import Shell
 from ..report import write_atomic
-from ..targets.filestate import state_io
-from .base import Router, Unreachable, Weights, all_to, find_binary
+from ..state.files import state_io
+from ..traffic import Weights, all_to
+from .proxy import ProxyRouter, Unreachable, find_binary
 
 LIVE_ENTRYPOINT = "live"  # manage: true; the API's entryPoint must be called "traefik" for api.insecure
 
 
-class TraefikRouter(Router):
+class TraefikRouter(ProxyRouter):
     kind = "traefik"
     weighted = True
     config: TraefikConfig

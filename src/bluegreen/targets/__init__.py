@@ -1,25 +1,23 @@
-"""Targets: one module per kind, imported only when a config uses it."""
+"""The factory: a target is a runtime, a router and a state store, paired here from the config.
+
+This is the one place that knows which kinds exist and which fit together. Each module is imported only
+when a config uses it, so `bluegreen --help` loads none of them.
+"""
 
 from __future__ import annotations
 
+import os
 from importlib import import_module
 from importlib.util import find_spec
+from typing import Any
 
 from ..config import Settings
 from ..errors import ConfigError
-from .base import ColourState, LockInfo, Release, StateStore, Target
+from .target import Target
 
-__all__ = ["ColourState", "LockInfo", "Release", "StateStore", "Target", "check_installed", "make_target"]
+__all__ = ["Target", "check_installed", "make_target"]
 
-# kind -> "module:factory"; a factory takes the Settings and returns a Target.
-_FACTORIES = {
-    "local": "bluegreen.targets.local:LocalProcessTarget",
-    "kubernetes": "bluegreen.targets.kubernetes:KubernetesTarget",
-    "docker": "bluegreen.targets.docker:DockerTarget",
-    "servers": "bluegreen.targets.servers:ServersTarget",
-}
-
-# kind -> (the library it needs beyond the core, the extra that installs it): `pip install .` alone lacks them.
+# runtime kind -> the library it needs beyond the core, and the extra that installs it
 _EXTRAS = {
     "kubernetes": ("lightkube", "kubernetes"),
     "servers": ("asyncssh", "servers"),
@@ -39,5 +37,55 @@ def check_installed(settings: Settings) -> None:
 
 def make_target(settings: Settings) -> Target:
     check_installed(settings)
-    module, _, name = _FACTORIES[settings.target.kind].partition(":")
-    return getattr(import_module(module), name)(settings)
+    pair = {"local": _local, "docker": _docker, "servers": _servers, "kubernetes": _kubernetes}[settings.target.kind]
+    return pair(settings)
+
+
+def load(path: str) -> Any:
+    """"module:name" -> the object, imported now."""
+    module, _, name = path.partition(":")
+    return getattr(import_module(module), name)
+
+
+def scale_down_wait(configured: float | None) -> float:
+    """How long a run waits out a scale-down itself: as configured; else none in CI, where a wait would hold
+    up the job's later steps (the next run applies it), and a minute elsewhere."""
+    if configured is not None:
+        return configured
+    ci = os.environ.get("GITHUB_ACTIONS") == "true" or os.environ.get("GITLAB_CI") == "true"
+    return 0.0 if ci else 60.0
+
+
+# --- the pairings: one function per runtime kind -------------------------------------------------
+
+
+def _local(settings: Settings) -> Target:
+    from ..routers import make_router
+    from ..runtimes.local import LocalRuntime
+    from ..state.files import FileStateStore
+
+    runtime = LocalRuntime(settings)
+    router = make_router(settings.target.router, upstreams=runtime.upstreams(), state_dir=runtime.state_dir,
+                         app=settings.app)
+    state = FileStateStore(runtime.state_dir, lock_ttl=settings.timeouts.lock)
+    return Target(settings, runtime, router, state, scale_down_wait=0.0)  # a longer delay: runtime's follow-up
+
+
+def _docker(settings: Settings) -> Target:
+    # TODO(docker helper): DockerRuntime; a DockerCaddyRouter config in container mode pairs with
+    # routers/caddy_container.py CaddyContainerRouter and the VolumeStateStore (state/volume.py) in its volume;
+    # any other router kind is a proxy on the host (make_router) with a FileStateStore in state_dir; refuse a
+    # managed proxy inside a container (the action's) here.
+    raise NotImplementedError
+
+
+def _servers(settings: Settings) -> Target:
+    # TODO(servers helper): ServersRuntime; router: one ProxyRouter over the router host's shell, or for
+    # router_host: each, routers/hosts.py over one ProxyRouter per host; ShellStateStore (state/shell.py).
+    raise NotImplementedError
+
+
+def _kubernetes(settings: Settings) -> Target:
+    # TODO(kubernetes helper): KubernetesRuntime (runtimes/kubernetes.py), router: routers/kube_service.py or
+    # routers/kube_route.py by settings.target.router.kind, KubeStateStore (state/kubernetes.py).
+    raise NotImplementedError

@@ -1,70 +1,59 @@
-"""Scaling the old colour down later: the plan is kept with the target's state, not in a process.
+"""The one rule for the old colour after a release: it keeps running for `scale_down_delay`, so a
+rollback meanwhile is one switch, then it is scaled down, unless it takes traffic again by then.
 
-Nothing may outlive a CI step, so the due time is written to `scale-down.json` beside the lock and
-the history; a delay up to `scale_down_wait` is waited for in the run itself and applied, a longer
-one is applied by the next bluegreen run that takes the lock. A colour that became live again in
-the meantime (a rollback) is never stopped. Used by the docker and servers targets.
+The plan is kept by the state store (beside the lock and the history), never only in a process: nothing
+may outlive a CI step. A delay up to the runtime's `scale_down_wait` is waited out by the run itself
+(without the lock); a longer one is applied by the next bluegreen run that takes the lock (or by a
+follow-up the runtime arranges, for the local demo). A colour deployed to again, or that takes any share
+of traffic again (a rollback, a canary), is never stopped by an old plan.
 """
 
 from __future__ import annotations
 
-import json
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
-from ..config import COLOURS, Colour
+from ..config import Colour
 from ..errors import TargetError
-from .base import utcnow
-from .filestate import FileStateStore
+from ..routers.base import Router
+from ..runtimes.base import Runtime
+from ..state.base import ScaleDownPlan, StateStore, utcnow
 
-DUE = "scale-down.json"
 
+class ScaleDowns:
+    def __init__(self, runtime: Runtime, router: Router, state: StateStore, wait: float) -> None:
+        self.runtime, self.router, self.state = runtime, router, state
+        self.wait = wait  # the longest delay a run waits out itself
+        state.on_locked.append(self.apply_due)  # every run that takes the lock applies what is overdue
 
-class PlannedScaleDowns:
-    """A mixin for a Target whose `state` is a FileStateStore and that sets `scale_down_wait`."""
+    def schedule(self, colour: Colour, delay: float, release_id: str) -> float | None:
+        """Plan `colour`'s scale-down in `delay` seconds; returns how long this run should wait before calling
+        apply_due() (outside the lock), or None when nothing is left for it."""
+        self.state.plan_scale_down(colour, ScaleDownPlan(at=utcnow() + timedelta(seconds=delay), release=release_id))
+        if delay <= 0:
+            self.apply_due()
+            return None
+        if delay <= self.wait:
+            return delay
+        self.runtime.follow_up_scale_down(delay)
+        return None
 
-    state: FileStateStore
-    scale_down_wait: float
-
-    def schedule_scale_down(self, colour: Colour, delay: float, release_id: str) -> float | None:
-        due = utcnow() + timedelta(seconds=delay)
-        self._change_due(lambda entries: entries.update(
-            {colour: {"at": due.isoformat(timespec="seconds"), "release": release_id}}))
-        # A short delay is waited out by this run (outside the lock); a longer one is applied by
-        # the next bluegreen run that takes the lock.
-        return delay if delay <= self.scale_down_wait else None
-
-    def apply_scale_downs(self) -> None:  # also run each time the target's lock is taken
-        for colour in COLOURS:
-            try:
-                self._scale_down_if_due(colour)
-            except TargetError:
-                pass  # the next run tries again; never a reason to fail this one
-
-    def _due(self) -> dict[str, dict]:
+    def apply_due(self) -> None:
+        """Stop each colour whose plan is due and that takes no traffic; forget plans of colours that do."""
         try:
-            data = json.loads(self.state._read(DUE) or "{}")
-        except ValueError:
-            return {}
-        return data if isinstance(data, dict) else {}
+            plans = self.state.scale_downs()
+            due = [c for c, plan in plans.items() if plan.at <= utcnow()]
+            weights = (self.router.weights() or {}) if due else {}
+        except TargetError:
+            return  # the next run tries again; never a reason to fail this one
+        for colour in due:
+            try:
+                if weights.get(colour, 0) == 0:
+                    self.runtime.scale_down(colour)
+                self.state.drop_scale_down(colour)
+            except TargetError:
+                pass
 
-    def _change_due(self, change) -> None:
-        def update() -> None:
-            entries = self._due()
-            change(entries)
-            self.state._write(DUE, json.dumps(entries, indent=2))
-
-        self.state._transaction(update)
-
-    def _drop_due(self, colour: Colour) -> None:
-        if colour in self._due():
-            self._change_due(lambda entries: entries.pop(colour, None))
-
-    def _scale_down_if_due(self, colour: Colour) -> bool:
-        entry = self._due().get(colour)
-        if entry is None or datetime.fromisoformat(entry["at"]) > datetime.now(timezone.utc):
-            return False
-        if self.live() != colour:  # type: ignore[attr-defined]
-            self.scale(colour, 0)  # type: ignore[attr-defined]
-            return True
-        self._drop_due(colour)  # live again (a rollback) since the scale-down was planned
-        return False
+    def cancel(self, colour: Colour) -> None:
+        """`colour` is deployed to again: an old plan must not stop the new release."""
+        if colour in self.state.scale_downs():
+            self.state.drop_scale_down(colour)

@@ -1,38 +1,36 @@
-"""The local target (the embedded default): each colour is a local process behind a real Caddy.
+"""The local runtime (the embedded default): each colour is a process on this machine, on its own port.
 
 Processes are detached, with pid and log files in the state directory, so a
 `rollback` or `status` from a new process days later finds them. The state
-directory also holds the router's upstream file, the lock and the history.
+directory also holds the router's files, the lock and the history.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..cancel import CANCEL
-from ..config import COLOURS, Colour, LocalTarget, Settings, render
+from ..config import COLOURS, Colour, LocalTarget, render
+from .. import proc
 from ..errors import LockHeldError, NotReadyError, TargetError
 from ..report import write_atomic
-from . import proc
+from ..state.files import state_io
 from .base import ColourState
-from .filestate import FileStateStore, state_io
-from .hostports import HostPortTarget
+from .hostports import HostPortRuntime
 
+if TYPE_CHECKING:
+    from ..targets import Target
 
 MAX_LOG_BYTES = 1024 * 1024  # a colour's log is rotated when a deploy starts it past this size
 
 
-class LocalProcessTarget(HostPortTarget):
+class LocalRuntime(HostPortRuntime):
     config: LocalTarget
-
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        self.state = FileStateStore(self.state_dir, lock_ttl=settings.timeouts.lock)
 
     # --- questions ---------------------------------------------------------------------------
 
@@ -56,7 +54,6 @@ class LocalProcessTarget(HostPortTarget):
     # --- actions -----------------------------------------------------------------------------
 
     def deploy(self, colour: Colour, version: str) -> None:
-        self.ensure_router()
         self._stop(colour)
         self._start(colour, version)
 
@@ -80,36 +77,26 @@ class LocalProcessTarget(HostPortTarget):
                 raise TargetError(f"{colour} has never been deployed; nothing to start")
             self._start(colour, version)
 
-    def schedule_scale_down(self, colour: Colour, delay: float, release_id: str) -> float | None:
-        """A detached `bluegreen _scale-down` stops the colour after `delay`, unless a release came since;
-        nothing is left for this run to wait for."""
-        if delay <= 0:
-            self.scale(colour, 0)
-            return None
+    def follow_up_scale_down(self, delay: float) -> None:
+        """No later run may come on a developer's machine: a detached `bluegreen _scale-down` waits `delay`,
+        takes the lock (which applies what is due, by the one rule) and releases it."""
         argv = [
             sys.executable, "-m", "bluegreen", "_scale-down", "-c", str(self.settings.source.resolve()),
-            "-e", self.settings.environment, "--colour", colour, "--release-id", release_id, "--after", str(delay),
+            "-e", self.settings.environment, "--after", str(delay),
         ]
         pid = proc.spawn(argv, log_file=self.state_dir / "scale-down.log", env=dict(os.environ))
-        proc.write_pid(self.state_dir / f"scale-down-{colour}.pid", pid)
-        return None
+        proc.write_pid(self.state_dir / f"scale-down-{pid}.pid", pid)
 
-    def stop_all(self, purge: bool = False) -> list[str]:
+    def stop_colours(self) -> list[str]:
         stopped = []
+        for pid_file in self.state_dir.glob("scale-down-*.pid"):
+            pid = proc.read_pid(pid_file)
+            if pid:
+                proc.stop(pid, grace=1)
+            pid_file.unlink(missing_ok=True)
         for colour in COLOURS:
-            for pid_file in (self.state_dir / f"scale-down-{colour}.pid",):
-                pid = proc.read_pid(pid_file)
-                if pid:
-                    proc.stop(pid, grace=1)
             if self._stop(colour):
                 stopped.append(f"{colour} (port {self.ports[colour]})")
-        if self.router.stop():
-            stopped.append(f"proxy ({self.router.name})")
-        self.router.reset()  # nothing is live any more
-        if purge:
-            if self.settings.source.resolve().is_relative_to(self.state_dir.resolve()):
-                raise TargetError(f"down --purge: state_dir {self.state_dir} holds the config file; delete it by hand")
-            shutil.rmtree(self.state_dir, ignore_errors=True)
         return stopped
 
     # --- processes ---------------------------------------------------------------------------
@@ -174,10 +161,9 @@ class LocalProcessTarget(HostPortTarget):
         return self.state_dir / f"{colour}.log"
 
 
-def finish_scale_down(target: LocalProcessTarget, colour: Colour, release_id: str) -> str:
-    """Run by the detached `_scale-down`: stop `colour` unless a release came since `release_id`.
-    It takes the deploy lock, waiting while a run holds it, so it never races a deploy or a rollback."""
-    holder = f"{release_id} (scale-down)"
+def finish_scale_down(target: "Target", holder: str) -> str:
+    """Run by the detached `_scale-down` once its delay has passed: take the deploy lock, waiting while a run
+    holds it (so it never races a deploy or a rollback), which applies the scale-downs that are due."""
     give_up = time.monotonic() + target.settings.timeouts.lock
     while True:
         try:
@@ -185,15 +171,7 @@ def finish_scale_down(target: LocalProcessTarget, colour: Colour, release_id: st
             break
         except LockHeldError:
             if time.monotonic() > give_up:
-                return f"skipped: the lock stayed held; {colour} keeps running"
+                return "skipped: the lock stayed held; the next run applies the scale-down"
             time.sleep(2)
-    try:
-        latest = next(iter(target.state.history()), None)
-        if latest is None or latest.id != release_id:
-            return f"skipped: a later release ({latest.id if latest else 'none'}) superseded {release_id}"
-        if target.live() == colour:
-            return f"skipped: {colour} is live again"
-        target.scale(colour, 0)
-        return f"stopped {colour}"
-    finally:
-        target.state.release_lock(holder)
+    target.state.release_lock(holder)
+    return "applied the scale-downs that were due"

@@ -1,4 +1,5 @@
-"""Lock and history as files in a state directory beside the router (local and docker targets).
+"""Lock, history and planned scale-downs as files in a state directory (local and docker runtimes; a
+subclass keeps them in a Docker volume or on a host over SSH).
 
 Every read-modify-write happens under an flock on `.mutex`, so two processes
 never both take the lock; the lock file itself says who holds it and until when,
@@ -17,6 +18,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
+import shutil
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -26,9 +28,12 @@ from pydantic import TypeAdapter, ValidationError
 
 from ..errors import LockHeldError, TargetError
 from ..report import write_atomic
-from .base import LockInfo, Release, StateStore, this_process, utcnow
+from ..config import Colour
+from .base import LockInfo, Release, ScaleDownPlan, StateStore, this_process, utcnow
 
 _HISTORY = TypeAdapter(list[Release])
+_PLANS = TypeAdapter(dict[Colour, ScaleDownPlan])
+SCALE_DOWNS = "scale-down.json"
 T = TypeVar("T")
 
 _FIXES = {
@@ -73,7 +78,7 @@ class FileStateStore(StateStore):
         self.lock_file = directory / "lock.json"
         self.history_file = directory / "history.json"
         self.lock_ttl = lock_ttl  # how long an unreadable lock file counts as held (timeouts.lock)
-        self.on_locked: list[Callable[[], None]] = []  # run once the lock is ours (overdue scale-downs)
+        super().__init__()
 
     # --- storage ---------------------------------------------------------------------------
 
@@ -152,8 +157,7 @@ class FileStateStore(StateStore):
             return info
 
         info = self._transaction(take)
-        for callback in self.on_locked:
-            callback()
+        self.locked()
         return info
 
     def note_progress(self, holder: str, command: str, phase: str) -> None:
@@ -216,3 +220,32 @@ class FileStateStore(StateStore):
             self._write(self.history_file.name, json.dumps([json.loads(e.model_dump_json()) for e in entries], indent=2))
 
         self._transaction(add)
+        self.recorded(release)
+
+    # --- planned scale-downs -----------------------------------------------------------------
+
+    def scale_downs(self) -> dict[Colour, ScaleDownPlan]:
+        try:
+            return _PLANS.validate_json(self._read(SCALE_DOWNS) or "{}")
+        except ValueError:
+            return {}  # not what we wrote: the worst case is an idle colour left running
+
+    def plan_scale_down(self, colour: Colour, plan: ScaleDownPlan) -> None:
+        self._change_plans(lambda plans: plans.update({colour: plan}))
+
+    def drop_scale_down(self, colour: Colour) -> None:
+        if colour in self.scale_downs():
+            self._change_plans(lambda plans: plans.pop(colour, None))
+
+    def _change_plans(self, change: Callable[[dict[Colour, ScaleDownPlan]], object]) -> None:
+        def update() -> None:
+            plans = self.scale_downs()
+            change(plans)
+            self._write(SCALE_DOWNS, _PLANS.dump_json(plans, indent=2).decode())
+
+        self._transaction(update)
+
+    def purge(self, keep: Path) -> None:
+        if keep.resolve().is_relative_to(self.dir.resolve()):
+            raise TargetError(f"down --purge: state_dir {self.dir} holds the config file; delete it by hand")
+        shutil.rmtree(self.dir, ignore_errors=True)
