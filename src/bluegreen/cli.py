@@ -338,8 +338,7 @@ def _schema() -> int:
 def _scale_down(target: Target, args: argparse.Namespace) -> int:
     import time
 
-    from .runtimes.local import finish_scale_down
-
     time.sleep(args.after)
-    print(finish_scale_down(target, f"scale-down of pid {os.getpid()}"), file=sys.stderr)
+    outcome = target.scale_downs.apply_when_free(f"scale-down of pid {os.getpid()}", target.settings.timeouts.lock)
+    print(outcome, file=sys.stderr)
     return 0

@@ -12,19 +12,15 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..cancel import CANCEL
 from ..config import COLOURS, Colour, LocalTarget, render
 from .. import proc
-from ..errors import LockHeldError, NotReadyError, TargetError
+from ..errors import NotReadyError, TargetError
 from ..report import write_atomic
 from ..state.files import state_io
 from .base import ColourState
 from .hostports import HostPortRuntime
-
-if TYPE_CHECKING:
-    from ..targets import Target
 
 MAX_LOG_BYTES = 1024 * 1024  # a colour's log is rotated when a deploy starts it past this size
 
@@ -159,19 +155,3 @@ class LocalRuntime(HostPortRuntime):
 
     def _log_file(self, colour: Colour) -> Path:
         return self.state_dir / f"{colour}.log"
-
-
-def finish_scale_down(target: "Target", holder: str) -> str:
-    """Run by the detached `_scale-down` once its delay has passed: take the deploy lock, waiting while a run
-    holds it (so it never races a deploy or a rollback), which applies the scale-downs that are due."""
-    give_up = time.monotonic() + target.settings.timeouts.lock
-    while True:
-        try:
-            target.state.acquire_lock(holder, ttl=60)
-            break
-        except LockHeldError:
-            if time.monotonic() > give_up:
-                return "skipped: the lock stayed held; the next run applies the scale-down"
-            time.sleep(2)
-    target.state.release_lock(holder)
-    return "applied the scale-downs that were due"

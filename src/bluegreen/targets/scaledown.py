@@ -10,10 +10,11 @@ of traffic again (a rollback, a canary), is never stopped by an old plan.
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 from ..config import Colour
-from ..errors import TargetError
+from ..errors import LockHeldError, TargetError
 from ..routers.base import Router
 from ..runtimes.base import Runtime
 from ..state.base import ScaleDownPlan, StateStore, utcnow
@@ -52,6 +53,21 @@ class ScaleDowns:
                 self.state.drop_scale_down(colour)
             except TargetError:
                 pass
+
+    def apply_when_free(self, holder: str, patience: float) -> str:
+        """For a follow-up process once the delay has passed: take the deploy lock, waiting while a run holds it
+        (so it never races a deploy or a rollback), which applies what is due; then release it."""
+        give_up = time.monotonic() + patience
+        while True:
+            try:
+                self.state.acquire_lock(holder, ttl=60)
+                break
+            except LockHeldError:
+                if time.monotonic() > give_up:
+                    return "skipped: the lock stayed held; the next run applies the scale-down"
+                time.sleep(2)
+        self.state.release_lock(holder)
+        return "applied the scale-downs that were due"
 
     def cancel(self, colour: Colour) -> None:
         """`colour` is deployed to again: an old plan must not stop the new release."""
