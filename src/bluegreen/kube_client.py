@@ -1,6 +1,6 @@
 """The Kubernetes API client: credentials in a fixed order, retries of transient failures, one-line errors.
 
-Imported only by the kubernetes target, so lightkube loads only when a config uses it.
+Imported only by the kubernetes runtime, routers and state store, so lightkube loads only when a config uses it.
 
 Credentials, first found wins (lightkube's own `from_env` prefers the in-cluster
 account over KUBECONFIG, which surprises CI runners inside a cluster):
@@ -24,8 +24,10 @@ import httpx2
 import yaml
 from lightkube import ApiError, Client, KubeConfig
 from lightkube.core.exceptions import ConfigError as LightkubeConfigError
+from lightkube.resources.core_v1 import Service
+from lightkube.types import PatchType
 
-from ..errors import TargetError
+from .errors import TargetError
 
 T = TypeVar("T")
 
@@ -33,6 +35,7 @@ EXEC_V1 = "client.authentication.k8s.io/v1"
 EXEC_V1BETA1 = "client.authentication.k8s.io/v1beta1"
 TRANSIENT_CODES = {429, 500, 502, 503, 504}
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)  # ~3.7 s in all: long enough for an API server hiccup, short against a deadline
+ANNOTATION = "bluegreen.dev/"  # the prefix of every annotation bluegreen writes
 
 # Tests serve an in-process fake API server through this httpx2 transport factory.
 transport_override: Callable[[], httpx2.BaseTransport] | None = None
@@ -163,6 +166,62 @@ class Kube:
 
     def close(self) -> None:
         self.client.close()
+
+
+class KubeObjects:
+    """One namespace's objects, read and written through a Kube: failures are one line naming the object."""
+
+    def __init__(self, kube: Kube, namespace: str) -> None:
+        self.kube = kube
+        self.namespace = namespace
+
+    @property
+    def where(self) -> str:
+        return f"in namespace {self.namespace}"
+
+    def get(self, res: Any, name: str, *, missing_ok: bool = False, deadline: float | None = None) -> Any:
+        found = self.kube.get(res, name, self.namespace, deadline=deadline)
+        if found is None and not missing_ok:
+            raise TargetError(f"{res.__name__} {name} not found {self.where}: create it first "
+                              "(see examples/kubernetes)")
+        return found
+
+    def list(self, res: Any, labels: dict, *, deadline: float | None = None) -> list:
+        what = f"list {res.__name__} {labels}"
+        try:
+            return self.kube.call(what, lambda: list(self.kube.client.list(res, namespace=self.namespace,
+                                                                           labels=labels)), deadline=deadline)
+        except ApiError as exc:
+            raise self.kube.error(what, exc) from None
+
+    def patch(self, res: Any, name: str, body: dict, *, patch_type: PatchType = PatchType.MERGE,
+              deadline: float | None = None) -> Any:
+        """A 409 (a body carrying a stale resourceVersion) reaches the caller, which decides again."""
+        what = f"patch {res.__name__} {name}"
+        try:
+            return self.kube.call(what, lambda: self.kube.client.patch(res, name, body, namespace=self.namespace,
+                                                                       patch_type=patch_type), deadline=deadline)
+        except ApiError as exc:
+            if is_conflict(exc):
+                raise
+            if is_not_found(exc):
+                raise TargetError(f"{res.__name__} {name} not found {self.where}") from None
+            raise self.kube.error(what, exc) from None
+
+    def service_url(self, name: str) -> str:
+        """The Service's cluster DNS name, with its first port unless that is 80."""
+        service = self.get(Service, name, missing_ok=True)
+        port = service.spec.ports[0].port if service is not None and service.spec.ports else 80
+        return f"http://{name}.{self.namespace}.svc.cluster.local" + ("" if port == 80 else f":{port}")
+
+
+def annotation(name: str) -> str:
+    return ANNOTATION + name
+
+
+def kubectl_prefix(context: str | None, namespace: str) -> list[str]:
+    """The start of a runbook's kubectl command: the same cluster and namespace as bluegreen used."""
+    return ["kubectl", *(["--context", context] if context else []), "--namespace", namespace]
 
 
 def _time_left(deadline: float | None, delay: float) -> bool:

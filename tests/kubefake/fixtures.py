@@ -231,7 +231,7 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
     from lightkube import Client, KubeConfig
     from lightkube.resources.core_v1 import Namespace
 
-    from bluegreen.targets import kube_client
+    from bluegreen import kube_client
 
     namespace = f"bg-{uuid.uuid4().hex[:8]}"
     if REAL:

@@ -1,4 +1,6 @@
-"""Lock and history kept on the cluster: a Lease `<app>-bluegreen-lock` and a ConfigMap `<app>-bluegreen-history`.
+"""Lock and history kept on the cluster: a Lease `<app>-bluegreen-lock` and a ConfigMap `<app>-bluegreen-history`;
+a planned scale-down is kept on the colour's Deployment (annotations bluegreen.dev/scale-down-at and
+scale-down-release), where `kubectl describe` shows it.
 
 Every read-modify-write carries the resourceVersion it read, so two runs never
 both take the lock and no history entry is lost: a 409 Conflict means someone
@@ -12,13 +14,15 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from lightkube import ApiError
+from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import ConfigMap
 from pydantic import TypeAdapter, ValidationError
 
+from ..config import Colour
 from ..errors import LockHeldError, TargetError
-from .base import LockInfo, Release, StateStore, utcnow
-from .kube_client import Kube, is_conflict
+from ..kube_client import KubeObjects, annotation, is_conflict
+from .base import LockInfo, Release, ScaleDownPlan, StateStore, utcnow
 
 HISTORY_KEY = "history.json"
 MAX_HISTORY_BYTES = 512 * 1024  # well under a ConfigMap's 1 MiB, whatever the limit says
@@ -46,13 +50,16 @@ def _parse_time(value: Any) -> datetime | None:
 
 
 class KubeStateStore(StateStore):
-    def __init__(self, kube: Kube, namespace: str, app: str) -> None:
-        self.kube = kube
-        self.namespace = namespace
+    """`deployments`: each colour's Deployment, where its planned scale-down is kept."""
+
+    def __init__(self, objects: KubeObjects, app: str, deployments: dict[Colour, str]) -> None:
+        super().__init__()
+        self.objects = objects
+        self.kube = objects.kube
+        self.namespace = objects.namespace
         self.lease_name = f"{app}-bluegreen-lock"
         self.history_name = f"{app}-bluegreen-history"
-        self.on_locked: list = []  # callbacks run once the lock is ours (overdue scale-downs)
-        self.on_recorded: list = []  # callbacks run with a release once it is in the history
+        self.deployments = deployments
 
     # --- the lease ---------------------------------------------------------------------------
 
@@ -121,8 +128,7 @@ class KubeStateStore(StateStore):
                 continue  # a write answered by a timeout and retried may have lost to another run
             if current is not None and current.holder != holder:
                 self.taken_over = current  # an expired holder: its run was killed or vanished
-            for callback in self.on_locked:
-                callback()
+            self.locked()
             return info
         current = self._info(self._get_lease())
         if current is not None and current.holder != holder:
@@ -203,23 +209,46 @@ class KubeStateStore(StateStore):
                 text = json.dumps([json.loads(e.model_dump_json()) for e in entries], indent=1)
             meta: dict[str, Any] = {"name": self.history_name, "namespace": self.namespace,
                                     "labels": {"app.kubernetes.io/managed-by": "bluegreen"}}
+            if cm is not None:
+                meta["resourceVersion"] = cm.metadata.resourceVersion
+            body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {HISTORY_KEY: text}}
             try:
                 if cm is None:
-                    body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {HISTORY_KEY: text}}
                     self.kube.call(f"create ConfigMap {self.history_name}",
                                    lambda: self.kube.client.create(ConfigMap.from_dict(body)))
-                    for callback in self.on_recorded:
-                        callback(release)
-                    return
                 else:
-                    meta["resourceVersion"] = cm.metadata.resourceVersion
-                    body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {HISTORY_KEY: text}}
                     self.kube.call(f"update ConfigMap {self.history_name}",
                                    lambda: self.kube.client.replace(ConfigMap.from_dict(body)))
-                for callback in self.on_recorded:
-                    callback(release)
-                return
             except ApiError as exc:
                 if not is_conflict(exc):
                     raise self.kube.error(f"write ConfigMap {self.history_name}", exc) from None
+                continue
+            self.recorded(release)
+            return
         raise TargetError(f"could not record the release in ConfigMap {self.history_name}: it kept changing")
+
+    # --- planned scale-downs: annotations on the colour's Deployment ----------------------------
+
+    def scale_downs(self) -> dict[Colour, ScaleDownPlan]:
+        plans = {}
+        for colour, name in self.deployments.items():
+            deployment = self.objects.get(Deployment, name, missing_ok=True)
+            annotations = (deployment.metadata.annotations or {}) if deployment is not None else {}
+            try:
+                at = datetime.fromisoformat(annotations[annotation("scale-down-at")])
+            except (KeyError, TypeError, ValueError):
+                continue  # none, or not what we wrote: the worst case is an idle colour left running
+            plans[colour] = ScaleDownPlan(at=at if at.tzinfo else at.replace(tzinfo=timezone.utc),
+                                          release=annotations.get(annotation("scale-down-release")) or "")
+        return plans
+
+    def plan_scale_down(self, colour: Colour, plan: ScaleDownPlan) -> None:
+        self.objects.patch(Deployment, self.deployments[colour], {"metadata": {"annotations": {
+            annotation("scale-down-at"): plan.at.isoformat(timespec="seconds"),
+            annotation("scale-down-release"): plan.release}}})
+
+    def drop_scale_down(self, colour: Colour) -> None:
+        deployment = self.objects.get(Deployment, self.deployments[colour], missing_ok=True)
+        if deployment is not None and annotation("scale-down-at") in (deployment.metadata.annotations or {}):
+            self.objects.patch(Deployment, self.deployments[colour],
+                               {"metadata": {"annotations": {annotation("scale-down-at"): None}}})

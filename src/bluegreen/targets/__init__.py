@@ -86,6 +86,29 @@ def _servers(settings: Settings) -> Target:
 
 
 def _kubernetes(settings: Settings) -> Target:
-    # TODO(kubernetes helper): KubernetesRuntime (runtimes/kubernetes.py), router: routers/kube_service.py or
-    # routers/kube_route.py by settings.target.router.kind, KubeStateStore (state/kubernetes.py).
-    raise NotImplementedError
+    from ..config import COLOURS, KubernetesRouteRouter, render
+    from ..routers.kube_base import KubeRouter
+    from ..runtimes.kubernetes import KubernetesRuntime
+    from ..state.kubernetes import KubeStateStore
+
+    config, app = settings.target, settings.app
+    route = config.router if isinstance(config.router, KubernetesRouteRouter) else None
+    services = {c: render(route.services, app=app, colour=c) for c in COLOURS} if route else None
+    preview = render(config.router.preview_service, app=app) if config.router.preview_service else None
+    runtime = KubernetesRuntime(settings, preview_service=preview, colour_services=services)
+    # what a router needs from the Deployments, as callables: routers never import runtimes
+    given: dict[str, Any] = {
+        "colour_label": config.colour_label, "kubectl": runtime.kubectl, "available_version": runtime.available_version,
+        "pod_labels": runtime.pod_labels, "point_preview": runtime.point_preview, "warm_up": runtime.warm_up_command}
+    router: KubeRouter
+    if route is not None and services is not None:
+        from ..routers.kube_route import KubeRouteRouter
+
+        router = KubeRouteRouter(runtime.objects, render(route.route, app=app), services, **given)
+    else:
+        from ..routers.kube_service import KubeServiceRouter
+
+        router = KubeServiceRouter(runtime.objects, render(config.router.service, app=app), **given)
+    state = KubeStateStore(runtime.objects, app, {c: runtime.deployment_name(c) for c in COLOURS})
+    state.on_recorded.append(router.annotate_release)  # the deploy id and CI run beside the live colour
+    return Target(settings, runtime, router, state, scale_down_wait=scale_down_wait(config.scale_down_wait))
