@@ -16,7 +16,7 @@ import pytest
 from bluegreen.errors import LockHeldError, TargetError
 from bluegreen.remote import LocalShell
 from bluegreen.state.base import LockInfo, Release, utcnow
-from bluegreen.targets.servers import ShellStateStore
+from bluegreen.state.shell import ShellStateStore
 
 
 def store(directory: Path) -> ShellStateStore:

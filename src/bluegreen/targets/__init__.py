@@ -80,9 +80,28 @@ def _docker(settings: Settings) -> Target:
 
 
 def _servers(settings: Settings) -> Target:
-    # TODO(servers helper): ServersRuntime; router: one ProxyRouter over the router host's shell, or for
-    # router_host: each, routers/hosts.py over one ProxyRouter per host; ShellStateStore (state/shell.py).
-    raise NotImplementedError
+    from ..routers import Router, make_router
+    from ..routers.hosts import FanOut, OnHost
+    from ..runtimes.servers import ServersRuntime
+    from ..state.shell import ShellStateStore
+
+    cfg = settings.target
+    runtime = ServersRuntime(settings)
+
+    def proxy(host: str) -> Router:  # switched over the host's SSH connection
+        return make_router(cfg.router, upstreams=runtime.upstreams(), state_dir=runtime.dir,  # type: ignore[arg-type]
+                           app=settings.app, shell=runtime.shell(host))
+
+    router: Router
+    if runtime.proxy_on_each_host:  # a proxy on every app host, switched as one
+        router = FanOut({h: proxy(h) for h in runtime.router_hosts}, name=f"{cfg.router.kind} on "
+                        f"{len(runtime.router_hosts)} hosts", each=runtime.each, by_hand=runtime.by_hand)
+    else:  # one load balancer in front of every host
+        lb = runtime.router_hosts[0]
+        router = OnHost(proxy(lb), lb, each=runtime.each, by_hand=runtime.by_hand)
+    state_host = runtime.shell(runtime.router_hosts[0])  # the first app host for `each`
+    state = ShellStateStore(lambda: state_host, runtime.dir, lock_ttl=settings.timeouts.lock)
+    return Target(settings, runtime, router, state, scale_down_wait=scale_down_wait(cfg.scale_down_wait))
 
 
 def _kubernetes(settings: Settings) -> Target:
