@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from ..errors import ConfigError
 from .base import ENVIRONMENT_NAME, Duration, HttpUrl, Model
@@ -101,25 +101,27 @@ class Config(Overridable):
         )
 
 
-class Settings(BaseModel):
-    """Everything one run needs: the merged view of one environment."""
+class Settings(Overridable):
+    """Everything one run needs: the merged view of one environment (`Config.settings_for`).
+
+    Overridable's fields are inherited, not repeated. Those a run can do without (test_suite, analysis,
+    migrations, canary) stay None when neither the environment nor the top level sets them; the others are
+    narrowed below to the value a run gets then. That value cannot be Overridable's default: there None means
+    "not set here" (an environment's None takes the top level's value), and the schema shows that default.
+    """
 
     app: str
     environment: str
     source: Path
-    target: Any
+    target: TargetConfig  # the environment's model: its kind says which, no attribute needs guessing
     url: str | None = None
-    test_suite: TestSuite | None = None
     smoke: SmokeSettings = Field(default_factory=SmokeSettings)
     verify: VerifySettings = Field(default_factory=VerifySettings)
-    analysis: AnalysisSettings | None = None
     timeouts: Timeouts = Field(default_factory=Timeouts)
     auto_rollback: bool = True
     scale_down_delay: float | Literal["never"] = 30.0
     history_limit: int = 50
-    migrations: Migrations | None = None
     strategy: Literal["blue-green", "canary"] = "blue-green"
-    canary: CanarySettings | None = None
 
     @property
     def base_dir(self) -> Path:
