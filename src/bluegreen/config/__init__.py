@@ -10,7 +10,7 @@ selected environment only) and the run-time placeholders `{colour}`,
 `{version}`, `{port}` (expanded by `render`).
 
 One module per area: base (colours, the strict base model, value types), checks, canary, database (migrations),
-routers, targets, settings (the file and the merged view), secrets (the values never shown) and loader. Every
+routers, targets, settings (the file and the merged view), secrets (which values are secret) and loader. Every
 name is re-exported here: the rest of bluegreen imports from `bluegreen.config`, never from a module of it.
 """
 
@@ -63,7 +63,7 @@ from .routers import (
     RouterConfig,
     TraefikRouter,
 )
-from .secrets import PLAIN_HEADERS, secret_header_values
+from .secrets import PLAIN_HEADERS, Secret, secret_values
 from .settings import Config, Environment, Overridable, Settings, Timeouts
 from .targets import (
     ColourPorts,
@@ -77,6 +77,9 @@ from .targets import (
     TargetConfig,
 )
 
+# The name before the secret fields were declared on the models; kept for code written against it.
+secret_header_values = secret_values
+
 __all__ = [
     "COLOURS", "DANGEROUS_SQL_RULES", "DEFAULT_CONFIG", "ENVIRONMENT_NAME", "HAPROXY_NAME", "MAX_DEPTH", "MAX_LINE",
     "MAX_SHOWN", "MAX_VALUES", "PLAIN_HEADERS", "ROUTER_KINDS", "SCHEMA_URL", "UNTIL_PROMOTED", "WEIGHTED_ROUTERS",
@@ -85,7 +88,7 @@ __all__ = [
     "DockerTarget", "Duration", "EnvoyRouter", "Environment", "Expect", "HAProxyRouter", "HttpUrl",
     "KubernetesRouteRouter", "KubernetesRouterConfig", "KubernetesServiceRouter", "KubernetesTarget", "LocalTarget", "MigrationLint",
     "MigrationStep", "Migrations", "Model", "NginxRouter", "OtherRouters", "Overridable", "PrometheusSource",
-    "ProxyRouter", "RouterConfig", "SSHSettings", "ServersTarget", "Settings", "SmokeCheck",
+    "ProxyRouter", "RouterConfig", "SSHSettings", "Secret", "ServersTarget", "Settings", "SmokeCheck",
     "SmokeSettings", "TargetConfig", "TestSuite", "Timeouts", "TraefikRouter", "VerifySettings", "json_schema",
-    "load_config", "other_colour", "parse_duration", "render", "secret_header_values", "shorten",
+    "load_config", "other_colour", "parse_duration", "render", "secret_header_values", "secret_values", "shorten",
 ]

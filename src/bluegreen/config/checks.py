@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from .base import Duration, HttpUrl, Model
+from .secrets import CREDENTIAL, HEADER_VALUES
 
 
 class Expect(Model):
@@ -41,7 +42,7 @@ class SmokeCheck(Model):
     name: str = Field(description="Shown in logs and reports.")
     path: str = Field("/", description="Request path, appended to the preview or live URL.")
     method: str = Field("GET", pattern=r"^[A-Z]+$")
-    headers: dict[str, str] = Field(
+    headers: Annotated[dict[str, str], HEADER_VALUES] = Field(
         default_factory=dict, description="Request headers. Their values never appear in logs or reports."
     )
     body: str | None = Field(None, description="Request body.")
@@ -101,8 +102,12 @@ class PrometheusSource(Model):
     """Where analysis queries go: Prometheus's HTTP API (or anything that speaks it: Thanos, Mimir...)."""
 
     url: str = Field(description="e.g. http://prometheus:9090; /api/v1/query is appended.")
-    bearer_token: SecretStr | None = Field(None, description="e.g. '${PROMETHEUS_TOKEN}'; never logged.")
-    basic_auth: SecretStr | None = Field(None, description="user:password, e.g. '${PROMETHEUS_AUTH}'; never logged.")
+    bearer_token: Annotated[SecretStr | None, CREDENTIAL] = Field(
+        None, description="e.g. '${PROMETHEUS_TOKEN}'; never logged."
+    )
+    basic_auth: Annotated[SecretStr | None, CREDENTIAL] = Field(
+        None, description="user:password, e.g. '${PROMETHEUS_AUTH}'; never logged."
+    )
     timeout: Duration = Field(5, description="Timeout of one query.")
 
 

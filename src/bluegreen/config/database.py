@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
 from .base import Duration, Model
+from .secrets import ENVIRONMENT_VALUES
 
 
 class MigrationStep(Model):
@@ -67,26 +67,8 @@ class Migrations(Model):
         default_factory=dict, description="Extra environment. The database URL is not set here: it is passed "
         "through from bluegreen's own environment (a CI secret)."
     )
-    secret_env: list[str] = Field(
+    secret_env: Annotated[list[str], ENVIRONMENT_VALUES] = Field(
         default_factory=lambda: ["DATABASE_URL"], description="Environment variables whose values (and a URL's "
         "password) are replaced by *** in the commands' output, logs and reports."
     )
     working_directory: str | None = Field(None, description="Relative to the config file; default its folder.")
-
-    def secret_values(self) -> list[str]:
-        """The values of `secret_env` in bluegreen's environment, and the password of any that is a URL."""
-        from urllib.parse import unquote, urlsplit
-
-        values = []
-        for name in self.secret_env:
-            value = os.environ.get(name, "")
-            if not value:
-                continue
-            values.append(value)
-            try:
-                password = urlsplit(value).password
-            except ValueError:
-                password = None
-            if password:
-                values += [password, unquote(password)]
-        return values

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from pydantic import Discriminator, Field, SecretStr, Tag, field_validator, model_validator
 
 from .base import Model
+from .secrets import CREDENTIAL
 
 
 # Router kinds that can split requests between the colours (their Router class has `weighted`); decided from
@@ -122,7 +123,7 @@ class TraefikRouter(ProxyRouter):
         "http://127.0.0.1:8099", description="Traefik's API (the entryPoint serving api@internal), read by bluegreen. "
         "manage: true serves it there, on a loopback address only."
     )
-    api_auth: SecretStr | None = Field(
+    api_auth: Annotated[SecretStr | None, CREDENTIAL] = Field(
         None, description="user:password for the API's basic auth, e.g. '${TRAEFIK_API_AUTH}'; never logged."
     )
     dynamic_file: str | None = Field(

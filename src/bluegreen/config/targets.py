@@ -15,6 +15,7 @@ from .routers import (
     KubernetesServiceRouter,
     RouterConfig,
 )
+from .secrets import KUBECONFIG, SECRET
 
 
 class ColourPorts(Model):
@@ -47,7 +48,7 @@ class KubernetesTarget(Model):
     kind: Literal["kubernetes"]
     namespace: str | None = Field(None, description="Default: the kubeconfig context's namespace.")
     context: str | None = Field(None, description="Kubeconfig context; default its current-context.")
-    kubeconfig: SecretStr | None = Field(
+    kubeconfig: Annotated[SecretStr | None, KUBECONFIG] = Field(
         None,
         description="Kubeconfig file content, e.g. '${KUBECONFIG_DATA}' from a CI secret; never logged. "
         "Default: the KUBECONFIG file, ~/.kube/config, then the in-cluster service account.",
@@ -128,23 +129,20 @@ class SSHSettings(Model):
 
     user: str = Field(min_length=1, description="The login user on every host.")
     port: int = Field(22, ge=1, le=65535, description="The SSH port; a host written address:port overrides it.")
-    private_key: SecretStr | None = Field(
+    private_key: Annotated[SecretStr | None, SECRET] = Field(
         None, description="Private key CONTENT (OpenSSH or PEM), e.g. '${SSH_PRIVATE_KEY}' from a CI secret; never "
         "logged. Default: the keys of the ssh-agent at SSH_AUTH_SOCK."
     )
-    passphrase: SecretStr | None = Field(None, description="The private key's passphrase, e.g. '${SSH_KEY_PASSPHRASE}'.")
-    known_hosts: SecretStr = Field(
+    passphrase: Annotated[SecretStr | None, SECRET] = Field(
+        None, description="The private key's passphrase, e.g. '${SSH_KEY_PASSPHRASE}'."
+    )
+    known_hosts: Annotated[SecretStr, SECRET] = Field(
         description="known_hosts CONTENT listing every host's key (and the jump host's), e.g. '${SSH_KNOWN_HOSTS}'. "
         "Host keys are always verified: an unknown or changed key stops the run, naming the host and the "
         "fingerprint it offered."
     )
     jump_host: str | None = Field(None, description="Optional bastion, [user@]host[:port], verified like the hosts.")
     connect_timeout: Duration = Field(10, description="Deadline of one SSH connection.")
-
-    def secret_values(self) -> list[str]:
-        """The key, its passphrase and the known_hosts content: never shown (redaction.py hides them line by line)."""
-        return [secret.get_secret_value() for secret in (self.private_key, self.passphrase, self.known_hosts)
-                if secret is not None]
 
 
 class DockerRun(Model):
