@@ -148,14 +148,14 @@ def _run(args: argparse.Namespace, adapter: Adapter) -> int:
         print(one_line(f"{settings.source}: ok (app {settings.app}, environment {settings.environment}, "
                        f"target {target.kind})"), file=sys.stderr)
         return ExitCode.OK
-    from .config import secret_header_values
+    from .config import secret_values
     from .pipeline import Pipeline, RunInfo
 
     target = make_target(settings)
     try:
         command = adapter.rollback_command(args) or default_rollback_command(args)
         run_info = RunInfo(rollback_command=command, run_url=adapter.run_url, actor=adapter.actor)
-        report = _report_writer(args, adapter, secret_header_values(settings))
+        report = _report_writer(args, adapter, secret_values(settings))
         pipeline = Pipeline(settings, target, adapter.events, run_info, checkpoint=report)
         if args.command == "status":
             return _status(pipeline, args.json)
@@ -256,10 +256,10 @@ def _change(pipeline: Pipeline, args: argparse.Namespace, adapter: Adapter) -> i
     else:
         result = pipeline.rollback(force=args.force, expect_version=args.expect_version)
     CANCEL.hold()  # the outcome is decided: what is left is telling it
-    from .config import secret_header_values
+    from .config import secret_values
 
-    # A reason or detail may quote a header value (an app echoing it, an internal error): never in an artifact.
-    result = result.redacted(secret_header_values(pipeline.settings))
+    # A reason or detail may quote a secret (an app echoing a header, an internal error): never in an artifact.
+    result = result.redacted(secret_values(pipeline.settings))
     pipeline.events.finished(result)
     pipeline.checkpoint(result)
     adapter.publish(result, args)

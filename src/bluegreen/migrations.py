@@ -27,7 +27,7 @@ from typing import Callable, Literal
 from pydantic import BaseModel
 
 from .checks.suite import exit_detail, run_process
-from .config import MigrationLint, Migrations, render
+from .config import MigrationLint, Migrations, render, secret_values
 from .errors import TargetError
 from .history import served_live, verified_live
 from .redaction import Redactor
@@ -61,7 +61,7 @@ def run_half(
     command = [render(part, **values) for part in command]
     argv = ["/bin/sh", "-c", command[0]] if step.shell else command
     cwd = base_dir / migrations.working_directory if migrations.working_directory else base_dir
-    secrets = Redactor(migrations.secret_values())
+    secrets = Redactor(secret_values(migrations))  # the values of secret_env, e.g. the database URL
     ran = run_process(argv, cwd, {**os.environ, **migrations.env, **env}, migrations.timeout,
                       lambda line: log(secrets.redact(line)))
     if isinstance(ran, str):

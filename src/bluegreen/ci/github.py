@@ -28,10 +28,11 @@ import secrets
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 from ..events import Events, outcome
 from ..report import Phase, Result
+from ..redaction import kubeconfig_credentials
 from . import SSH_SECRET_VARIABLES, Adapter, Redactor
 
 if TYPE_CHECKING:
@@ -277,33 +278,9 @@ def mask_kubeconfig(content: str, secrets_: Secrets) -> str:
         raise InputError("input kubeconfig is not valid YAML") from None
     if not isinstance(data, dict):
         raise InputError("input kubeconfig is not a kubeconfig (expected a mapping with clusters, users, contexts)")
-    # Every string under users, whatever its shape: a malformed kubeconfig still has its secrets masked.
-    for value in _credentials(data.get("users")):
+    for value in kubeconfig_credentials(data):  # the same rule as a `kubeconfig` in the config (redaction.py)
         secrets_.add(value)
-        try:  # client-key-data and friends: the decoded form is a secret too
-            secrets_.add(base64.b64decode(value, validate=True).decode())
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            pass
     return text
-
-
-# Fields of a kubeconfig user that are no secret (an exec plugin's command, file paths); every other
-# string in it (token, password, client-key-data, auth-provider tokens, exec env values) is masked.
-_PLAIN_KUBE_FIELDS = {
-    "apiVersion", "command", "args", "installHint", "interactiveMode", "provideClusterInfo", "name",
-    "client-certificate", "client-key", "tokenFile", "as", "as-uid", "as-groups", "username",
-}
-
-
-def _credentials(node: object, key: str = "") -> Iterable[str]:
-    if isinstance(node, dict):
-        for k, value in node.items():
-            yield from _credentials(value, str(k))
-    elif isinstance(node, list):
-        for value in node:
-            yield from _credentials(value, key)
-    elif isinstance(node, str) and key not in _PLAIN_KUBE_FIELDS:
-        yield node
 
 
 def load_ssh_inputs(secrets_: Secrets, environ: dict[str, str] | None = None) -> None:
@@ -326,12 +303,13 @@ def load_ssh_inputs(secrets_: Secrets, environ: dict[str, str] | None = None) ->
 
 
 def mask_config(config: str, environment: str | None, secrets_: Secrets) -> None:
-    """Load the config quietly and mask its secrets (smoke check headers, router and metrics credentials, the
-    servers target's SSH key, passphrase and known_hosts, whatever variables they came from); a ConfigError
+    """Load the config quietly and mask its secrets (every field the config models mark secret: smoke check
+    headers, router and metrics credentials, the servers target's SSH key, passphrase and known_hosts, the
+    kubeconfig's credentials, the migrations' database URL; whatever variables they came from); a ConfigError
     propagates."""
-    from ..config import load_config, secret_header_values
+    from ..config import load_config, secret_values
 
-    for value in secret_header_values(load_config(config, environment or None)):
+    for value in secret_values(load_config(config, environment or None)):
         secrets_.add(value)
 
 

