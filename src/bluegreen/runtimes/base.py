@@ -2,8 +2,9 @@
 
 A runtime answers what runs on a colour and where to reach it, and does few things: deploy a
 version to a colour, wait until it serves, scale it. It knows nothing of routers: what moves
-traffic is paired with it by the factory (targets/__init__.py), and a router learns from the
-runtime only where each colour's servers are (`upstreams`).
+traffic is paired with it by the factory (targets/__init__.py), which hands the router what it
+needs of the runtime as plain values (where each colour's servers are) or callables (the
+version a Kubernetes colour runs).
 """
 
 from __future__ import annotations
