@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import time
 from typing import Any
@@ -102,11 +103,16 @@ class DockerAPI:
                                  params={"stdout": 1, "stderr": 1, "tail": lines})
         except TargetError:
             return "(no logs)"
-        text = " | ".join(line.strip() for line in _demux(response.content).splitlines() if line.strip())
+        text = " | ".join(line.strip() for line in demux(response.content).splitlines() if line.strip())
         return text or "(empty log)"
 
     def close(self) -> None:
         self.client.close()
+
+
+def safe_name(text: str) -> str:
+    """Docker names allow [a-zA-Z0-9][a-zA-Z0-9_.-]; an app or environment name may hold anything else."""
+    return re.sub(r"[^a-zA-Z0-9_.-]", "-", text)
 
 
 def _split_image(image: str) -> tuple[str, str]:
@@ -126,7 +132,7 @@ def _message(response: httpx.Response) -> str:
         return " ".join(response.text.split())[:200] or response.reason_phrase
 
 
-def _demux(data: bytes) -> str:
+def demux(data: bytes) -> str:
     """Docker's multiplexed log stream (8-byte frame headers) -> text; a TTY's raw stream passes through."""
     out, i = [], 0
     while i + 8 <= len(data) and data[i] in (0, 1, 2) and data[i + 1:i + 4] == b"\0\0\0":

@@ -228,6 +228,15 @@ class ServersTarget(Model):
             raise ValueError(f"{seen[0]!r} is listed twice")
         return hosts
 
+    @property
+    def router_hosts(self) -> list[str]:
+        """Where the router runs: every app host (`router_host: each`, a proxy on each), or the one load balancer."""
+        return list(self.hosts) if self.router_host == "each" else [self.router_host]
+
+    @property
+    def proxy_on_each_host(self) -> bool:
+        return self.router_host == "each"
+
     @model_validator(mode="after")
     def _router_fits(self) -> "ServersTarget":
         if self.router.manage:

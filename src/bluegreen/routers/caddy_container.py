@@ -34,23 +34,22 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import secrets
 import shlex
 import socket
 import tarfile
 import time
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Iterator
 from urllib.parse import quote
 
-from ..config import Colour
-from ..config import DockerCaddyRouter
+from ..config import Colour, DockerCaddyRouter
+from ..docker_api import DockerAPI, demux, safe_name
 from ..errors import TargetError
-from .base import all_to
-from ..routers.caddy import caddy_binary, colour_of
-from .filestate import FileStateStore
+from ..traffic import Weights, all_to, larger_share
+from .base import Router
+from .caddy import caddy_binary, colour_of
 
 STATE = "/state"  # the volume's mount point in the router container
 BIN = "/bluegreen-router"  # where the Caddy binary and its config are copied
@@ -58,17 +57,15 @@ INNER_PORT = 8080  # Caddy's port inside the router container; router.listen is 
 MUTEX_STALE = 10.0  # seconds: a mutex held longer belongs to a process that died mid-update
 
 
-def safe_name(text: str) -> str:
-    """Docker names allow [a-zA-Z0-9][a-zA-Z0-9_.-]; an app or environment name may hold anything else."""
-    return re.sub(r"[^a-zA-Z0-9_.-]", "-", text)
-
-
 class RouterContainer:
-    """The router container's lifecycle and the files in its state volume."""
+    """The router container's lifecycle and the files in its state volume (state/volume.py keeps the lock and
+    the history there)."""
 
-    def __init__(self, api, config: DockerCaddyRouter, app: str, environment: str, network: str | None,
+    mount = PurePosixPath(STATE)
+
+    def __init__(self, api: DockerAPI, config: DockerCaddyRouter, app: str, environment: str, network: str | None,
                  labels: dict[str, str]) -> None:
-        self.api = api  # a DockerAPI
+        self.api = api
         self.config = config
         self.name = safe_name(f"{app}-{environment}-router")
         self.volume = safe_name(f"bluegreen-{app}-{environment}")
@@ -164,6 +161,9 @@ class RouterContainer:
             self.api.call("DELETE", f"/volumes/{quote(self.volume)}", ok=(204, 404, 409))
         return removed
 
+    def remove_network(self) -> None:
+        self.api.call("DELETE", f"/networks/{quote(self.network)}", ok=(204, 404, 409))  # 409: still in use
+
     def _caddy_config(self) -> dict:
         return {
             "admin": {"disabled": True},  # a config change through it closes kept-alive client connections
@@ -234,8 +234,7 @@ class RouterContainer:
             time.sleep(0.02)
         code = int(info["ExitCode"])
         if check and code != 0:
-            from .docker import _demux  # one demuxer for logs and exec output
-            raise TargetError(f"router: {' '.join(cmd)} failed in {self.name} (exit {code}): {_demux(output).strip()}")
+            raise TargetError(f"router: {' '.join(cmd)} failed in {self.name} (exit {code}): {demux(output).strip()}")
         return code
 
     def _put(self, directory: str, files: dict[str, tuple[bytes, int] | None]) -> None:
@@ -256,28 +255,32 @@ class RouterContainer:
                       content=buffer.getvalue(), headers={"Content-Type": "application/x-tar"}, timeout=120)
 
 
-class CaddyContainerRouter:
-    """The Router interface (live, switch, check, raw_switch_command) over the router container."""
+class CaddyContainerRouter(Router):
+    """The live colour is the upstream file in the router's volume, renamed into place inside the container."""
 
-    def __init__(self, container: RouterContainer, upstreams: dict[Colour, str]) -> None:
+    kind = "caddy"
+
+    def __init__(self, container: RouterContainer, upstreams: dict[Colour, str], *, own_network: bool) -> None:
         self.container = container
         self.upstreams = upstreams  # colour -> <container name>:<container port>
-        self.config = container.config
+        self.own_network = own_network  # created by bluegreen (neither target.network nor router.network given)
+
+    @property
+    def name(self) -> str:
+        return f"caddy container {self.container.name} at {self.container.config.listen}"
 
     @property
     def live_url(self) -> str:
         return self.container.live_url
 
-    def live(self) -> Colour | None:
-        return colour_of(self.container.read("upstream") or "", self.upstreams, f"{self.container.name}:{STATE}/upstream")
+    def read(self) -> Weights | None:
+        live = colour_of(self.container.read("upstream") or "", self.upstreams,
+                         f"{self.container.name}:{STATE}/upstream")
+        return all_to(live) if live else None
 
-    @property
-    def name(self) -> str:
-        return f"caddy container {self.container.name} at {self.config.listen}"
-
-    def switch(self, to: Colour, deadline: float) -> None:
+    def write(self, weights: Weights) -> None:
         self.container.check()  # a switch to a router that is not there would route nothing, and report success
-        self.container.write("upstream", self.upstreams[to] + "\n")
+        self.container.write("upstream", self.upstreams[larger_share(weights)] + "\n")
 
     def raw_switch_command(self, to: Colour) -> str:
         """The same atomic rename as bluegreen's, inside the router container."""
@@ -285,45 +288,20 @@ class CaddyContainerRouter:
                   f"mv -f {STATE}/.upstream.tmp {STATE}/upstream")
         return f"docker exec {self.container.name} sh -c {shlex.quote(script)}"
 
-    def ensure_running(self) -> None:
-        self.container.ensure_running()
-
-    def check(self) -> None:
-        self.container.check()
-
-    def stop(self) -> bool:
-        return False  # the container is stopped by the docker target's `down`
-
     def reachable(self) -> str | None:
-        return None if self.container.reachable() else f"nothing listens on {self.config.listen}"
+        return None if self.container.reachable() else f"nothing listens on {self.container.config.listen}"
 
-    def weights(self) -> dict[Colour, int] | None:
-        live = self.live()
-        return all_to(live) if live else None
+    def prepare(self) -> str | None:
+        self.container.ensure_running()
+        return None
 
+    def check(self) -> str | None:
+        self.container.check()
+        return None
 
-class VolumeStateStore(FileStateStore):
-    """The lock, the history and the planned scale-downs as files in the router's state volume."""
-
-    def __init__(self, container: RouterContainer) -> None:
-        super().__init__(Path(STATE))
-        self.container = container
-
-    def _read(self, name: str) -> str | None:
-        return self.container.read(name)
-
-    def _write(self, name: str, text: str) -> None:
-        self.container.write(name, text)
-
-    def _unlink(self, name: str) -> None:
-        self.container.unlink(name)
-
-    @contextmanager
-    def _mutex(self) -> Iterator[None]:
-        self.container.ensure_running()  # the first run takes the lock before anything else exists
-        with self.container.mutex():
-            yield
-
-    def note_progress(self, holder: str, command: str, phase: str) -> None:
-        """Not kept here: each write is a few exec round trips (~0.5 s), too dear for every phase; a killed
-        run is still found by its lock's expiry."""
+    def stop(self, purge: bool = False) -> str | None:
+        """The container; with `purge` its volume (the state) and the network bluegreen created."""
+        stopped = self.container.stop(purge)
+        if purge and self.own_network:
+            self.container.remove_network()
+        return f"router (container {self.container.name}, {self.container.config.listen})" if stopped else None

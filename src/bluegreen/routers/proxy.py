@@ -78,7 +78,8 @@ class ProxyRouter(Router):
         if shell and config.manage:
             raise TargetError(f"router {self.name}: manage: true is refused on another host: bluegreen never runs a "
                               "proxy on your load balancer; run it there yourself and set router.manage: false")
-        self.process = ProxyProcess(self.kind, state_dir, self.host, self.port) if config.manage else None
+        self.process: ProxyProcess | RefusedProcess | None = (
+            ProxyProcess(self.kind, state_dir, self.host, self.port) if config.manage else None)
 
     @property
     def name(self) -> str:
@@ -129,6 +130,10 @@ class ProxyRouter(Router):
             return str(exc)
 
     def prepare(self) -> str | None:
+        """A proxy on this machine is checked in full (started when managed); one on another host only when
+        its SSH connection is up anyway, right before the switch."""
+        if self.shell is None:
+            return self.check()
         return self.process.ensure(self.start) if self.process else None
 
     def before_write(self) -> None:
@@ -159,6 +164,23 @@ class ProxyRouter(Router):
     def stop(self, purge: bool = False) -> str | None:
         """Stop the proxy bluegreen started (manage: true)."""
         return f"proxy ({self.name})" if self.process and self.process.stop() else None
+
+
+class RefusedProcess:
+    """manage: true where bluegreen must not run a proxy (inside the action's container, where it would die
+    with the step): every start, and so every check and switch, is refused with `why`."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+    def running_pid(self) -> int | None:
+        return None
+
+    def ensure(self, start: Callable[[], None]) -> str | None:
+        raise TargetError(self.why)
+
+    def stop(self) -> bool:
+        return False
 
 
 class ProxyProcess:

@@ -22,7 +22,7 @@ from typing import Callable, TypeVar
 import httpx
 
 from ..cancel import CANCEL
-from ..config import COLOURS, Colour, Settings, render
+from ..config import COLOURS, Colour, DockerRun, Settings, render
 from ..config import ServersTarget as ServersConfig
 from ..errors import NotReadyError
 from ..remote import CommandResult, Shell, split_host
@@ -80,13 +80,13 @@ class ServersRuntime(Runtime):
             connect_timeout=ssh.connect_timeout,
         ))
         self.hosts = list(cfg.hosts)
-        self.proxy_on_each_host = cfg.router_host == "each"
-        self.router_hosts = self.hosts if self.proxy_on_each_host else [cfg.router_host]
+        self.proxy_on_each_host = cfg.proxy_on_each_host
+        self.router_hosts = cfg.router_hosts
         self.ports: dict[Colour, int] = {"blue": cfg.ports.blue, "green": cfg.ports.green}
         self.dir = PurePosixPath(render(cfg.state_dir, app=settings.app, environment=settings.environment))
         self._connected = False
         self._connecting = threading.Lock()
-        self.mode: DockerMode | CommandMode = DockerMode(self) if cfg.run.mode == "docker" else CommandMode(self)
+        self.mode: DockerMode | CommandMode = DockerMode(self) if isinstance(cfg.run, DockerRun) else CommandMode(self)
 
     # --- what the factory pairs with it ---------------------------------------------------------
 

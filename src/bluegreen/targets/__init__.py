@@ -72,11 +72,40 @@ def _local(settings: Settings) -> Target:
 
 
 def _docker(settings: Settings) -> Target:
-    # TODO(docker helper): DockerRuntime; a DockerCaddyRouter config in container mode pairs with
-    # routers/caddy_container.py CaddyContainerRouter and the VolumeStateStore (state/volume.py) in its volume;
-    # any other router kind is a proxy on the host (make_router) with a FileStateStore in state_dir; refuse a
-    # managed proxy inside a container (the action's) here.
-    raise NotImplementedError
+    """By default Caddy as a container beside the colours, the state in its volume; any other router (or
+    `router.mode: host`) is a proxy on the host that dials the published ports, the state in state_dir."""
+    from ..config import COLOURS, DockerCaddyRouter
+    from ..docker_api import DockerAPI
+    from ..runtimes.docker import LABEL, DockerRuntime, in_container
+    from ..state.files import FileStateStore
+
+    cfg = settings.target
+    api = DockerAPI(cfg.docker_host)
+    wait = scale_down_wait(cfg.scale_down_wait)
+    if isinstance(cfg.router, DockerCaddyRouter) and cfg.router.resolved_mode() == "container":
+        from ..routers.caddy_container import CaddyContainerRouter, RouterContainer
+        from ..state.volume import VolumeStateStore
+
+        labels = {LABEL + "app": settings.app, LABEL + "environment": settings.environment, LABEL + "role": "router"}
+        container = RouterContainer(api, cfg.router, settings.app, settings.environment, cfg.network, labels)
+        runtime = DockerRuntime(settings, api, network=container.network)  # where the router dials them by name
+        router = CaddyContainerRouter(container, {c: f"{runtime.container_name(c)}:{cfg.container_port}" for c in COLOURS},
+                                      own_network=not cfg.network and not cfg.router.network)
+        return Target(settings, runtime, router, VolumeStateStore(container, lock_ttl=settings.timeouts.lock), wait)
+
+    from ..routers import make_router
+    from ..routers.proxy import ProxyRouter, RefusedProcess
+
+    runtime = DockerRuntime(settings, api, network=cfg.network)
+    proxy = make_router(cfg.router, upstreams=runtime.upstreams(), state_dir=runtime.state_dir, app=settings.app)
+    if cfg.router.manage and in_container() and isinstance(proxy, ProxyRouter):
+        # a proxy started in the action's container dies with the step and takes the live URL down
+        proxy.process = RefusedProcess(
+            f"router: refusing to start {cfg.router.kind} inside this container (the action's): it would die when the "
+            "step ends and take the live URL down. Run the proxy on the host and set router.manage: false"
+            + (", or remove router.mode: host to let bluegreen run Caddy as a container on the Docker engine"
+               if cfg.router.kind == "caddy" else ""))
+    return Target(settings, runtime, proxy, FileStateStore(runtime.state_dir, lock_ttl=settings.timeouts.lock), wait)
 
 
 def _servers(settings: Settings) -> Target:

@@ -69,6 +69,13 @@ class ScaleDowns:
         self.state.release_lock(holder)
         return "applied the scale-downs that were due"
 
+    def planned(self, colour: Colour) -> ScaleDownPlan | None:
+        """For `status`; a store that cannot be read has nothing to say."""
+        try:
+            return self.state.scale_downs().get(colour)
+        except TargetError:
+            return None
+
     def cancel(self, colour: Colour) -> None:
         """`colour` is deployed to again: an old plan must not stop the new release."""
         if colour in self.state.scale_downs():

@@ -6,7 +6,7 @@ The engine talks to this one object; it forwards each question to the part that 
 
 from __future__ import annotations
 
-from ..config import COLOURS, Colour, Settings
+from ..config import Colour, Settings
 from ..routers.base import Router, RouterState
 from ..runtimes.base import ColourState, Runtime
 from ..state.base import StateStore
@@ -27,7 +27,11 @@ class Target:
     # --- where the colours run ------------------------------------------------------------------
 
     def colour_state(self, colour: Colour) -> ColourState:
-        return self.runtime.colour_state(colour)
+        state = self.runtime.colour_state(colour)
+        plan = self.scale_downs.planned(colour) if state.running else None
+        if plan:
+            state.detail += f", scale-down due {plan.at.isoformat(timespec='seconds')}"
+        return state
 
     def deploy(self, colour: Colour, version: str) -> None:
         """A router that is down and cannot be started fails the run here, before the test suite and the
@@ -72,6 +76,7 @@ class Target:
 
     def switch(self, to: Colour, deadline: float) -> None:
         self.router.switch(to, deadline)
+        self.scale_downs.cancel(to)  # live again: a scale-down planned for it no longer applies
 
     def set_weights(self, weights: Weights, deadline: float) -> None:
         self.router.set_weights(weights, deadline)
@@ -96,12 +101,12 @@ class Target:
     def stop_all(self, purge: bool = False) -> list[str]:
         """`down`: the colours, then what bluegreen runs of the router; nothing is live any more."""
         stopped = self.runtime.stop_colours()
+        for colour in self.state.scale_downs():  # while the router (which may keep them) still runs
+            self.state.drop_scale_down(colour)
         router = self.router.stop(purge)
         if router:
             stopped.append(router)
         self.router.reset()
-        for colour in COLOURS:
-            self.state.drop_scale_down(colour)
         if purge:
             self.state.purge(keep=self.settings.source)
         return stopped
