@@ -31,4 +31,4 @@ ENV PYTHONUNBUFFERED=1 \
     PATH=/opt/bluegreen/bin:$PATH
 # Only the venv crosses over: no pip cache, no setuptools, no sources.
 COPY --from=build /opt/bluegreen /opt/bluegreen
-ENTRYPOINT ["/opt/bluegreen/bin/python", "-m", "bluegreen.ci.github"]
+ENTRYPOINT ["/opt/bluegreen/bin/python", "-m", "bluegreen.action"]

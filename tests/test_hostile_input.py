@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 from hypothesis_jsonschema import from_schema
 
 from bluegreen import cli
-from bluegreen.ci.github import GitHubAdapter, InputError, Secrets, build_argv, mask_kubeconfig
+from bluegreen.action import InputError, build_argv, mask_kubeconfig
+from bluegreen.ci.github import GitHubAdapter, Secrets
 from bluegreen.config import MAX_DEPTH, MAX_VALUES, json_schema
 from bluegreen.report import Result
 from conftest import ROOT, LocalEnv
@@ -511,7 +512,7 @@ def test_secrets_stay_out_of_everything_when_a_run_crashes(capsys, monkeypatch, 
     GitHub action, the kubeconfig token), run in process as the action or the GitLab job runs it: the report, the
     outputs or dotenv, the summary and our log lines hold neither; in GitHub the only place they appear is the
     `::add-mask::` line that registers them."""
-    from bluegreen.ci import github
+    from bluegreen import action
     from bluegreen.config import load_config
     from bluegreen.targets import Target, make_target
 
@@ -545,7 +546,7 @@ def test_secrets_stay_out_of_everything_when_a_run_crashes(capsys, monkeypatch, 
 
     monkeypatch.setattr("bluegreen.targets.make_target", crashing_target)
     try:
-        code = github.main() if ci == "github" else cli.main(["deploy", "-c", config.name, "--version", "1"])
+        code = action.main() if ci == "github" else cli.main(["deploy", "-c", config.name, "--version", "1"])
     finally:
         make_target(load_config(config)).stop_all()  # the app and proxy a crash at the switch leaves
     out, err = capsys.readouterr()

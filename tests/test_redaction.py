@@ -14,7 +14,8 @@ import pytest
 import yaml
 from pydantic import BaseModel, SecretStr
 
-from bluegreen.ci.github import Secrets, mask_config
+from bluegreen.action import mask_config
+from bluegreen.ci.github import Secrets
 from bluegreen.config import Config, Secret, Settings, load_config, secret_values
 from bluegreen.report import CheckResult, Result
 

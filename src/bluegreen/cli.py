@@ -19,8 +19,11 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from .ci import Adapter
     from .config import Settings
+    from .events import Subscriber
     from .pipeline import Pipeline
     from .targets import Target
 
@@ -104,25 +107,26 @@ def _package_version() -> str:
     return __version__
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, subscribers: Sequence[Subscriber] = ()) -> int:
+    """`subscribers` hear the run's events after the CI adapter's output, which is always the first."""
     args = build_parser().parse_args(argv)
     from .ci import detect
 
     try:
-        return run(args, detect())
+        return run(args, detect(), subscribers=subscribers)
     except BrokenPipeError:  # `bluegreen status | head`: the reader left; not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
         return 0
 
 
-def run(args: argparse.Namespace, adapter: Adapter) -> int:
+def run(args: argparse.Namespace, adapter: Adapter, *, subscribers: Sequence[Subscriber] = ()) -> int:
     """Run one parsed command, presented by a CI adapter (plain terminal, GitHub, GitLab)."""
     from .cancel import CANCEL, Cancelled
     from .errors import BluegreenError, one_line
 
     with CANCEL.handling():  # SIGINT/SIGTERM/SIGHUP -> Cancelled, handled phase by phase in the pipeline
         try:
-            return _run(args, adapter)
+            return _run(args, adapter, subscribers)
         except Cancelled as stop:  # before a pipeline began, or in a read-only command: nothing changed
             print(f"bluegreen: {stop}; nothing changed", file=sys.stderr)
             return 1
@@ -132,7 +136,7 @@ def run(args: argparse.Namespace, adapter: Adapter) -> int:
             return exc.exit_code
 
 
-def _run(args: argparse.Namespace, adapter: Adapter) -> int:
+def _run(args: argparse.Namespace, adapter: Adapter, subscribers: Sequence[Subscriber]) -> int:
     from .errors import ExitCode, one_line
 
     if args.command == "schema":
@@ -149,6 +153,7 @@ def _run(args: argparse.Namespace, adapter: Adapter) -> int:
                        f"target {target.kind})"), file=sys.stderr)
         return ExitCode.OK
     from .config import secret_values
+    from .events import Events
     from .pipeline import Pipeline, RunInfo
 
     target = make_target(settings)
@@ -156,7 +161,7 @@ def _run(args: argparse.Namespace, adapter: Adapter) -> int:
         command = adapter.rollback_command(args) or default_rollback_command(args)
         run_info = RunInfo(rollback_command=command, run_url=adapter.run_url, actor=adapter.actor)
         report = _report_writer(args, adapter, secret_values(settings))
-        pipeline = Pipeline(settings, target, adapter.events, run_info, checkpoint=report)
+        pipeline = Pipeline(settings, target, Events(adapter.output, *subscribers), run_info, checkpoint=report)
         if args.command == "status":
             return _status(pipeline, args.json)
         if args.command == "down":

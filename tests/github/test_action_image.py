@@ -19,7 +19,7 @@ def run_in_image(*argv: str, env: dict[str, str] | None = None, entrypoint: str 
 def test_image_follows_githubs_rules_for_docker_actions(action_image):
     with docker_client() as client:
         config = client.get(f"/images/{action_image}/json").json()["Config"]
-    assert config["Entrypoint"] == ["/opt/bluegreen/bin/python", "-m", "bluegreen.ci.github"]
+    assert config["Entrypoint"] == ["/opt/bluegreen/bin/python", "-m", "bluegreen.action"]
     assert config["User"] == ""  # GitHub runs container actions as root; no USER
     assert config["WorkingDir"] == ""  # the runner sets the workspace as the working directory
     assert "PYTHONUNBUFFERED=1" in config["Env"]

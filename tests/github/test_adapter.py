@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen.ci.github import InputError, Secrets, build_argv, command, config_error_annotation, mask_kubeconfig
+from bluegreen.action import InputError, build_argv, config_error_annotation, mask_kubeconfig
+from bluegreen.ci.github import Secrets, command
 
 from .support import ROOT, free_port, parse_github_output
 
@@ -135,7 +136,7 @@ def test_config_error_annotation_is_on_the_file_and_line(tmp_path, monkeypatch):
 
 
 class Step:
-    """One run of `python -m bluegreen.ci.github` in a fake runner environment."""
+    """One run of `python -m bluegreen.action` in a fake runner environment."""
 
     def __init__(self, workspace: Path) -> None:
         self.workspace = workspace
@@ -153,7 +154,7 @@ class Step:
         base.update(env or {})
         self.output.write_text("")
         self.summary.write_text("")
-        return subprocess.run([sys.executable, "-m", "bluegreen.ci.github"], cwd=self.workspace, env=base,
+        return subprocess.run([sys.executable, "-m", "bluegreen.action"], cwd=self.workspace, env=base,
                               capture_output=True, text=True, timeout=timeout)
 
     def outputs(self) -> dict[str, str]:

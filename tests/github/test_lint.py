@@ -127,7 +127,7 @@ def test_prebuilt_variant_has_the_same_interface():
 
 def test_action_outputs_are_the_results_outputs():
     """Every output is set by some path: a change command's Result, `command: status`, or the adapter (report)."""
-    from bluegreen.ci.github import status_outputs
+    from bluegreen.action import status_outputs
     from bluegreen.pipeline import Status
     from bluegreen.report import Result
 
@@ -138,7 +138,7 @@ def test_action_outputs_are_the_results_outputs():
 
 def test_the_entrypoint_knows_the_inputs_action_yml_declares():
     """The entrypoint refuses INPUT_* it does not know (a misspelt input): its list must be action.yml's."""
-    from bluegreen.ci.github import INPUTS
+    from bluegreen.action import INPUTS
 
     for path in (ROOT / "action.yml", ROOT / "prebuilt" / "action.yml"):
         assert list(load(path)["inputs"]) == list(INPUTS), path

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen.ci.github import Secrets, load_ssh_inputs, mask_config
+from bluegreen.action import load_ssh_inputs, mask_config
+from bluegreen.ci.github import Secrets
 
 from .support import ROOT, free_port, parse_github_output
 from .test_adapter import Step

@@ -69,7 +69,7 @@ def test_publish_writes_the_dotenv_and_junit_reports(tmp_path: Path, monkeypatch
     monkeypatch.setenv("BLUEGREEN_ROLLBACK_JOB", "shop-rollback")
     monkeypatch.setenv("CI_PIPELINE_URL", "https://gitlab.example.com/shop/-/pipelines/9")
     adapter = GitLabAdapter()
-    adapter.events.stream = out = io.StringIO()
+    adapter.output.stream = out = io.StringIO()
     adapter.publish(result(reason="line one\nline two"), None)  # type: ignore[arg-type]
 
     lines = (tmp_path / "bluegreen.env").read_text().splitlines()
@@ -89,7 +89,7 @@ def test_no_rollback_hint_when_nothing_switched(tmp_path: Path, monkeypatch: pyt
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("BLUEGREEN_ROLLBACK_JOB", "shop-rollback")
     adapter = GitLabAdapter()
-    adapter.events.stream = out = io.StringIO()
+    adapter.output.stream = out = io.StringIO()
     adapter.publish(result(status="failed", switched=False, live_colour="blue", reason="smoke check failed"), None)  # type: ignore[arg-type]
     assert out.getvalue() == ""
     assert "BLUEGREEN_STATUS=failed" in (tmp_path / "bluegreen.env").read_text()
@@ -115,8 +115,8 @@ def test_the_ssh_secrets_lines_are_redacted_from_everything_the_adapter_writes(m
     monkeypatch.chdir(tmp_path)
     adapter = GitLabAdapter()
     out = io.StringIO()
-    adapter.events.stream = out
-    adapter.events.log(f"a careless suite prints {key}")
+    adapter.output.stream = out
+    adapter.output.log(f"a careless suite prints {key}")
     leaky = result(status="failed", switched=False, reason="denied with pass phrase 42 for AAAAMwAAAAtzc2gtZW",
                    checks=[CheckResult(name="home", kind="smoke", target="preview", passed=False,
                                        detail="lb1.example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHost")])

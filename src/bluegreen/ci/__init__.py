@@ -1,9 +1,9 @@
 """CI adapters: thin layers that present one engine run in the CI it runs in.
 
-An adapter supplies the Events sink (log groups, sections), the facts of the run
-(job URL, actor), the rollback command a later job or person runs, and writes the
-result where that CI reads it (step outputs, dotenv, job summary). The engine
-never knows which CI it runs in.
+An adapter supplies the output (log groups, sections: one subscriber of the engine's
+events), the facts of the run (job URL, actor), the rollback command a later job or
+person runs, and writes the result where that CI reads it (step outputs, dotenv, job
+summary). The engine never knows which CI it runs in.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import argparse
 import os
 from importlib import import_module
 
-from ..events import Events
+from ..events import Output
 from ..redaction import Redactor
 from ..report import Result
 
@@ -29,7 +29,7 @@ class Adapter:
     name = "plain"
 
     def __init__(self) -> None:
-        self.events = Events()
+        self.output = Output()
 
     @property
     def run_url(self) -> str | None:

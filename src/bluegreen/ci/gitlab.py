@@ -16,7 +16,7 @@ import re
 import time
 from pathlib import Path
 
-from ..events import Events, phase_line
+from ..events import Output, phase_line
 from ..report import Phase, Result, write_atomic
 from . import SSH_SECRET_VARIABLES, Adapter, Redactor
 
@@ -28,7 +28,7 @@ _ESC = "\x1b"
 _COLOURS = {"succeeded": "32", "failed": "31;1", "skipped": "33"}
 
 
-class GitLabSections(Events):
+class GitLabSections(Output):
     """Each phase is a collapsed section; its outcome line follows the section, so it shows when collapsed."""
 
     def __init__(self, secrets: Redactor | None = None) -> None:
@@ -67,7 +67,7 @@ class GitLabAdapter(Adapter):
         self.secrets = Redactor()
         for variable in SSH_SECRET_VARIABLES:
             self.secrets.add(os.environ.get(variable))
-        self.events = GitLabSections(self.secrets)
+        self.output = GitLabSections(self.secrets)
 
     def redact(self, text: str) -> str:
         return self.secrets.redact(text)
@@ -90,4 +90,4 @@ class GitLabAdapter(Adapter):
         pipeline = os.environ.get("CI_PIPELINE_URL")
         if job and result.switched and result.status == "succeeded":
             where = f" of pipeline {pipeline}" if pipeline else ""
-            self.events.write(f"or run the manual job {job}{where}")
+            self.output.write(f"or run the manual job {job}{where}")
