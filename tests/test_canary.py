@@ -243,9 +243,9 @@ def test_canary_steps_are_checked_at_validation(tmp_path: Path) -> None:
 
 def test_the_config_knows_which_routers_can_split() -> None:
     """WEIGHTED_ROUTERS decides at validation without importing a router: it must agree with the routers."""
-    from bluegreen.config.routers import KUBERNETES_ROUTERS, PROXY_ROUTERS, kind_of
+    from bluegreen.config.routers import KUBERNETES_ROUTERS, ADDRESS_ROUTERS, kind_of
 
-    for model in (*PROXY_ROUTERS, *KUBERNETES_ROUTERS):
+    for model in (*ADDRESS_ROUTERS, *KUBERNETES_ROUTERS):
         module, _, name = model.implementation.partition(":")
         assert getattr(import_module(module), name).weighted == (kind_of(model) in WEIGHTED_ROUTERS), model
 

@@ -60,6 +60,7 @@ from .routers import (
     NginxRouter,
     OtherRouters,
     ProxyRouter,
+    RouterModel,
     RouterConfig,
     TraefikRouter,
 )
@@ -88,7 +89,7 @@ __all__ = [
     "DockerTarget", "Duration", "EnvoyRouter", "Environment", "Expect", "HAProxyRouter", "HttpUrl",
     "KubernetesRouteRouter", "KubernetesRouterConfig", "KubernetesServiceRouter", "KubernetesTarget", "LocalTarget", "MigrationLint",
     "MigrationStep", "Migrations", "Model", "NginxRouter", "OtherRouters", "Overridable", "PrometheusSource",
-    "ProxyRouter", "RouterConfig", "SSHSettings", "Secret", "ServersTarget", "Settings", "SmokeCheck",
+    "ProxyRouter", "RouterConfig", "RouterModel", "SSHSettings", "Secret", "ServersTarget", "Settings", "SmokeCheck",
     "SmokeSettings", "TargetConfig", "TestSuite", "Timeouts", "TraefikRouter", "VerifySettings", "json_schema",
     "load_config", "other_colour", "parse_duration", "render", "secret_header_values", "secret_values", "shorten",
 ]

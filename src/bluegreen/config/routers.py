@@ -12,14 +12,20 @@ from .base import Model
 from .secrets import CREDENTIAL
 
 
-class ProxyRouter(Model):
-    """What every router outside Kubernetes has: where it serves live traffic, and who runs it."""
+class RouterModel(Model):
+    """A router in front of the colours' addresses (a proxy, a cloud load balancer, a DNS record).
 
-    # The registry, on each model: the Router class that implements the kind ("module:class", imported only when
-    # a config uses it), and whether it can split requests between the colours (decided from the config alone,
-    # so validating a config imports no router module; the Router class says the same, tests/test_canary.py).
+    The registry, on each model: the Router class that implements the kind ("module:class", imported only when
+    a config uses it), and whether it can split requests between the colours (decided from the config alone,
+    so validating a config imports no router module; the Router class says the same, tests/test_canary.py).
+    The class is built as `Class(config, upstreams, state_dir, app, shell)` (routers/__init__.py)."""
+
     implementation: ClassVar[str]
     weighted: ClassVar[bool] = False
+
+
+class ProxyRouter(RouterModel):
+    """A proxy: where it serves live traffic, and who runs it."""
 
     listen: str = Field("127.0.0.1:8080", description="host:port the proxy serves live traffic on: the live URL.")
     manage: bool = Field(
@@ -184,11 +190,11 @@ def kind_of(model: type[Model]) -> str:
     return get_args(model.model_fields["kind"].annotation)[0]
 
 
-# The proxies every runtime with addresses can put in front of its colours: one entry per kind (Caddy first: the
-# kind a router without `kind` is).
-PROXY_ROUTERS: tuple[type[ProxyRouter], ...] = (CaddyRouter, HAProxyRouter, EnvoyRouter, TraefikRouter, NginxRouter)
-ROUTER_KINDS = tuple(kind_of(model) for model in PROXY_ROUTERS)
-OtherRouters = Union[tuple(Annotated[model, Tag(kind_of(model))] for model in PROXY_ROUTERS[1:])]  # type: ignore
+# The registry: the routers every runtime with addresses can put in front of its colours, one entry per kind
+# (Caddy first: the kind a router without `kind` is). A new kind is its model above and one entry here.
+ADDRESS_ROUTERS: tuple[type[RouterModel], ...] = (CaddyRouter, HAProxyRouter, EnvoyRouter, TraefikRouter, NginxRouter)
+ROUTER_KINDS = tuple(kind_of(model) for model in ADDRESS_ROUTERS)
+OtherRouters = Union[tuple(Annotated[model, Tag(kind_of(model))] for model in ADDRESS_ROUTERS[1:])]  # type: ignore
 RouterConfig = Annotated[Union[Annotated[CaddyRouter, Tag("caddy")], OtherRouters], Discriminator(_router_kind)]
 
 
@@ -226,7 +232,7 @@ KUBERNETES_ROUTERS: tuple[type[Model], ...] = (KubernetesServiceRouter, Kubernet
 KubernetesRouterConfig = Annotated[Union[KUBERNETES_ROUTERS], Field(discriminator="kind")]  # type: ignore
 
 # Router kinds that can split requests between the colours (canary steps).
-WEIGHTED_ROUTERS = tuple(kind_of(m) for m in (*PROXY_ROUTERS, *KUBERNETES_ROUTERS) if getattr(m, "weighted", False))
+WEIGHTED_ROUTERS = tuple(kind_of(m) for m in (*ADDRESS_ROUTERS, *KUBERNETES_ROUTERS) if getattr(m, "weighted", False))
 
 
 # --- the docker target's -------------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 from importlib import import_module
 from pathlib import Path
 
-from ..config import Colour, ProxyRouter
+from ..config import Colour, RouterModel
 from ..remote import Shell
 from ..traffic import Weights
 from .base import Router
@@ -19,7 +19,7 @@ from .base import Router
 __all__ = ["Router", "Weights", "make_router"]
 
 
-def make_router(config: ProxyRouter, *, upstreams: dict[Colour, list[str]], state_dir: Path, app: str,
+def make_router(config: RouterModel, *, upstreams: dict[Colour, list[str]], state_dir: Path, app: str,
                 shell: Shell | None = None) -> Router:
     """`upstreams`: colour -> the host:port of each of its servers, as the proxy dials them; `state_dir`: where a
     managed proxy keeps its files; `shell`: the host the proxy runs on (None: this machine). With a shell every

@@ -98,7 +98,7 @@ def _docker(settings: Settings) -> Target:
 
     runtime = DockerRuntime(settings, api, network=cfg.network)
     proxy = make_router(cfg.router, upstreams=runtime.upstreams(), state_dir=runtime.state_dir, app=settings.app)
-    if cfg.router.manage and in_container() and isinstance(proxy, ProxyRouter):
+    if isinstance(proxy, ProxyRouter) and proxy.config.manage and in_container():
         # a proxy started in the action's container dies with the step and takes the live URL down
         proxy.process = RefusedProcess(
             f"router: refusing to start {cfg.router.kind} inside this container (the action's): it would die when the "
