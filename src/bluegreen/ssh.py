@@ -23,13 +23,13 @@ import socket
 import tempfile
 import threading
 from collections.abc import Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import asyncssh
 
-from .errors import BluegreenError, ConfigError, TargetError, one_line
+from .each import NamedErrors, at_once
+from .errors import ConfigError, TargetError, one_line
 from .remote import CommandResult, split_host
 
 T = TypeVar("T")
@@ -182,20 +182,9 @@ class SSHPool:
             return self._hosts[address]
 
     def each(self, addresses: list[str], fn: Callable[[SSHHost], T]) -> dict[str, T]:
-        """`fn(host)` on every host at once (threads); after all ended, one TargetError naming each that failed."""
-        hosts = [self.host(address) for address in addresses]
-        results: dict[str, T] = {}
-        errors: dict[str, BluegreenError] = {}
-        with ThreadPoolExecutor(max_workers=max(1, len(hosts)), thread_name_prefix="bluegreen-host") as pool:
-            futures = {host.name: pool.submit(fn, host) for host in hosts}
-            for name, future in futures.items():
-                try:
-                    results[name] = future.result()
-                except BluegreenError as exc:
-                    errors[name] = exc
-        if errors:
-            raise HostErrors(errors)
-        return results
+        """`fn(host)` on every host at once (threads); after all ended, one HostErrors naming each that failed."""
+        hosts = {host.name: host for host in map(self.host, addresses)}
+        return at_once(list(hosts), lambda name: fn(hosts[name]), threads="bluegreen-host")
 
     def close(self) -> None:
         if self._loop.is_closed():
@@ -365,16 +354,7 @@ async def _release_when_closed(process: asyncssh.SSHClientProcess, sessions: asy
     sessions.release()
 
 
-class HostErrors(TargetError):
-    """Some hosts of an `each` failed: one line, `app2: why; app3: why`; `errors` per host."""
-
-    def __init__(self, errors: dict[str, BluegreenError]) -> None:
-        self.errors = errors
-        parts = []
-        for name, exc in errors.items():
-            text = str(exc)
-            parts.append(text if text.startswith(f"{name}: ") else f"{name}: {text}")
-        super().__init__("; ".join(parts))
+HostErrors = NamedErrors  # some hosts of an `each` failed: one line, `app2: why; app3: why`
 
 
 class SSHHost:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
 from ..config import Colour
-from ..errors import BluegreenError, TargetError
+from ..each import at_once
+from ..errors import TargetError
 from ..traffic import Weights
 from .base import Router, RouterState
 
@@ -24,30 +24,6 @@ T = TypeVar("T")
 # names each that failed ("app2: why; app3: why").
 Each = Callable[[list[str], Callable[[str], Any]], dict[str, Any]]
 ByHand = Callable[[str, str], str]  # (name, the router's own command) -> the command as a person runs it there
-
-
-class NamedErrors(TargetError):
-    """Some of several failed: one line, `app2: why; app3: why`."""
-
-    def __init__(self, errors: dict[str, BluegreenError]) -> None:
-        self.errors = errors
-        super().__init__("; ".join(str(e) if str(e).startswith(f"{n}: ") else f"{n}: {e}" for n, e in errors.items()))
-
-
-def at_once(names: list[str], fn: Callable[[str], T]) -> dict[str, T]:
-    """`fn(name)` for every name at once (threads): the default `Each`."""
-    results: dict[str, T] = {}
-    errors: dict[str, BluegreenError] = {}
-    with ThreadPoolExecutor(max_workers=max(1, len(names)), thread_name_prefix="bluegreen-router") as pool:
-        futures = {name: pool.submit(fn, name) for name in names}
-        for name, future in futures.items():
-            try:
-                results[name] = future.result()
-            except BluegreenError as exc:
-                errors[name] = exc
-    if errors:
-        raise NamedErrors(errors)
-    return results
 
 
 class FanOut(Router):
