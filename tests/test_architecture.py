@@ -16,7 +16,7 @@ MAX_CLASS_LINES = 400
 # Where kinds may be named: the factory that pairs them, and the config models users write them in.
 KNOWS_KINDS = ("bluegreen/targets/__init__.py", "bluegreen/config/")
 KINDS = {"local", "docker", "servers", "kubernetes", "caddy", "haproxy", "envoy", "traefik", "nginx", "service",
-         "httproute", "each"}
+         "httproute", "each", "all"}
 
 
 def modules() -> dict[str, Path]:

@@ -48,6 +48,7 @@ from .routers import (
     HAPROXY_NAME,
     ROUTER_KINDS,
     WEIGHTED_ROUTERS,
+    AllRouters,
     CaddyRouter,
     ColourNames,
     DockerCaddyRouter,
@@ -84,7 +85,7 @@ secret_header_values = secret_values
 __all__ = [
     "COLOURS", "DANGEROUS_SQL_RULES", "DEFAULT_CONFIG", "ENVIRONMENT_NAME", "HAPROXY_NAME", "MAX_DEPTH", "MAX_LINE",
     "MAX_SHOWN", "MAX_VALUES", "PLAIN_HEADERS", "ROUTER_KINDS", "SCHEMA_URL", "UNTIL_PROMOTED", "WEIGHTED_ROUTERS",
-    "AnalysisQuery", "AnalysisSettings", "CaddyRouter", "CanarySettings", "CanaryStep", "Colour", "ColourNames",
+    "AllRouters", "AnalysisQuery", "AnalysisSettings", "CaddyRouter", "CanarySettings", "CanaryStep", "Colour", "ColourNames",
     "ColourPorts", "CommandRun", "Config", "ConfigError", "ConfigErrors", "DockerCaddyRouter", "DockerRouterConfig", "DockerRun",
     "DockerTarget", "Duration", "EnvoyRouter", "Environment", "Expect", "HAProxyRouter", "HttpUrl",
     "KubernetesRouteRouter", "KubernetesRouterConfig", "KubernetesServiceRouter", "KubernetesTarget", "LocalTarget", "MigrationLint",

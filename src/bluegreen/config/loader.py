@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..errors import ConfigError
 from .base import SCHEMA_URL, shorten
-from .routers import WEIGHTED_ROUTERS
+from .routers import WEIGHTED_ROUTERS, RouterModel
 from .settings import Config, Settings
 
 # --- ${VAR} expansion ----------------------------------------------------------------------------
@@ -255,8 +255,9 @@ def _check_strategy(settings: Settings, node: yaml.Node | None, path: Path) -> N
     if settings.canary is None:
         raise ConfigError(f"{prefix}: canary needs canary.steps, e.g. [{{weight: 5, pause: 1m}}, {{weight: 100}}]")
     router = settings.target.router
-    if router.kind not in WEIGHTED_ROUTERS:
-        what = {"service": "the Kubernetes Service selector"}.get(router.kind, f"router kind {router.kind}")
+    if not (router.splits() if isinstance(router, RouterModel) else router.kind in WEIGHTED_ROUTERS):
+        what = {"service": "the Kubernetes Service selector", "all": "one of the routers of kind all"}.get(
+            router.kind, f"router kind {router.kind}")
         if settings.target.kind == "docker" and router.kind == "caddy":
             what = "the docker target's caddy router"
         raise ConfigError(f"{prefix}: canary needs a router that can split traffic; {what} cannot "

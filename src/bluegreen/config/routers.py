@@ -23,6 +23,19 @@ class RouterModel(Model):
     implementation: ClassVar[str]
     weighted: ClassVar[bool] = False
 
+    def splits(self) -> bool:
+        """Whether this router, as configured, can split requests between the colours (canary steps)."""
+        return self.weighted
+
+    def listen_address(self) -> str | None:
+        """host:port where live traffic enters through this router; None when it has no address of its own (a
+        DNS record, a cloud load balancer: the environment's url says where users enter)."""
+        return getattr(self, "listen", None)
+
+    def proxies(self) -> list["ProxyRouter"]:
+        """The proxies among this router's parts (`manage` is theirs)."""
+        return [self] if isinstance(self, ProxyRouter) else []
+
 
 class ProxyRouter(RouterModel):
     """A proxy: where it serves live traffic, and who runs it."""
@@ -194,8 +207,37 @@ def kind_of(model: type[Model]) -> str:
 # (Caddy first: the kind a router without `kind` is). A new kind is its model above and one entry here.
 ADDRESS_ROUTERS: tuple[type[RouterModel], ...] = (CaddyRouter, HAProxyRouter, EnvoyRouter, TraefikRouter, NginxRouter)
 ROUTER_KINDS = tuple(kind_of(model) for model in ADDRESS_ROUTERS)
+PROXY_KINDS = tuple(kind_of(model) for model in ADDRESS_ROUTERS if issubclass(model, ProxyRouter))  # with `manage`
 OtherRouters = Union[tuple(Annotated[model, Tag(kind_of(model))] for model in ADDRESS_ROUTERS[1:])]  # type: ignore
-RouterConfig = Annotated[Union[Annotated[CaddyRouter, Tag("caddy")], OtherRouters], Discriminator(_router_kind)]
+OneRouterConfig = Annotated[Union[Annotated[CaddyRouter, Tag("caddy")], OtherRouters], Discriminator(_router_kind)]
+
+
+class AllRouters(RouterModel):
+    """Several routers switched as one, all or nothing (two regions' load balancers, a DNS record and the proxies
+    behind it): each change goes to all at once; if one refuses, the ones that moved are switched back."""
+
+    implementation: ClassVar[str] = "bluegreen.routers.all:AllRouters"
+
+    kind: Literal["all"]
+    routers: list[OneRouterConfig] = Field(
+        min_length=2, description="The routers, each configured as it would be alone (any kind but all). Live "
+        "traffic enters through the first one that has an address of its own, unless the environment's url says."
+    )
+
+    def splits(self) -> bool:
+        return all(router.splits() for router in self.routers)
+
+    def listen_address(self) -> str | None:
+        return next((a for a in (router.listen_address() for router in self.routers) if a), None)
+
+    def proxies(self) -> list[ProxyRouter]:
+        return [proxy for router in self.routers for proxy in router.proxies()]
+
+
+RouterConfig = Annotated[
+    Union[Annotated[CaddyRouter, Tag("caddy")], OtherRouters, Annotated[AllRouters, Tag("all")]],
+    Discriminator(_router_kind),
+]
 
 
 # --- the kubernetes target's ---------------------------------------------------------------
@@ -265,5 +307,6 @@ class DockerCaddyRouter(CaddyRouter):
 
 # Its own Caddy (a container by default), or any other kind, run on the host.
 DockerRouterConfig = Annotated[
-    Union[Annotated[DockerCaddyRouter, Tag("caddy")], OtherRouters], Discriminator(_router_kind)
+    Union[Annotated[DockerCaddyRouter, Tag("caddy")], OtherRouters, Annotated[AllRouters, Tag("all")]],
+    Discriminator(_router_kind),
 ]

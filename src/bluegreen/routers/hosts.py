@@ -70,8 +70,9 @@ class FanOut(Router):
         self._switch_detail = None
 
         def change(router: Router) -> tuple[Weights | None, float | None, str | None]:
-            was = router.weights()
-            try:
+            was = None
+            try:  # a router that cannot even be read has not moved: it fails, and the others go back
+                was = router.weights()
                 router.set_weights(weights, deadline)
             except TargetError as exc:
                 return was, None, str(exc)
