@@ -198,3 +198,20 @@ def test_a_secret_marker_is_where_the_walk_sees_it():
     hidden = [f"{model.__name__}.{name}" for model in ALL_MODELS for name, field in model.model_fields.items()
               if mentions(field.annotation, Secret)]
     assert hidden == [], "put the Secret marker outermost: Annotated[X | None, SECRET]"
+
+
+def test_a_model_names_the_variables_a_library_reads_its_secrets_from(monkeypatch):
+    from typing import Annotated, ClassVar
+
+    from bluegreen.config.base import Model
+    from bluegreen.config.secrets import ENVIRONMENT_VARIABLE, secret_values
+
+    class CloudRouter(Model):  # as a router whose SDK reads its credentials from the environment itself
+        secret_variables: ClassVar[tuple[str, ...]] = ("CLOUD_SECRET", "CLOUD_TOKEN")
+        key_variable: Annotated[str, ENVIRONMENT_VARIABLE] = "SIGNING_KEY"
+        region: str = "eu-west-1"
+
+    monkeypatch.setenv("CLOUD_SECRET", "s3cr3t-value")
+    monkeypatch.delenv("CLOUD_TOKEN", raising=False)
+    monkeypatch.setenv("SIGNING_KEY", "hmac-key-value")
+    assert sorted(secret_values(CloudRouter())) == ["hmac-key-value", "s3cr3t-value"]

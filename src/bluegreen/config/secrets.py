@@ -3,7 +3,8 @@
 A field is secret when its annotation carries a `Secret` marker, outermost: `Annotated[SecretStr | None, SECRET]`.
 Pydantic keeps the marker in the field's metadata and ignores it otherwise, so validation and the JSON schema are
 unchanged. `secret_values(model)` walks a loaded model (Settings, or any part of it) through nested models, lists
-and dicts, and returns what every marked field holds; redaction.py's Redactor then hides those values (line by
+and dicts, and returns what every marked field holds, and the values of the variables a model names in its
+`secret_variables` ClassVar (credentials a library reads from the environment itself, such as AWS's); redaction.py's Redactor then hides those values (line by
 line) in logs, reports and CI outputs. A new secret field needs only its marker: no call site guesses where
 secrets live (tests/test_redaction.py fails for a field whose name looks secret and has none).
 """
@@ -83,12 +84,14 @@ SECRET = Secret()  # the value itself: a key, a passphrase, known_hosts content
 CREDENTIAL = Secret(_credential)  # a token or user:password
 HEADER_VALUES = Secret(_header_values)  # request headers: every value but content negotiation's
 ENVIRONMENT_VALUES = Secret(_environment_values)  # names of variables whose values are secrets
+ENVIRONMENT_VARIABLE = Secret(lambda name: _environment_values([name]))  # the name of one such variable
 KUBECONFIG = Secret(_kubeconfig)  # kubeconfig content: its users' credentials
 
 
 def secret_values(model: BaseModel) -> list[str]:
     """The values of every field marked `Secret` in `model` and the models it holds: what must never be shown."""
-    values: list[str] = []
+    # A model whose part reads secrets from fixed variables (a cloud SDK's credentials) names them in a ClassVar.
+    values: list[str] = list(_environment_values(list(getattr(type(model), "secret_variables", ()))))
     for name, field in type(model).model_fields.items():
         value = getattr(model, name)
         if value is None:
