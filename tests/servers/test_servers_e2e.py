@@ -20,7 +20,7 @@ import pytest
 
 from github.support import example_image  # noqa: F401  (a fixture: the example app's image)
 
-from .lab import DOCKER_RUN, Host, Lab, Release, get_version
+from .lab import DOCKER_RUN, Host, Lab, Release, get_version, render_haproxy, start_haproxy
 
 class Load:
     """Clients on kept-alive connections through the load balancer, counting answers and failures."""
@@ -361,3 +361,37 @@ def test_verification_goes_through_url_not_the_load_balancers_own_address(releas
         assert get_version(lab.lb) == "2"
     finally:
         lab.lb.exec("pkill -f 'serve_forever' || true", check=False)
+
+
+def test_each_colour_on_hosts_of_its_own(lab: Lab, tmp_path: Path):
+    """hosts: {blue: [app1], green: [app2]}: each colour runs only on its hosts (its own addresses, as a DNS
+    record needs), the load balancer's backends name them, and a rollback goes back to the other host."""
+    app1, app2 = lab.apps
+    release = Release(lab, tmp_path, "tpercolour", lab.apps, lab.lb.ssh_address)
+    text = (tmp_path / "bluegreen.yml").read_text()
+    shared = f"hosts: [{app1.ssh_address}, {app2.ssh_address}]"
+    assert shared in text
+    (tmp_path / "bluegreen.yml").write_text(
+        text.replace(shared, f"hosts: {{blue: [{app1.ssh_address}], green: [{app2.ssh_address}]}}"))
+    config = render_haproxy(release.app, 80, release.ports, [(h.name, h.address) for h in lab.apps])
+    ports = release.ports
+    for host, port in ((app2, ports["blue"]), (app1, ports["green"])):  # each backend: only its colour's host
+        line = f"    server {host.name} {host.address}:{port}\n"
+        assert line in config, config
+        config = config.replace(line, "")
+    start_haproxy(lab.lb, config)
+
+    for version in ("1", "2"):
+        done = release.cli("deploy", "--version", version)
+        assert done.returncode == 0, done.stderr
+        assert get_version(lab.lb) == version
+    status = release.status()
+    colours = {c["colour"]: c for c in status["colours"]}
+    assert colours["blue"]["replicas"] == 1 and app1.ssh_address in colours["blue"]["detail"]
+    assert app2.ssh_address not in colours["blue"]["detail"]
+    assert colours["green"]["replicas"] == 1 and app2.ssh_address in colours["green"]["detail"]
+    assert app1.ssh_address not in colours["green"]["detail"]
+    assert status["live"] == "green"
+    back = release.cli("rollback")
+    assert back.returncode == 0, back.stderr
+    assert get_version(lab.lb) == "1" and release.status()["live"] == "blue"

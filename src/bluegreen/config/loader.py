@@ -67,6 +67,8 @@ def _clean_loc(data: Any, loc: tuple) -> tuple:
     """Drop what pydantic adds that is not in the file: a discriminated union's tag ('local')."""
     out: list = []
     for part in loc:
+        if isinstance(part, str) and " " in part:
+            continue  # a union's tag that names a shape ('by colour'): no key has a space
         if isinstance(data, dict):
             if part not in data:
                 if isinstance(part, str) and part == data.get("kind"):

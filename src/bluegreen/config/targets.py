@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Discriminator, Field, SecretStr, Tag, field_validator, model_validator
 
 from .base import Duration, Model
 from .routers import (
@@ -180,12 +180,25 @@ class CommandRun(Model):
     timeout: Duration = Field(300, description="Deadline of one command on one host.")
 
 
+class ColourHosts(Model):
+    """Each colour on hosts of its own (so each has its own addresses: a DNS record can name one colour)."""
+
+    blue: list[str] = Field(min_length=1, description="The hosts blue runs on.")
+    green: list[str] = Field(min_length=1, description="The hosts green runs on.")
+
+
 class ServersTarget(Model):
     """The colours run on servers reached over SSH, behind a load balancer (or a proxy on each host) that
     bluegreen switches over SSH too; the lock and the history live on the router host."""
 
     kind: Literal["servers"]
-    hosts: list[str] = Field(min_length=1, description="The app hosts: address or address:ssh-port.")
+    hosts: Annotated[
+        Union[Annotated[list[str], Tag("one list"), Field(min_length=1)], Annotated[ColourHosts, Tag("by colour")]],
+        Discriminator(lambda v: "by colour" if isinstance(v, (dict, ColourHosts)) else "one list"),
+    ] = Field(
+        description="The app hosts: address or address:ssh-port. Both colours run on every host "
+        "(each on its own port), or, as {blue: [...], green: [...]}, each colour on hosts of its own."
+    )
     ssh: SSHSettings
     run: Annotated[Union[DockerRun, CommandRun], Field(discriminator="mode")] = Field(
         description="How a colour runs on each host: mode docker or command."
@@ -225,16 +238,26 @@ class ServersTarget(Model):
 
     @field_validator("hosts")
     @classmethod
-    def _unique(cls, hosts: list[str]) -> list[str]:
-        seen = [h for i, h in enumerate(hosts) if h in hosts[:i]]
-        if seen:
-            raise ValueError(f"{seen[0]!r} is listed twice")
+    def _unique(cls, hosts: list[str] | ColourHosts) -> list[str] | ColourHosts:
+        for listed in ([hosts.blue, hosts.green] if isinstance(hosts, ColourHosts) else [hosts]):
+            seen = [h for i, h in enumerate(listed) if h in listed[:i]]
+            if seen:
+                raise ValueError(f"{seen[0]!r} is listed twice")
         return hosts
+
+    def hosts_of(self, colour: str) -> list[str]:
+        """The hosts `colour` runs on."""
+        return list(getattr(self.hosts, colour)) if isinstance(self.hosts, ColourHosts) else list(self.hosts)
+
+    @property
+    def all_hosts(self) -> list[str]:
+        """Every app host, once, in the order given."""
+        return list(dict.fromkeys([*self.hosts_of("blue"), *self.hosts_of("green")]))
 
     @property
     def router_hosts(self) -> list[str]:
         """Where the router runs: every app host (`router_host: each`, a proxy on each), or the one load balancer."""
-        return list(self.hosts) if self.router_host == "each" else [self.router_host]
+        return self.all_hosts if self.router_host == "each" else [self.router_host]
 
     @property
     def proxy_on_each_host(self) -> bool:
@@ -244,7 +267,11 @@ class ServersTarget(Model):
     def _router_fits(self) -> "ServersTarget":
         if any(proxy.manage for proxy in self.router.proxies()):
             raise ValueError("router.manage must be false on servers: bluegreen switches your proxy, it does not run it")
-        if self.router.kind == "caddy" and self.router_host != "each" and len(self.hosts) > 1:
+        if isinstance(self.hosts, ColourHosts) and self.router_host == "each":
+            raise ValueError("router_host each puts a proxy in front of both colours on every host: with hosts per "
+                             "colour, name the load balancer in router_host")
+        if self.router.kind == "caddy" and self.router_host != "each" and max(
+                len(self.hosts_of("blue")), len(self.hosts_of("green"))) > 1:
             raise ValueError("router.kind caddy reads one upstream address from its file: in front of several hosts "
                              "use haproxy, envoy, traefik or nginx, or a Caddy on each host (router_host: each)")
         return self

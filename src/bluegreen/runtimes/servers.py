@@ -79,7 +79,8 @@ class ServersRuntime(Runtime):
             passphrase=(ssh.passphrase.get_secret_value() if ssh.passphrase else "") or None,
             connect_timeout=ssh.connect_timeout,
         ))
-        self.hosts = list(cfg.hosts)
+        self.hosts = cfg.all_hosts
+        self.colour_hosts: dict[Colour, list[str]] = {c: cfg.hosts_of(c) for c in COLOURS}
         self.proxy_on_each_host = cfg.proxy_on_each_host
         self.router_hosts = cfg.router_hosts
         self.ports: dict[Colour, int] = {"blue": cfg.ports.blue, "green": cfg.ports.green}
@@ -94,7 +95,7 @@ class ServersRuntime(Runtime):
         """What the router dials for each colour: every app host's colour port, or the local one on each host."""
         if self.proxy_on_each_host:
             return {c: [f"127.0.0.1:{p}"] for c, p in self.ports.items()}
-        return {c: [f"{address(h)}:{p}" for h in self.hosts] for c, p in self.ports.items()}
+        return {c: [f"{address(h)}:{p}" for h in self.colour_hosts[c]] for c, p in self.ports.items()}
 
     def shell(self, host: str) -> Shell:
         """`host`'s shell, connecting every host at its first use."""
@@ -144,7 +145,8 @@ class ServersRuntime(Runtime):
     # --- questions -----------------------------------------------------------------------------
 
     def colour_state(self, colour: Colour) -> ColourState:
-        states = self.on_hosts(self.hosts, lambda sh: self.mode.state(sh, colour))
+        hosts = self.colour_hosts[colour]
+        states = self.on_hosts(hosts, lambda sh: self.mode.state(sh, colour))
         versions = Counter(s.version for s in states.values() if s.version)
         running = [h for h, s in states.items() if s.running]
         ready = all(s.ready for s in states.values())
@@ -152,16 +154,16 @@ class ServersRuntime(Runtime):
         if len(versions) > 1:
             detail = "versions differ: " + ", ".join(f"{h} {s.version}" for h, s in states.items()) + "; " + detail
         return ColourState(colour=colour, version=versions.most_common(1)[0][0] if versions else None,
-                           running=len(running) == len(self.hosts), ready=ready, replicas=len(running),
-                           detail=f"{len(running)}/{len(self.hosts)} hosts running; {detail}")
+                           running=len(running) == len(hosts), ready=ready, replicas=len(running),
+                           detail=f"{len(running)}/{len(hosts)} hosts running; {detail}")
 
     def preview_urls(self, colour: Colour) -> dict[str, str]:
-        return {h: self._colour_url(h, colour) for h in self.hosts}
+        return {h: self._colour_url(h, colour) for h in self.colour_hosts[colour]}
 
     def preview_url(self, colour: Colour) -> str:
         # The output outlives the run: the first host's own address, never this run's port forward (with
         # checks_via: ssh a 127.0.0.1 port on the runner, gone when the step ends).
-        return f"http://{address(self.hosts[0])}:{self.ports[colour]}"
+        return f"http://{address(self.colour_hosts[colour][0])}:{self.ports[colour]}"
 
     def live_url(self) -> str | None:
         # The listen address when it names one (`10.0.0.5:80`), else the router host's (`:80`, `0.0.0.0:80`).
@@ -177,7 +179,7 @@ class ServersRuntime(Runtime):
     # --- actions -------------------------------------------------------------------------------
 
     def deploy(self, colour: Colour, version: str) -> None:
-        self.on_hosts(self.hosts, lambda sh: self.mode.deploy(sh, colour, version))
+        self.on_hosts(self.colour_hosts[colour], lambda sh: self.mode.deploy(sh, colour, version))
 
     def wait_ready(self, colour: Colour, deadline: float) -> None:
         def ready(sh: Shell) -> str | None:
@@ -194,18 +196,19 @@ class ServersRuntime(Runtime):
                 if CANCEL.requested:  # in a worker thread: the main thread raises the cancellation
                     return "cancelled"
 
-        failures = {h: why for h, why in self.on_hosts(self.hosts, ready).items() if why}
+        hosts = self.colour_hosts[colour]
+        failures = {h: why for h, why in self.on_hosts(hosts, ready).items() if why}
         if failures:
-            raise NotReadyError(f"{colour} not ready on {len(failures)} of {len(self.hosts)} hosts: "
+            raise NotReadyError(f"{colour} not ready on {len(failures)} of {len(hosts)} hosts: "
                                 + "; ".join(f"{h}: {why}" for h, why in failures.items()))
 
     def scale(self, colour: Colour, replicas: int) -> None:
-        self.on_hosts(self.hosts, lambda sh: self.mode.scale(sh, colour, replicas))
+        self.on_hosts(self.colour_hosts[colour], lambda sh: self.mode.scale(sh, colour, replicas))
 
     def stop_colours(self) -> list[str]:
         stopped = []
         for colour in COLOURS:
-            removed = self.on_hosts(self.hosts, lambda sh: self.mode.remove(sh, colour))
+            removed = self.on_hosts(self.colour_hosts[colour], lambda sh: self.mode.remove(sh, colour))
             hosts = [h for h, done in removed.items() if done]
             if hosts:
                 stopped.append(f"{colour} on {', '.join(hosts)}")
