@@ -7,6 +7,7 @@ moto emulates the AWS API, not the data plane: nothing forwards requests to the 
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ def moto_url():
     require("moto.server")
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

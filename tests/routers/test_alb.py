@@ -218,3 +218,134 @@ def test_the_raw_rollback_command_switches_back_with_the_aws_cli(lab, aws):
     assert done.returncode == 0, done.stderr
     assert alb.read() == {"blue": 100, "green": 0}
     assert lab.default_actions()[-1]["ForwardConfig"]["TargetGroupStickinessConfig"]["DurationSeconds"] == 60
+
+
+# --- bluegreen's CLI: the local runtime's colours behind a moto ALB ----------------------------------
+
+
+class DataPlane:
+    """What moto lacks: the ALB's data plane, on a loopback port. Each request reads the listener's forward action
+    and the target group's registered targets from moto (the API bluegreen wrote), and is proxied to one of them."""
+
+    def __init__(self, lab: AlbLab) -> None:
+        import http.server
+        import random
+        import threading
+        import urllib.request
+
+        elb = lab.elb
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                action = elb.describe_listeners(ListenerArns=[lab.listener_arn])["Listeners"][0]["DefaultActions"][-1]
+                groups = action.get("ForwardConfig", {}).get("TargetGroups", [])
+                if not groups or not sum(g["Weight"] for g in groups):
+                    self.send_error(503, "no release yet")
+                    return
+                group = random.choices(groups, weights=[g["Weight"] for g in groups])[0]["TargetGroupArn"]
+                targets = [t["Target"] for t in elb.describe_target_health(TargetGroupArn=group)[
+                    "TargetHealthDescriptions"] if t["TargetHealth"]["State"] == "healthy"]
+                target = random.choice(targets)
+                try:
+                    with urllib.request.urlopen(f"http://{target['Id']}:{target['Port']}{self.path}", timeout=5) as r:
+                        status, body, kind = r.status, r.read(), r.headers.get("Content-Type", "text/plain")
+                except OSError:
+                    self.send_error(502)
+                    return
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def version(self) -> str:
+        import httpx
+
+        return httpx.get(self.url + "/version", timeout=10).text.strip()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def alb_env(local_env, lab, aws):
+    plane = DataPlane(lab)
+    local_env.environ.update(aws)
+    local_env.write(test_suite="")
+    text = local_env.config.read_text()
+    old = f'router: {{listen: "127.0.0.1:{local_env.proxy_port}"}}'
+    assert old in text and "\n    target:\n" in text
+    routed = json.dumps(lab.config(register=True))
+    local_env.config.write_text(text.replace(old, f"router: {routed}").replace(
+        "\n    target:\n", f"\n    url: {plane.url}\n    target:\n"))
+    local_env.plane, local_env.lab = plane, lab
+    yield local_env
+    plane.close()
+
+
+def test_the_cli_deploys_switches_and_rolls_back_the_alb(alb_env):
+    first = alb_env.cli("deploy", "--version", "1")
+    assert first.returncode == 0, first.stderr
+    assert alb_env.plane.version() == "1" and alb_env.report()["live_colour"] == "blue"
+    second = alb_env.cli("deploy", "--version", "2")
+    assert second.returncode == 0, second.stderr
+    assert alb_env.plane.version() == "2"
+    assert alb_env.lab.weights(alb_env.lab.default_actions()) == {"blue": 0, "green": 999}
+    status = alb_env.cli("status", "--json")
+    assert status.returncode == 0 and json.loads(status.stdout)["live"] == "green", status.stderr
+    report = alb_env.report()
+    assert "aws elbv2 --region us-east-1 modify-listener" in json.dumps(report)
+    back = alb_env.cli("rollback")
+    assert back.returncode == 0, back.stderr
+    assert alb_env.plane.version() == "1"
+    # green's targets made unhealthy: the next deploy (to green) is refused, live untouched, exit 1
+    alb_env.lab.elb.deregister_targets(TargetGroupArn=alb_env.lab.groups["green"], Targets=[
+        t["Target"] for t in alb_env.lab.elb.describe_target_health(
+            TargetGroupArn=alb_env.lab.groups["green"])["TargetHealthDescriptions"]])
+    alb_env.lab.stopped_instance("green")
+    config = alb_env.config.read_text().replace('"register": true', '"register": false')
+    alb_env.config.write_text(config)
+    refused = alb_env.cli("deploy", "--version", "3")
+    assert refused.returncode == 1, refused.stderr
+    assert "Traceback" not in refused.stderr
+    line = refused.stderr.strip().splitlines()[-1]
+    assert line.startswith("deploy failed: router alb"), refused.stderr
+    assert "not healthy" in line and "unused" in line and "live routing is unchanged" in line, line
+    assert alb_env.plane.version() == "1"
+
+
+def test_the_servers_target_takes_an_alb(tmp_path):
+    """A router that is not a proxy has no manage or listen: the servers target neither injects nor checks them."""
+    from bluegreen.config import load_config
+
+    path = tmp_path / "bluegreen.yml"
+    path.write_text("""app: web
+environments:
+  prod:
+    url: https://web.example.com
+    target:
+      kind: servers
+      hosts: [10.0.0.1, 10.0.0.2]
+      router_host: 10.0.0.9
+      ports: {blue: 9001, green: 9002}
+      ssh: {user: deploy, known_hosts: /dev/null}
+      run: {mode: command, start: "true", stop: "true"}
+      router:
+        kind: alb
+        listener_arn: arn:aws:elasticloadbalancing:eu-west-1:123456789012:listener/app/web/1/2
+        target_groups:
+          blue: arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web-blue/1
+          green: arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web-green/2
+        register: true
+""")
+    router = load_config(path, "prod").target.router
+    assert router.kind == "alb" and router.register_targets and not hasattr(router, "manage")

@@ -8,12 +8,15 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from .base import Duration, Model
 from .routers import (
+    ADDRESS_ROUTERS,
     CaddyRouter,
     DockerCaddyRouter,
     DockerRouterConfig,
     KubernetesRouterConfig,
     KubernetesServiceRouter,
+    ProxyRouter,
     RouterConfig,
+    kind_of,
 )
 from .secrets import KUBECONFIG, SECRET
 
@@ -216,7 +219,9 @@ class ServersTarget(Model):
     @field_validator("router", mode="before")
     @classmethod
     def _unmanaged_by_default(cls, router: Any) -> Any:
-        if isinstance(router, dict) and "manage" not in router:
+        model = {kind_of(m): m for m in ADDRESS_ROUTERS}.get(router.get("kind") or "caddy") \
+            if isinstance(router, dict) else None
+        if model and issubclass(model, ProxyRouter) and "manage" not in router:
             return {**router, "manage": False}  # on servers the proxy is always the user's
         return router
 
@@ -239,7 +244,7 @@ class ServersTarget(Model):
 
     @model_validator(mode="after")
     def _router_fits(self) -> "ServersTarget":
-        if self.router.manage:
+        if isinstance(self.router, ProxyRouter) and self.router.manage:
             raise ValueError("router.manage must be false on servers: bluegreen switches your proxy, it does not run it")
         if self.router.kind == "caddy" and self.router_host != "each" and len(self.hosts) > 1:
             raise ValueError("router.kind caddy reads one upstream address from its file: in front of several hosts "
