@@ -235,6 +235,38 @@ class AlbRouter(RouterModel):
         return self.region or self.arn.split(":")[3]
 
 
+class ColourValues(Model):
+    blue: list[str] = Field(min_length=1)
+    green: list[str] = Field(min_length=1)
+
+
+class Route53Router(RouterModel):
+    """AWS Route 53 weighted records (boto3): one record per colour, same name and type, a SetIdentifier each;
+    switched by one ChangeBatch that UPSERTs both weights (atomic), then GetChange until INSYNC. Credentials and
+    endpoint as for alb: from the environment."""
+
+    implementation: ClassVar[str] = "bluegreen.routers.route53:Route53Router"
+    weighted: ClassVar[bool] = True
+    needs_url: ClassVar[bool] = True
+    library: ClassVar[tuple[str, str] | None] = ("boto3", "aws")
+
+    kind: Literal["route53"]
+    hosted_zone_id: str = Field(pattern=r"^(/hostedzone/)?[A-Z0-9]{1,32}$", description="The hosted zone's id.")
+    record_name: str = Field(pattern=r"^[A-Za-z0-9_*.{}-]{1,253}$", description="The weighted records' name "
+                             "(e.g. app.example.com); {app} is filled in.")
+    record_type: Literal["A", "AAAA", "CNAME"] = Field("A", description="A, AAAA or CNAME (one value per colour).")
+    set_identifiers: ColourNames = Field(
+        default_factory=lambda: ColourNames(blue="{app}-blue", green="{app}-green"),
+        description="Each colour's SetIdentifier in the weighted group; {app} is filled in.")
+    values: ColourValues | None = Field(
+        None, description="Each colour's record values (addresses, or a CNAME target); default the hosts of each "
+        "colour's servers as the runtime knows them.")
+    ttl: int = Field(60, ge=0, le=172800, description="The TTL of both records (Route 53 gives every record of a "
+                     "weighted group the TTL written last: bluegreen writes the same one to both).")
+    timeout: Duration = Field(10, gt=0, le=300, description="Seconds one AWS API call may take (connect, then "
+                              "read); a call is tried at most 3 times.")
+
+
 def _router_kind(value: object) -> str:
     """A router without `kind` is Caddy, as before routers had kinds."""
     return (value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)) or "caddy"
@@ -247,7 +279,7 @@ def kind_of(model: type[Model]) -> str:
 # The registry: the routers every runtime with addresses can put in front of its colours, one entry per kind
 # (Caddy first: the kind a router without `kind` is). A new kind is its model above and one entry here.
 ADDRESS_ROUTERS: tuple[type[RouterModel], ...] = (CaddyRouter, HAProxyRouter, EnvoyRouter, TraefikRouter, NginxRouter,
-                                                  AlbRouter)
+                                                  AlbRouter, Route53Router)
 ROUTER_KINDS = tuple(kind_of(model) for model in ADDRESS_ROUTERS)
 OtherRouters = Union[tuple(Annotated[model, Tag(kind_of(model))] for model in ADDRESS_ROUTERS[1:])]  # type: ignore
 RouterConfig = Annotated[Union[Annotated[CaddyRouter, Tag("caddy")], OtherRouters], Discriminator(_router_kind)]

@@ -23,7 +23,7 @@ from ..config.routers import AlbRouter as AlbConfig
 from ..errors import TargetError
 from ..remote import Shell
 from ..traffic import Weights, all_to
-from .aws import AwsApi, one_line
+from .aws import AwsApi, one_line, percent, scaled
 from .base import Router
 
 MAX_WEIGHT = 999  # the ALB's largest weight per target group
@@ -32,18 +32,10 @@ SHOWN = 5  # unhealthy targets named in a message
 
 
 def to_alb(weights: Weights) -> dict[Colour, int]:
-    return {c: round(weights.get(c, 0) * MAX_WEIGHT / 100) for c in COLOURS}
+    return scaled(weights, MAX_WEIGHT)
 
 
-def from_alb(raw: dict[Colour, int]) -> Weights | None:
-    """ALB weights (relative, 0-999) as percent; None when neither colour gets any."""
-    total = sum(raw.values())
-    if total <= 0:
-        return None
-    blue = round(100 * raw.get("blue", 0) / total)
-    if 0 < raw.get("blue", 0) < total:
-        blue = min(max(blue, 1), 99)  # a colour that gets any traffic never reads as 0 %
-    return {"blue": blue, "green": 100 - blue}
+from_alb = percent  # ALB weights (relative, 0-999) as percent
 
 
 def short_name(arn: str) -> str:

@@ -25,7 +25,9 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from ..config import COLOURS, Colour
 from ..errors import TargetError
+from ..traffic import Weights
 
 ATTEMPTS = 3
 ACCESS_DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "UnrecognizedClientException",
@@ -39,6 +41,22 @@ NO_CREDENTIALS = ("no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRE
 def one_line(text: object, limit: int = 300) -> str:
     line = " ".join(str(text).split())
     return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def scaled(weights: Weights, top: int) -> dict[Colour, int]:
+    """Percent per colour as the service's relative weights, 0 to `top` (ALB 999, Route 53 255)."""
+    return {c: round(weights.get(c, 0) * top / 100) for c in COLOURS}
+
+
+def percent(raw: dict[Colour, int]) -> Weights | None:
+    """Relative weights (as written by bluegreen or by hand) as percent; None when neither colour gets any."""
+    total = sum(raw.values())
+    if total <= 0:
+        return None
+    blue = round(100 * raw.get("blue", 0) / total)
+    if 0 < raw.get("blue", 0) < total:
+        blue = min(max(blue, 1), 99)  # a colour that gets any traffic never reads as 0 %
+    return {"blue": blue, "green": 100 - blue}
 
 
 class AwsApi:
