@@ -87,8 +87,9 @@ def test_weights_are_validated_by_us_and_a_foreign_record_is_reported(zone):
     dns = router(zone)
     dns.switch("green", deadline())
     route53.change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch={"Changes": [
-        {"Action": "UPSERT", "ResourceRecordSet": {"Name": f"web.{name}.", "Type": "A", "SetIdentifier": "old-lb",
-                                                   "Weight": 10, "TTL": 60, "ResourceRecords": [{"Value": "192.0.2.9"}]}}]})
+        {"Action": "UPSERT", "ResourceRecordSet": {
+            "Name": f"web.{name}.", "Type": "A", "SetIdentifier": "old-lb", "Weight": 10, "TTL": 60,
+            "ResourceRecords": [{"Value": "192.0.2.9"}]}}]})
     assert "the record 'old-lb' answers too, neither colour's" in dns.state().unreadable
 
 

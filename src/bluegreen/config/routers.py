@@ -208,8 +208,8 @@ class AlbRouter(RouterModel):
         None, ge=1, le=604800, description="Seconds a client sticks to the target group it got "
         "(TargetGroupStickinessConfig); unset: the listener's own setting is kept.")
     register_targets: bool = Field(
-        False, alias="register", description="Register each colour's addresses (the runtime's host:port) into its target group "
-        "(idempotent) at deploy start; IP target groups.")
+        False, alias="register", description="Register each colour's addresses (the runtime's host:port) into its "
+        "target group (idempotent) at deploy start; IP target groups.")
     region: str | None = Field(
         None, pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]+$", description="Default: the region in the ARN.")
     timeout: Duration = Field(10, gt=0, le=300, description="Seconds one AWS API call may take (connect, then "

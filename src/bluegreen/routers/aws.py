@@ -32,8 +32,8 @@ from ..traffic import Weights
 ATTEMPTS = 3
 ACCESS_DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "UnrecognizedClientException",
                  "InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken", "ExpiredTokenException"}
-THROTTLED = {"Throttling", "ThrottlingException", "ThrottledException", "RequestLimitExceeded", "TooManyRequestsException",
-             "PriorRequestNotComplete", "SlowDown"}
+THROTTLED = {"Throttling", "ThrottlingException", "ThrottledException", "RequestLimitExceeded",
+             "TooManyRequestsException", "PriorRequestNotComplete", "SlowDown"}
 NO_CREDENTIALS = ("no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or a web "
                   "identity (AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE) in the environment")
 
@@ -70,8 +70,8 @@ class AwsApi:
     @property
     def client(self) -> Any:
         if self._client is None:
-            config = Config(retries={"max_attempts": ATTEMPTS, "mode": "standard"}, connect_timeout=self.timeout,
-                            read_timeout=self.timeout, user_agent_appid="bluegreen")
+            config = Config(retries={"total_max_attempts": ATTEMPTS, "mode": "standard"},
+                            connect_timeout=self.timeout, read_timeout=self.timeout, user_agent_appid="bluegreen")
             try:
                 self._client = boto3.session.Session().client(self.service, region_name=self.region, config=config)
             except BotoCoreError as exc:  # a broken profile, an unknown region
