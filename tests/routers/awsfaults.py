@@ -8,7 +8,8 @@ hostedzone"):
 - error: a 5xx (InternalFailure by default; nothing forwarded);
 - deny: a 403 AccessDenied (nothing forwarded);
 - lose: the request IS forwarded (the change is applied), then the connection is closed with no answer;
-- hang: no answer until the client gives up (or the proxy stops), then the connection is closed.
+- hang: no answer until the client gives up (or the proxy stops), then the connection is closed;
+- answer: a 200 with the given body instead of moto's (nothing forwarded).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Fault:
     kind: str  # throttle, error, deny, lose, hang
     times: int | None  # None: every matching request
     status: int = 500
+    body: str = ""
 
 
 class FaultProxy:
@@ -62,9 +64,9 @@ class FaultProxy:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
-    def plan(self, match: str, kind: str, times: int | None = None, status: int = 500) -> None:
+    def plan(self, match: str, kind: str, times: int | None = None, status: int = 500, body: str = "") -> None:
         with self.lock:
-            self.faults.append(Fault(match, kind, times, status))
+            self.faults.append(Fault(match, kind, times, status, body))
 
     def clear(self) -> None:
         with self.lock:
@@ -96,6 +98,8 @@ class FaultProxy:
             kind = "Receiver" if status >= 500 else "Sender"
             return self._answer(request, status, {"Content-Type": "text/xml"},
                                 ERROR_BODY.format(kind=kind, code=code, message=message).encode())
+        if fault and fault.kind == "answer":
+            return self._answer(request, 200, {"Content-Type": "text/xml"}, fault.body.encode())
         if fault and fault.kind == "hang":
             self.stopping.wait(HANG_LIMIT)
             return self._drop(request)

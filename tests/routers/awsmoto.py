@@ -29,6 +29,22 @@ def require(module: str) -> None:
         pytest.skip(reason)
 
 
+def aws_cli() -> str:
+    """The real AWS CLI (PyPI awscli, in the test extra) beside this Python, else on PATH."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    beside = Path(sys.executable).with_name("aws")
+    found = str(beside) if beside.exists() else shutil.which("aws")
+    if not found:
+        reason = "the AWS CLI is not installed (pip install -e '.[test]': PyPI awscli)"
+        if os.environ.get("BLUEGREEN_REQUIRE_TOOLS") == "1":
+            pytest.fail(f"{reason} (BLUEGREEN_REQUIRE_TOOLS=1)")
+        pytest.skip(reason)
+    return found
+
+
 REGION = "us-east-1"
 # What an AWS user's environment holds, with nothing of this machine's own (no ~/.aws, no instance metadata).
 AWS_ENV = {

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from awsmoto import AlbLab, aws, make_alb_lab, moto_url  # noqa: F401  (fixtures)
+from awsmoto import AlbLab, aws, aws_cli, make_alb_lab, moto_url  # noqa: F401  (fixtures)
 from bluegreen.config.routers import AlbRouter as AlbConfig
 from bluegreen.errors import TargetError
 from bluegreen.routers import make_router
@@ -199,12 +199,7 @@ def test_errors_are_one_line(lab, monkeypatch):
 
 
 def test_the_raw_rollback_command_switches_back_with_the_aws_cli(lab, aws):
-    import shutil
-    import sys
-
-    aws_cli = shutil.which("aws") or str(Path(sys.executable).with_name("aws"))
-    if not Path(aws_cli).exists():
-        pytest.skip("the AWS CLI (PyPI awscli) is not installed")
+    command_line = aws_cli()
     lab.register("blue", *BLUE)
     lab.register("green", *GREEN)
     alb = router(lab, stickiness=60)
@@ -213,7 +208,7 @@ def test_the_raw_rollback_command_switches_back_with_the_aws_cli(lab, aws):
     assert command.startswith("aws elbv2 --region us-east-1 modify-listener --listener-arn arn:aws:")
     alb.switch("green", deadline())
     argv = shlex.split(command)
-    argv[0:1] = [aws_cli, "--endpoint-url", aws["AWS_ENDPOINT_URL"]]
+    argv[0:1] = [command_line, "--endpoint-url", aws["AWS_ENDPOINT_URL"]]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin", **aws})
     assert done.returncode == 0, done.stderr
     assert alb.read() == {"blue": 100, "green": 0}

@@ -122,3 +122,25 @@ def test_route53_lost_answer_and_throttling(faults, monkeypatch):
     faults.plan("POST /2013-04-01/hostedzone", "error")
     with pytest.raises(TargetError, match=r"live routing is unchanged \(all to green\)$"):
         dns.switch("blue", deadline())
+
+
+INITIAL = """<DescribeTargetHealthResponse xmlns="http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/">
+<DescribeTargetHealthResult><TargetHealthDescriptions><member><HealthCheckPort>8080</HealthCheckPort>
+<TargetHealth><State>initial</State><Reason>Elb.RegistrationInProgress</Reason>
+<Description>Target registration is in progress</Description></TargetHealth>
+<Target><Id>10.0.2.10</Id><Port>8080</Port></Target></member></TargetHealthDescriptions></DescribeTargetHealthResult>
+<ResponseMetadata><RequestId>1</RequestId></ResponseMetadata></DescribeTargetHealthResponse>"""
+
+
+def test_targets_in_their_first_health_checks_are_waited_for_until_the_deadline(alb, faults):
+    """What moto never reports: a target just registered is `initial` until its health checks pass (AWS)."""
+    faults.plan("Action=DescribeTargetHealth", "answer", times=2, body=INITIAL)
+    alb.switch("green", deadline())
+    assert alb.read() == {"blue": 0, "green": 100}
+    assert faults.count("Action=DescribeTargetHealth") == 3
+    faults.plan("Action=DescribeTargetHealth", "answer", body=INITIAL)  # never healthy: refused at the deadline
+    started = time.monotonic()
+    with pytest.raises(TargetError, match=r"1 of 1 targets not healthy: 10.0.2.10:8080 initial "
+                                          r"\(Elb.RegistrationInProgress\); live routing is unchanged \(all to green\)"):
+        alb.switch("blue", time.monotonic() + 3)
+    assert 1.5 < time.monotonic() - started < 15

@@ -4,16 +4,14 @@ canary weights read back, one TTL on both records, and the raw rollback run by t
 from __future__ import annotations
 
 import shlex
-import shutil
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from awsmoto import aws, client, moto_url  # noqa: F401  (fixtures)
+from awsmoto import aws, aws_cli, client, moto_url  # noqa: F401  (fixtures)
 from bluegreen.config.routers import Route53Router as Route53Config
 from bluegreen.errors import TargetError
 from bluegreen.routers import make_router
@@ -111,16 +109,14 @@ def test_a_missing_zone_is_one_line(zone):
 
 
 def test_the_raw_rollback_command_switches_back_with_the_aws_cli(zone, aws):
-    aws_cli = shutil.which("aws") or str(Path(sys.executable).with_name("aws"))
-    if not Path(aws_cli).exists():
-        pytest.skip("the AWS CLI (PyPI awscli) is not installed")
+    command_line = aws_cli()
     dns = router(zone)
     dns.switch("blue", deadline())
     command = dns.raw_switch_command("blue")
     assert command.startswith("aws route53 change-resource-record-sets --hosted-zone-id ")
     dns.switch("green", deadline())
     argv = shlex.split(command)
-    argv[0:1] = [aws_cli, "--endpoint-url", aws["AWS_ENDPOINT_URL"]]
+    argv[0:1] = [command_line, "--endpoint-url", aws["AWS_ENDPOINT_URL"]]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin", **aws})
     assert done.returncode == 0, done.stderr
     assert dns.read() == {"blue": 100, "green": 0}

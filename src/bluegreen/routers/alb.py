@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,6 +30,7 @@ from .base import Router
 MAX_WEIGHT = 999  # the ALB's largest weight per target group
 TERMINAL = ("forward", "redirect", "fixed-response")  # the one action that ends a listener's or rule's actions
 SHOWN = 5  # unhealthy targets named in a message
+HEALTH_POLL = 1.0  # seconds between target health reads while targets are still `initial`
 
 
 def to_alb(weights: Weights) -> dict[Colour, int]:
@@ -62,10 +64,15 @@ class AlbRouter(Router):
         self.groups: dict[Colour, str] = {"blue": config.target_groups.blue, "green": config.target_groups.green}
         self.is_rule = config.rule_arn is not None
         self.where = short_name(config.arn)
+        self._deadline = 0.0  # the running switch's: targets still in their first health checks are waited for
 
     @property
     def name(self) -> str:
         return f"alb {self.where}"
+
+    def set_weights(self, weights: Weights, deadline: float) -> None:
+        self._deadline = deadline
+        super().set_weights(weights, deadline)
 
     # --- the value ------------------------------------------------------------------------------
 
@@ -185,6 +192,10 @@ class AlbRouter(Router):
             raise TargetError(f"target group {group} ({colour}) has no registered targets: register {colour}'s "
                               "targets (or set router.register: true) before sending it traffic")
         bad = [t for t in targets if t.get("TargetHealth", {}).get("State") != "healthy"]
+        if bad and all(t["TargetHealth"]["State"] == "initial" for t in bad) and \
+                time.monotonic() + HEALTH_POLL < self._deadline:
+            time.sleep(HEALTH_POLL)  # registered, first health checks running: waited for until timeouts.switch
+            return self._require_healthy(colour)
         if bad:
             named = ", ".join(_target(t) for t in bad[:SHOWN]) + (f" and {len(bad) - SHOWN} more" if len(bad) > SHOWN
                                                                     else "")
