@@ -344,3 +344,23 @@ environments:
 """)
     router = load_config(path, "prod").target.router
     assert router.kind == "alb" and router.register_targets and not hasattr(router, "manage")
+
+
+def test_credentials_from_a_profile_or_a_web_identity(lab, monkeypatch, tmp_path):
+    """The ways AWS users give credentials beside the AWS_* keys: AWS_PROFILE, and the web identity (OIDC) that
+    aws-actions/configure-aws-credentials leaves (AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE; moto answers STS)."""
+    lab.register("blue", *BLUE)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    credentials = tmp_path / "credentials"
+    credentials.write_text("[deployer]\naws_access_key_id = fromprofile\naws_secret_access_key = fromprofile\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    monkeypatch.setenv("AWS_PROFILE", "deployer")
+    router(lab).switch("blue", deadline())
+    monkeypatch.delenv("AWS_PROFILE")
+    token = tmp_path / "token"
+    token.write_text("eyJhbGciOiJSUzI1NiJ9.e30.c2lnbmF0dXJl")  # any token: moto does not verify it
+    monkeypatch.setenv("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/deploy")
+    monkeypatch.setenv("AWS_WEB_IDENTITY_TOKEN_FILE", str(token))
+    monkeypatch.setenv("AWS_ROLE_SESSION_NAME", "bluegreen-ci")
+    assert router(lab).read() == {"blue": 100, "green": 0}
