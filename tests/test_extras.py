@@ -18,6 +18,7 @@ import pytest
 from conftest import ROOT, assert_one_line_error
 
 EXTRAS = {"servers": "asyncssh", "kubernetes": "lightkube"}
+ROUTER_EXTRAS = {"aws": "boto3"}  # the alb and route53 routers
 
 
 @pytest.fixture(scope="module")
@@ -29,13 +30,13 @@ def core_python(tmp_path_factory) -> Path:
     core = base / "site"
     core.mkdir()
     for entry in installed.iterdir():
-        if not entry.name.lower().startswith(tuple(EXTRAS.values())):
+        if not entry.name.lower().startswith((*EXTRAS.values(), *ROUTER_EXTRAS.values())):
             (core / entry.name).symlink_to(entry)
     python = base / "venv" / "bin" / "python"
     purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                              capture_output=True, text=True, check=True).stdout.strip()
     (Path(purelib) / "core.pth").write_text(f"{ROOT / 'src'}\n{core}\n")
-    for library in EXTRAS.values():  # the venv really lacks them
+    for library in (*EXTRAS.values(), *ROUTER_EXTRAS.values()):  # the venv really lacks them
         missing = subprocess.run([str(python), "-c", f"import {library}"], capture_output=True, text=True)
         assert missing.returncode != 0 and "ModuleNotFoundError" in missing.stderr
     return python
@@ -71,6 +72,27 @@ def test_a_kind_whose_extra_is_missing_names_the_extra(core_python: Path, tmp_pa
     line = assert_one_line_error(result)
     assert line == (f"bluegreen: error: {config}: target kind '{kind}' needs {EXTRAS[kind]}, which is not installed: "
                     f"pip install 'bluegreen[{kind}]'")
+
+
+def test_a_router_whose_extra_is_missing_names_the_extra(core_python: Path, tmp_path: Path):
+    config = tmp_path / "bluegreen.yml"
+    arn = "arn:aws:elasticloadbalancing:eu-west-1:123456789012"
+    config.write_text(f"""app: shop
+environments:
+  production:
+    url: https://shop.example.com
+    target:
+      kind: local
+      command: ["true"]
+      ports: {{blue: 8081, green: 8082}}
+      router: {{kind: alb, listener_arn: "{arn}:listener/app/shop/1/2",
+                target_groups: {{blue: "{arn}:targetgroup/b/1", green: "{arn}:targetgroup/g/2"}}}}
+""")
+    result = subprocess.run([str(core_python), "-m", "bluegreen", "validate", "-c", str(config)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert assert_one_line_error(result) == (f"bluegreen: error: {config}: router kind 'alb' needs boto3, which is "
+                                             "not installed: pip install 'bluegreen[aws]'")
 
 
 def test_the_core_venv_runs_the_local_target(core_python: Path):

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Discriminator, Field, SecretStr, Tag, field_validator, model_validator
 
-from .base import Model
+from .base import Duration, Model
 from .secrets import CREDENTIAL
 
 
@@ -22,6 +22,8 @@ class RouterModel(Model):
 
     implementation: ClassVar[str]
     weighted: ClassVar[bool] = False
+    needs_url: ClassVar[bool] = False  # no address of its own (a cloud load balancer, a DNS record): `url` is required
+    library: ClassVar[tuple[str, str] | None] = None  # (module, extra) it needs beyond the core
 
     def splits(self) -> bool:
         """Whether this router, as configured, can split requests between the colours (canary steps)."""
@@ -194,6 +196,90 @@ class NginxRouter(ProxyRouter):
     binary: str = Field("nginx", description="manage: true: the nginx executable.")
 
 
+AWS_ARN = r"^arn:aws[a-z-]*:elasticloadbalancing:[a-z0-9-]+:[0-9]{12}:"
+
+
+class AlbRouter(RouterModel):
+    """An AWS Application Load Balancer (boto3): a listener's (or one rule's) forward action weights the colours'
+    two target groups; switched by one modify_listener / modify_rule. Credentials come from the environment the
+    way AWS tools take them (AWS_* variables, AWS_PROFILE, web identity), never from this file; AWS_ENDPOINT_URL
+    overrides the endpoint."""
+
+    implementation: ClassVar[str] = "bluegreen.routers.alb:AlbRouter"
+    weighted: ClassVar[bool] = True
+    needs_url: ClassVar[bool] = True
+    library: ClassVar[tuple[str, str] | None] = ("boto3", "aws")
+
+    kind: Literal["alb"]
+    listener_arn: str | None = Field(
+        None, pattern=AWS_ARN + "listener/", description="The listener whose default forward action bluegreen owns.")
+    rule_arn: str | None = Field(
+        None, pattern=AWS_ARN + "listener-rule/", description="Instead of listener_arn: the rule (e.g. a host or "
+        "path rule of a shared ALB) whose forward action bluegreen owns; its conditions are left as they are.")
+    target_groups: ColourNames = Field(description="Each colour's target group ARN: {blue: arn..., green: arn...}.")
+    stickiness: Duration | None = Field(
+        None, ge=1, le=604800, description="Seconds a client sticks to the target group it got "
+        "(TargetGroupStickinessConfig); unset: the listener's own setting is kept.")
+    register_targets: bool = Field(
+        False, alias="register", description="Register each colour's addresses (the runtime's host:port) into its "
+        "target group (idempotent) at deploy start; IP target groups.")
+    region: str | None = Field(
+        None, pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]+$", description="Default: the region in the ARN.")
+    timeout: Duration = Field(10, gt=0, le=300, description="Seconds one AWS API call may take (connect, then "
+                              "read); a call is tried at most 3 times (botocore's standard retries).")
+
+    @model_validator(mode="after")
+    def _one_arn(self) -> AlbRouter:
+        if (self.listener_arn is None) == (self.rule_arn is None):
+            raise ValueError("set exactly one of listener_arn and rule_arn")
+        for colour, arn in (("blue", self.target_groups.blue), ("green", self.target_groups.green)):
+            if not re.match(AWS_ARN + "targetgroup/", arn):
+                raise ValueError(f"target_groups.{colour}: {arn[:80]!r} is not a target group ARN")
+        if self.target_groups.blue == self.target_groups.green:
+            raise ValueError("target_groups: blue and green must be two target groups")
+        return self
+
+    @property
+    def arn(self) -> str:
+        return self.listener_arn or self.rule_arn or ""
+
+    @property
+    def aws_region(self) -> str:
+        return self.region or self.arn.split(":")[3]
+
+
+class ColourValues(Model):
+    blue: list[str] = Field(min_length=1)
+    green: list[str] = Field(min_length=1)
+
+
+class Route53Router(RouterModel):
+    """AWS Route 53 weighted records (boto3): one record per colour, same name and type, a SetIdentifier each;
+    switched by one ChangeBatch that UPSERTs both weights (atomic), then GetChange until INSYNC. Credentials and
+    endpoint as for alb: from the environment."""
+
+    implementation: ClassVar[str] = "bluegreen.routers.route53:Route53Router"
+    weighted: ClassVar[bool] = True
+    needs_url: ClassVar[bool] = True
+    library: ClassVar[tuple[str, str] | None] = ("boto3", "aws")
+
+    kind: Literal["route53"]
+    hosted_zone_id: str = Field(pattern=r"^(/hostedzone/)?[A-Z0-9]{1,32}$", description="The hosted zone's id.")
+    record_name: str = Field(pattern=r"^[A-Za-z0-9_*.{}-]{1,253}$", description="The weighted records' name "
+                             "(e.g. app.example.com); {app} is filled in.")
+    record_type: Literal["A", "AAAA", "CNAME"] = Field("A", description="A, AAAA or CNAME (one value per colour).")
+    set_identifiers: ColourNames = Field(
+        default_factory=lambda: ColourNames(blue="{app}-blue", green="{app}-green"),
+        description="Each colour's SetIdentifier in the weighted group; {app} is filled in.")
+    values: ColourValues | None = Field(
+        None, description="Each colour's record values (addresses, or a CNAME target); default the hosts of each "
+        "colour's servers as the runtime knows them.")
+    ttl: int = Field(60, ge=0, le=172800, description="The TTL of both records (Route 53 gives every record of a "
+                     "weighted group the TTL written last: bluegreen writes the same one to both).")
+    timeout: Duration = Field(10, gt=0, le=300, description="Seconds one AWS API call may take (connect, then "
+                              "read); a call is tried at most 3 times.")
+
+
 def _router_kind(value: object) -> str:
     """A router without `kind` is Caddy, as before routers had kinds."""
     return (value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)) or "caddy"
@@ -205,7 +291,8 @@ def kind_of(model: type[Model]) -> str:
 
 # The registry: the routers every runtime with addresses can put in front of its colours, one entry per kind
 # (Caddy first: the kind a router without `kind` is). A new kind is its model above and one entry here.
-ADDRESS_ROUTERS: tuple[type[RouterModel], ...] = (CaddyRouter, HAProxyRouter, EnvoyRouter, TraefikRouter, NginxRouter)
+ADDRESS_ROUTERS: tuple[type[RouterModel], ...] = (CaddyRouter, HAProxyRouter, EnvoyRouter, TraefikRouter, NginxRouter,
+                                                  AlbRouter, Route53Router)
 ROUTER_KINDS = tuple(kind_of(model) for model in ADDRESS_ROUTERS)
 PROXY_KINDS = tuple(kind_of(model) for model in ADDRESS_ROUTERS if issubclass(model, ProxyRouter))  # with `manage`
 OtherRouters = Union[tuple(Annotated[model, Tag(kind_of(model))] for model in ADDRESS_ROUTERS[1:])]  # type: ignore

@@ -33,6 +33,12 @@ def check_installed(settings: Settings) -> None:
             f"{settings.source}: target kind {kind!r} needs {library}, which is not installed: "
             f"pip install 'bluegreen[{extra}]'"
         )
+    needs = getattr(settings.target.router, "library", None)  # (module, extra) of a router kind, on its model
+    if needs and find_spec(needs[0]) is None:
+        raise ConfigError(
+            f"{settings.source}: router kind {settings.target.router.kind!r} needs {needs[0]}, which is not "
+            f"installed: pip install 'bluegreen[{needs[1]}]'"
+        )
 
 
 def make_target(settings: Settings) -> Target:
