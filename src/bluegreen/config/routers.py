@@ -8,8 +8,8 @@ from urllib.parse import urlsplit
 
 from pydantic import Discriminator, Field, SecretStr, Tag, field_validator, model_validator
 
-from .base import Model
-from .secrets import CREDENTIAL
+from .base import Duration, Model
+from .secrets import CREDENTIAL, ENVIRONMENT_VALUES, Secret
 
 
 class RouterModel(Model):
@@ -181,6 +181,59 @@ class NginxRouter(ProxyRouter):
     binary: str = Field("nginx", description="manage: true: the nginx executable.")
 
 
+TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1", "hmac-md5")
+ENVIRONMENT_VALUE = Secret(lambda name: ENVIRONMENT_VALUES.reveal([name]))  # the name of one variable holding a secret
+
+
+class DnsRouter(RouterModel):
+    """A DNS record (A, AAAA or CNAME) on an authoritative server that takes RFC 2136 updates signed with TSIG
+    (BIND, PowerDNS, Knot, Windows DNS): it names the live colour's address; switched by one update whose
+    prerequisite is the value read (compare-and-swap). Clients keep the old answer up to the TTL."""
+
+    implementation: ClassVar[str] = "bluegreen.routers.dns:DnsRouter"
+
+    kind: Literal["dns"]
+    server: str = Field(
+        pattern=r"^(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+)(:\d{1,5})?$",
+        description="The zone's primary authoritative server, host[:port] (port 53 by default; [v6]:port): bluegreen "
+        "reads the record from it, never from a resolver, and sends the update to it.")
+    zone: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="The zone the record is in, e.g. example.com.")
+    name: str = Field(
+        "{app}", pattern=r"^[A-Za-z0-9_.{}*-]+$", description="The record: relative to zone, or absolute with a "
+        "final dot; {app} is filled in. It must be in the zone.")
+    type: Literal["A", "AAAA", "CNAME"] = Field(
+        "A", description="A or AAAA: the record holds the live colour's host addresses (one value per server); "
+        "CNAME: the live colour's host name. Each colour needs its own address: DNS cannot select a port.")
+    ttl: int = Field(
+        60, ge=0, le=604800, description="The record's TTL in seconds: clients may keep the old answer this long "
+        "after a switch, so the old colour keeps serving at least that long (above 300 s a warning names the cost).")
+    tsig_key: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="The TSIG key's name, as in the server's "
+                          "key statement and update-policy.")
+    tsig_algorithm: Literal[TSIG_ALGORITHMS] = Field("hmac-sha256", description="The TSIG key's algorithm.")  # type: ignore[valid-type]
+    tsig_secret_env: Annotated[str, ENVIRONMENT_VALUE] = Field(
+        "BLUEGREEN_TSIG_SECRET", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="The NAME of the environment "
+        "variable holding the TSIG secret (base64, as tsig-keygen prints it); the secret is never in the file, "
+        "and never logged.")
+    timeout: Duration = Field(5, gt=0, description="Deadline of one query or update.")
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        if self.server.startswith("["):
+            host, _, rest = self.server[1:].partition("]")
+            return host, int(rest.lstrip(":") or 53)
+        host, _, port = self.server.partition(":")
+        return host, int(port or 53)
+
+    @model_validator(mode="after")
+    def _in_zone(self) -> DnsRouter:
+        name, zone = self.name.lower().rstrip("."), self.zone.lower().rstrip(".")
+        if self.name.endswith(".") and name != zone and not name.endswith("." + zone):
+            raise ValueError(f"name: {self.name!r} is not in zone {self.zone!r}")
+        if self.host_port[1] > 65535:
+            raise ValueError(f"server: port {self.host_port[1]} is above 65535")
+        return self
+
+
 def _router_kind(value: object) -> str:
     """A router without `kind` is Caddy, as before routers had kinds."""
     return (value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)) or "caddy"
@@ -192,7 +245,8 @@ def kind_of(model: type[Model]) -> str:
 
 # The registry: the routers every runtime with addresses can put in front of its colours, one entry per kind
 # (Caddy first: the kind a router without `kind` is). A new kind is its model above and one entry here.
-ADDRESS_ROUTERS: tuple[type[RouterModel], ...] = (CaddyRouter, HAProxyRouter, EnvoyRouter, TraefikRouter, NginxRouter)
+ADDRESS_ROUTERS: tuple[type[RouterModel], ...] = (CaddyRouter, HAProxyRouter, EnvoyRouter, TraefikRouter, NginxRouter,
+                                                   DnsRouter)
 ROUTER_KINDS = tuple(kind_of(model) for model in ADDRESS_ROUTERS)
 OtherRouters = Union[tuple(Annotated[model, Tag(kind_of(model))] for model in ADDRESS_ROUTERS[1:])]  # type: ignore
 RouterConfig = Annotated[Union[Annotated[CaddyRouter, Tag("caddy")], OtherRouters], Discriminator(_router_kind)]
