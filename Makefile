@@ -12,7 +12,7 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[test,kubernetes,routers,servers]'
+	$(BIN)/pip install -q -e '.[test,kubernetes,routers,servers,dns]'
 	touch $@
 
 demo: $(VENV)/.installed

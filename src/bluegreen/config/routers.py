@@ -22,6 +22,7 @@ class RouterModel(Model):
 
     implementation: ClassVar[str]
     weighted: ClassVar[bool] = False
+    library: ClassVar[tuple[str, str] | None] = None  # (module, extra) beyond the core: a one-line error without it
 
 
 class ProxyRouter(RouterModel):
@@ -191,6 +192,7 @@ class DnsRouter(RouterModel):
     prerequisite is the value read (compare-and-swap). Clients keep the old answer up to the TTL."""
 
     implementation: ClassVar[str] = "bluegreen.routers.dns:DnsRouter"
+    library: ClassVar[tuple[str, str] | None] = ("dns", "dns")  # dnspython
 
     kind: Literal["dns"]
     server: str = Field(

@@ -105,7 +105,10 @@ class CheckPhases(RunContext):
 
     def _verify(self, colour: Colour, version: str, smoke_window: bool = True) -> None:
         verify = self.settings.verify
-        live_url = self._verify_url()
+        live_url = self._verify_url(colour)
+        if live_url != self._verify_url():
+            self.events.log(f"verify: the authoritative record names {colour}; resolvers may still hold the old answer, "
+                            f"so {colour} is checked through its own address, {live_url}")
         values = {"version": version, "colour": colour}
         if verify.version_check is not None:
             check = smoke.run_until_passing(
@@ -148,7 +151,11 @@ class CheckPhases(RunContext):
         """Where users reach the app: the environment's `url`, else the router's own address."""
         return self.settings.url or self.target.live_url()
 
-    def _verify_url(self) -> str:
+    def _verify_url(self, colour: Colour | None = None) -> str:
         """Where verification and the canary gates look: what users reach (a CDN, DNS name or load balancer in
-        front of the router), unless `verify.url` asks for another address (the router itself, bypassing a CDN)."""
+        front of the router), unless `verify.url` asks for another address (the router itself, bypassing a CDN).
+        Behind a DNS record, resolvers may keep the old answer: the switch read the authoritative record back,
+        and `colour` is checked through its own address, so a stale cache neither passes nor fails it."""
+        if not self.settings.verify.url and colour is not None and self.target.cache_ttl() is not None:
+            return self.target.preview_url(colour)
         return self.settings.verify.url or self._public_url()

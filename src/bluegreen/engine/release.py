@@ -40,6 +40,7 @@ class BlueGreenRelease(CheckPhases, ScaleDown):
                     try:
                         self.target.switch(to, time.monotonic() + self.settings.timeouts.switch)
                         p.detail = self.target.switch_detail() or p.detail
+                        self._note_caches(p)
                     except Exception as exc:  # a bug too: whatever failed, the router says where traffic is
                         # A router that failed mid-change must be read, not assumed: carry on only if it
                         # moved, and let verification through the live URL decide whether it really serves.
@@ -110,8 +111,9 @@ class BlueGreenRelease(CheckPhases, ScaleDown):
         if CANCEL.requested:  # GitHub kills a step 10 s after its first signal: an asynchronous router gets 5 s
             budget = min(budget, CANCELLED_SWITCH_BACK)
         try:
-            with self._phase(f"roll back {to} -> {live}"):
+            with self._phase(f"roll back {to} -> {live}") as p:
                 self.target.switch(live, time.monotonic() + budget)
+                self._note_caches(p)
         except BluegreenError as exc:
             self.result.reason = f"{reason}; switching back to {live} failed too: {exc}"
             self._record(action, outcome_if_stuck, to, version, live, live_version, detail=self.result.reason)
