@@ -4,15 +4,18 @@ TSIG key and an update-policy for the one name; the raw command run by the real 
 from __future__ import annotations
 
 import base64
+import json
 import os
 import socket
 import subprocess
+import textwrap
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
-from conftest import free_port, kill_and_wait
+from conftest import LocalEnv, assert_one_line_error, free_port, kill_and_wait
 from dnslab import KEY, NAME, SECRET, ZONE, Bind, named_binary, nsupdate_binary, start_bind
 
 from bluegreen.config.routers import DnsRouter as DnsConfig
@@ -182,3 +185,107 @@ def test_colours_must_have_their_own_addresses(tmp_path):
     r = make_router(cname, upstreams={"blue": ["blue.internal:80"], "green": ["green.internal:80"]},
                     state_dir=tmp_path, app="app")
     assert "update add app.example.test. 60 CNAME green.internal." in r.raw_switch_command("green")
+
+
+# --- end to end: the local runtime with each colour on its own loopback address, through the CLI ----------------
+
+
+def use_dns(env: LocalEnv, bind: Bind, ttl: int = 1, extra: str = "", **router: object) -> None:
+    """The env's config with each colour on its own address and router.kind dns at `bind`."""
+    env.write(test_suite="", extra=extra)
+    fields = {"kind": "dns", "server": bind.server, "zone": ZONE, "name": NAME, "tsig_key": KEY, "ttl": ttl, **router}
+    text = env.config.read_text()
+    old = f'router: {{listen: "127.0.0.1:{env.proxy_port}"}}'
+    assert old in text
+    text = text.replace(old, "addresses: {blue: 127.0.0.2, green: 127.0.0.3}\n"
+                        "      router: " + json.dumps(fields))
+    text = text.replace('"--colour", "{colour}"]', '"--colour", "{colour}", "--host", "{host}"]')
+    text = text.replace("  test:\n", f"  test:\n    url: http://{NAME}.{ZONE}:{env.ports['blue']}\n", 1)
+    env.config.write_text(text)
+    env.environ["BLUEGREEN_TSIG_SECRET"] = SECRET
+
+
+def served(host: str, port: int) -> str:
+    return httpx.get(f"http://{host}:{port}/version", timeout=5).text.strip()
+
+
+def test_deploy_switch_and_rollback_through_the_cli(local_env, bind):
+    env = local_env
+    env.ports["green"] = env.ports["blue"]  # one port: each colour is told apart by its address alone
+    use_dns(env, bind)
+    first = env.cli("deploy", "--version", "1")
+    assert first.returncode == 0, first.stderr
+    assert bind.query() == ["127.0.0.2"] and served("127.0.0.2", env.ports["blue"]) == "1"
+    report = env.report()
+    assert report["live_colour"] == "blue" and report["caches_expire"]
+
+    second = env.cli("deploy", "--version", "2")
+    assert second.returncode == 0, second.stderr
+    assert bind.query() == ["127.0.0.3"] and served("127.0.0.3", env.ports["green"]) == "2"
+    assert "checked through its own address, http://127.0.0.3:" in second.stderr
+    report = env.report()
+    assert report["caches_expire"] and report["raw_rollback_command"].endswith('nsupdate -y "hmac-sha256:'
+                                                                               f'{KEY}:${{BLUEGREEN_TSIG_SECRET}}"')
+    assert SECRET not in second.stderr and SECRET not in json.dumps(report)
+    assert "resolver caches expire" in (env.dir / "bluegreen-report.json").read_text() or report["caches_expire"]
+    assert served("127.0.0.2", env.ports["blue"]) == "1"  # the old colour still serves clients with the old answer
+
+    back = env.cli("rollback")
+    assert back.returncode == 0, back.stderr
+    assert bind.query() == ["127.0.0.2"]
+    status = json.loads(env.cli("status", "--json").stdout)
+    assert status["live"] == "blue"
+
+
+def test_scale_down_waits_for_resolver_caches(local_env, bind):
+    env = local_env
+    use_dns(env, bind, ttl=2)
+    text = env.config.read_text().replace("scale_down_delay: never", "scale_down_delay: 0s")
+    env.config.write_text(text)
+    assert env.cli("deploy", "--version", "1").returncode == 0
+    second = env.cli("deploy", "--version", "2")
+    assert second.returncode == 0, second.stderr
+    assert "scale_down_delay 0s raised to 12s: clients may keep the old DNS answer for its TTL (2s)" in second.stderr
+    assert served("127.0.0.2", env.ports["blue"]) == "1"  # blue still serves right after the switch
+
+
+def test_a_hand_change_during_a_deploy_exits_1_live_untouched(local_env, bind):
+    env = local_env
+    use_dns(env, bind)
+    assert env.cli("deploy", "--version", "1").returncode == 0
+    hand = env.dir / "hand.txt"  # the test suite of the next deploy edits the record by hand, after the run read it
+    hand.write_text(f"server 127.0.0.1 {bind.port}\nzone {ZONE}.\nupdate delete {NAME}.{ZONE}. A\n"
+                    f"update add {NAME}.{ZONE}. 60 A 127.0.0.9\nsend\n")
+    use_dns(env, bind, extra=textwrap.dedent(f"""\
+        test_suite:
+          command: [nsupdate, -y, "hmac-sha256:{KEY}:{SECRET}", {json.dumps(str(hand))}]
+          timeout: 30s
+        """))
+    second = env.cli("deploy", "--version", "2")
+    assert second.returncode == 1, second.stderr
+    line = next(x for x in second.stderr.splitlines() if x.startswith("deploy failed: "))
+    assert "changed since bluegreen read it (127.0.0.2)" in line and "(NXRRSET)" in line, line
+    assert "live routing is unchanged" in line
+    assert bind.query() == ["127.0.0.9"]  # the hand edit stands
+    assert SECRET not in second.stderr
+
+
+def test_config_load_refusals(tmp_path, bind):
+    env = LocalEnv(dir=tmp_path, config=tmp_path / "bluegreen.yml", proxy_port=free_port(),
+                   ports={"blue": free_port(), "green": free_port()})
+    use_dns(env, bind)
+    assert env.cli("validate").returncode == 0
+    no_url = env.config.read_text().replace(f"    url: http://{NAME}.{ZONE}:{env.ports['blue']}\n", "")
+    env.config.write_text(no_url)
+    line = assert_one_line_error(env.cli("validate"))
+    assert "environments.test.url: router kind dns has no address of its own" in line
+    use_dns(env, bind)
+    env.config.write_text(env.config.read_text() + "strategy: canary\ncanary: {steps: [{weight: 10}, {weight: 100}]}\n")
+    result = env.cli("validate")
+    assert result.returncode == 2 and "strategy: canary needs a router that can split traffic; router kind dns" \
+        in result.stderr
+    use_dns(env, bind)
+    env.config.write_text(env.config.read_text().replace("addresses: {blue: 127.0.0.2, green: 127.0.0.3}\n      ", ""))
+    result = env.cli("status")
+    assert result.returncode == 2, result.stderr
+    assert "blue and green share the address 127.0.0.1" in assert_one_line_error(result)

@@ -44,7 +44,11 @@ class BlueGreenRelease(CheckPhases, ScaleDown):
                     except Exception as exc:  # a bug too: whatever failed, the router says where traffic is
                         # A router that failed mid-change must be read, not assumed: carry on only if it
                         # moved, and let verification through the live URL decide whether it really serves.
-                        if self.target.live() != to:
+                        try:
+                            moved = self.target.live() == to
+                        except BluegreenError:  # unreadable now (a hand edit): the switch's own error says more
+                            moved = False
+                        if not moved:
                             raise
                         p.detail = f"the router points at {to}, but: {exc}"
                         self.events.warning(f"switch: {exc}; the router points at {to}, verifying through the live URL")
