@@ -289,3 +289,14 @@ def test_config_load_refusals(tmp_path, bind):
     result = env.cli("status")
     assert result.returncode == 2, result.stderr
     assert "blue and green share the address 127.0.0.1" in assert_one_line_error(result)
+
+
+def test_a_long_ttl_is_a_warning_naming_the_cost(tmp_path, bind):
+    env = LocalEnv(dir=tmp_path, config=tmp_path / "bluegreen.yml", proxy_port=free_port(),
+                   ports={"blue": free_port(), "green": free_port()})
+    use_dns(env, bind, ttl=3600)
+    result = env.cli("deploy", "--version", "1", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "TTL 3600s is above 300s: after a switch clients keep the old answer up to 3600s, so the old colour keeps " \
+           "running that long" in result.stderr
+    assert bind.query() == []  # a dry run changes nothing
