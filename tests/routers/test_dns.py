@@ -222,7 +222,8 @@ def test_deploy_switch_and_rollback_through_the_cli(local_env, bind):
     second = env.cli("deploy", "--version", "2")
     assert second.returncode == 0, second.stderr
     assert bind.query() == ["127.0.0.3"] and served("127.0.0.3", env.ports["green"]) == "2"
-    assert "checked through its own address, http://127.0.0.3:" in second.stderr
+    assert f"checked through its own address, http://127.0.0.3:{env.ports['green']} (Host: {NAME}.{ZONE}:" \
+        in second.stderr
     report = env.report()
     assert report["caches_expire"] and report["raw_rollback_command"].endswith('nsupdate -y "hmac-sha256:'
                                                                                f'{KEY}:${{BLUEGREEN_TSIG_SECRET}}"')

@@ -22,7 +22,8 @@ class RouterModel(Model):
 
     implementation: ClassVar[str]
     weighted: ClassVar[bool] = False
-    library: ClassVar[tuple[str, str] | None] = None  # (module, extra) beyond the core: a one-line error without it
+    # (import name, distribution, extra) of a library beyond the core: without it, a one-line error naming the extra
+    library: ClassVar[tuple[str, str, str] | None] = None
 
 
 class ProxyRouter(RouterModel):
@@ -192,7 +193,7 @@ class DnsRouter(RouterModel):
     prerequisite is the value read (compare-and-swap). Clients keep the old answer up to the TTL."""
 
     implementation: ClassVar[str] = "bluegreen.routers.dns:DnsRouter"
-    library: ClassVar[tuple[str, str] | None] = ("dns", "dns")  # dnspython
+    library: ClassVar[tuple[str, str, str] | None] = ("dns", "dnspython", "dns")
 
     kind: Literal["dns"]
     server: str = Field(

@@ -36,8 +36,8 @@ def check_installed(settings: Settings) -> None:
     router = getattr(settings.target, "router", None)
     needs = getattr(router, "library", None)
     if needs and find_spec(needs[0]) is None:
-        raise ConfigError(f"{settings.source}: router kind {router.kind!r} needs {needs[0]}, which is not installed: "
-                          f"pip install 'bluegreen[{needs[1]}]'")
+        raise ConfigError(f"{settings.source}: router kind {router.kind!r} needs {needs[1]}, which is not installed: "
+                          f"pip install 'bluegreen[{needs[2]}]'")
 
 
 def make_target(settings: Settings) -> Target:
