@@ -251,6 +251,7 @@ def kind_of(model: type[Model]) -> str:
 ADDRESS_ROUTERS: tuple[type[RouterModel], ...] = (CaddyRouter, HAProxyRouter, EnvoyRouter, TraefikRouter, NginxRouter,
                                                    DnsRouter)
 ROUTER_KINDS = tuple(kind_of(model) for model in ADDRESS_ROUTERS)
+PROXY_KINDS = tuple(kind_of(model) for model in ADDRESS_ROUTERS if issubclass(model, ProxyRouter))
 OtherRouters = Union[tuple(Annotated[model, Tag(kind_of(model))] for model in ADDRESS_ROUTERS[1:])]  # type: ignore
 RouterConfig = Annotated[Union[Annotated[CaddyRouter, Tag("caddy")], OtherRouters], Discriminator(_router_kind)]
 

@@ -13,6 +13,8 @@ from .routers import (
     DockerRouterConfig,
     KubernetesRouterConfig,
     KubernetesServiceRouter,
+    PROXY_KINDS,
+    ProxyRouter,
     RouterConfig,
 )
 from .secrets import KUBECONFIG, SECRET
@@ -226,7 +228,7 @@ class ServersTarget(Model):
     @field_validator("router", mode="before")
     @classmethod
     def _unmanaged_by_default(cls, router: Any) -> Any:
-        if isinstance(router, dict) and "manage" not in router:
+        if isinstance(router, dict) and "manage" not in router and router.get("kind", "caddy") in PROXY_KINDS:
             return {**router, "manage": False}  # on servers the proxy is always the user's
         return router
 
@@ -249,7 +251,7 @@ class ServersTarget(Model):
 
     @model_validator(mode="after")
     def _router_fits(self) -> "ServersTarget":
-        if self.router.manage:
+        if isinstance(self.router, ProxyRouter) and self.router.manage:
             raise ValueError("router.manage must be false on servers: bluegreen switches your proxy, it does not run it")
         if self.router.kind == "caddy" and self.router_host != "each" and len(self.hosts) > 1:
             raise ValueError("router.kind caddy reads one upstream address from its file: in front of several hosts "

@@ -163,9 +163,12 @@ class ServersRuntime(Runtime):
         # checks_via: ssh a 127.0.0.1 port on the runner, gone when the step ends).
         return f"http://{address(self.hosts[0])}:{self.ports[colour]}"
 
-    def live_url(self) -> str:
+    def live_url(self) -> str | None:
         # The listen address when it names one (`10.0.0.5:80`), else the router host's (`:80`, `0.0.0.0:80`).
-        host, _, port = self.config.router.listen.rpartition(":")
+        listen = getattr(self.config.router, "listen", None)
+        if listen is None:  # a router with no address of its own: the environment's url is required
+            return None
+        host, _, port = listen.rpartition(":")
         host = host.strip("[]")
         if host in ("", "0.0.0.0", "::", "*"):
             host = address(self.router_hosts[0])
