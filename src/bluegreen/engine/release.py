@@ -40,7 +40,8 @@ class BlueGreenRelease(CheckPhases, ScaleDown):
                     try:
                         self.target.switch(to, time.monotonic() + self.settings.timeouts.switch)
                         p.detail = self.target.switch_detail() or p.detail
-                        self._note_caches(p)
+                        if live is not None:  # clients had an answer to keep
+                            self._note_caches(p)
                     except Exception as exc:  # a bug too: whatever failed, the router says where traffic is
                         # A router that failed mid-change must be read, not assumed: carry on only if it
                         # moved, and let verification through the live URL decide whether it really serves.
