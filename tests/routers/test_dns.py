@@ -69,6 +69,14 @@ def test_first_deploy_creates_the_record_then_switches_by_cas(bind, tmp_path):
     assert r.cache_ttl() == 1.0
 
 
+def test_the_old_answer_s_own_ttl_is_planned_for(bind, tmp_path):
+    bind.nsupdate(f"update add {NAME}.{ZONE}. 600 A 127.0.0.2")  # blue, by hand, with a long TTL
+    r = router(bind, tmp_path)
+    assert r.live() == "blue"
+    r.switch("green", time.monotonic() + 10)
+    assert bind.ttl() == 1 and r.cache_ttl() == 600.0  # clients may keep the replaced answer 600 s
+
+
 def test_a_record_per_server(bind, tmp_path):
     config = DnsConfig(kind="dns", server=bind.server, zone=ZONE, name=NAME, tsig_key=KEY)
     r = make_router(config, upstreams={"blue": ["127.0.0.2:1", "127.0.0.4:1"], "green": ["127.0.0.3:1"]},

@@ -66,6 +66,7 @@ class DnsRouter(Router):
                 "give each colour its own address (local target: addresses; servers: hosts per colour)")
         self._seen: dns.rdataset.Rdataset | None = None  # the value last read: the switch's prerequisite
         self._read_once = False
+        self._replaced_ttl = 0  # the TTL of the answer the last switch replaced: how long clients may keep it
 
     @property
     def name(self) -> str:
@@ -136,6 +137,7 @@ class DnsRouter(Router):
         response = self._ask(update, "update the record", tcp=True)
         rcode = response.rcode()
         if rcode == dns.rcode.NOERROR:
+            self._replaced_ttl = self._seen.ttl if self._seen is not None else 0
             return
         record = f"{self.record.to_text()} {self.config.type}"
         if rcode in CHANGED:
@@ -185,8 +187,8 @@ class DnsRouter(Router):
         return None
 
     def cache_ttl(self) -> float | None:
-        """Clients keep the old answer up to its own TTL (which a hand edit may have changed) or the configured one."""
-        return float(max(self.config.ttl, self._seen.ttl if self._seen is not None else 0))
+        """Clients keep the old answer up to its own TTL (a hand edit may have set another) or the configured one."""
+        return float(max(self.config.ttl, self._replaced_ttl, self._seen.ttl if self._seen is not None else 0))
 
     def _soa(self) -> None:
         query = dns.message.make_query(self.zone, dns.rdatatype.SOA)
