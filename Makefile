@@ -12,7 +12,7 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[test,kubernetes,routers,servers,aws]'
+	$(BIN)/pip install -q -e '.[test,kubernetes,routers,servers,aws,dns]'
 	touch $@
 
 demo: $(VENV)/.installed

@@ -4,8 +4,9 @@
 # packages' system services are kept from starting (policy-rc.d) and stopped if they did.
 set -euo pipefail
 # socat: the HAProxy router's raw switch command talks to the Runtime API with it
+# bind9, bind9-dnsutils: the DNS router's authoritative server (the tests run their own named) and nsupdate
 # openssh-client: ssh-keygen, ssh-agent and ssh-add for the servers tests (their hosts build their own sshd)
-PACKAGES=(haproxy socat nginx libnginx-mod-http-js postgresql prometheus openssh-client)
+PACKAGES=(haproxy socat nginx libnginx-mod-http-js postgresql prometheus openssh-client bind9 bind9-dnsutils)
 missing=()
 for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -17,7 +18,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
   [ $had_policy = 1 ] || rm -f "$policy"
 fi
-for service in nginx haproxy postgresql prometheus prometheus-node-exporter; do
+for service in nginx haproxy postgresql prometheus prometheus-node-exporter named; do
   service "$service" stop >/dev/null 2>&1 || true
 done
 echo "setup-packages: $(haproxy -v | head -1); $(nginx -v 2>&1); postgresql $(ls /usr/lib/postgresql)" >&2

@@ -44,7 +44,7 @@ BROKEN = {
         "bad.yml:7: environments.production.target.ports.blue: Input should be a valid integer",
     ),
     "unknown key": (VALID + "      colour: blue\n", "bad.yml:7: environments.production.target.colour: unknown key (allowed "
-                    "here: kind, command, ports, host, health_path, env, working_directory, state_dir, router)"),
+                    "here: kind, command, ports, host, addresses, health_path, env, working_directory, state_dir, router)"),
     "unknown top-level key": ("verfy: {window: 3}\n" + VALID, "bad.yml:1: verfy: unknown key (did you mean 'verify'?)"),
     "two typos, both named in file order": (
         "smoke:\n  checks:\n    - name: a\n      paht: /\n    - name: b\n      expect: {stauts: 200}\n" + VALID,

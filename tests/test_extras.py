@@ -18,7 +18,8 @@ import pytest
 from conftest import ROOT, assert_one_line_error
 
 EXTRAS = {"servers": "asyncssh", "kubernetes": "lightkube"}
-ROUTER_EXTRAS = {"aws": "boto3"}  # the alb and route53 routers
+ROUTER_EXTRAS = {"dns": ("dns", "dnspython")}  # router kind -> (import name, distribution)
+AWS_LIBRARY = "boto3"  # the alb and route53 routers' extra, aws
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def core_python(tmp_path_factory) -> Path:
     core = base / "site"
     core.mkdir()
     for entry in installed.iterdir():
-        if not entry.name.lower().startswith((*EXTRAS.values(), *ROUTER_EXTRAS.values())):
+        if not entry.name.lower().startswith((*EXTRAS.values(), AWS_LIBRARY, *(i for i, _ in ROUTER_EXTRAS.values()))):
             (core / entry.name).symlink_to(entry)
     python = base / "venv" / "bin" / "python"
     purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
@@ -74,7 +75,7 @@ def test_a_kind_whose_extra_is_missing_names_the_extra(core_python: Path, tmp_pa
                     f"pip install 'bluegreen[{kind}]'")
 
 
-def test_a_router_whose_extra_is_missing_names_the_extra(core_python: Path, tmp_path: Path):
+def test_the_aws_routers_name_their_extra_when_boto3_is_missing(core_python: Path, tmp_path: Path):
     config = tmp_path / "bluegreen.yml"
     arn = "arn:aws:elasticloadbalancing:eu-west-1:123456789012"
     config.write_text(f"""app: shop
@@ -93,6 +94,30 @@ environments:
     assert result.returncode == 2, result.stderr
     assert assert_one_line_error(result) == (f"bluegreen: error: {config}: router kind 'alb' needs boto3, which is "
                                              "not installed: pip install 'bluegreen[aws]'")
+
+
+@pytest.mark.parametrize("kind", list(ROUTER_EXTRAS))
+@pytest.mark.parametrize("command", [["validate"], ["status"]])
+def test_a_router_whose_extra_is_missing_names_the_extra(core_python: Path, tmp_path: Path, kind: str,
+                                                          command: list[str]):
+    config = tmp_path / "bluegreen.yml"
+    config.write_text(textwrap.dedent(f"""\
+        app: shop
+        environments:
+          production:
+            url: http://app.example.com
+            target:
+              kind: local
+              command: [app]
+              addresses: {{blue: 127.0.0.2, green: 127.0.0.3}}
+              router: {{kind: {kind}, server: 127.0.0.1, zone: example.com, tsig_key: k}}
+        """))
+    result = subprocess.run([str(core_python), "-m", "bluegreen", *command, "-c", str(config)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert assert_one_line_error(result) == (
+        f"bluegreen: error: {config}: router kind '{kind}' needs {ROUTER_EXTRAS[kind][1]}, which is not installed: "
+        f"pip install 'bluegreen[{kind}]'")
 
 
 def test_the_core_venv_runs_the_local_target(core_python: Path):

@@ -78,6 +78,7 @@ def test_the_walk_finds_a_marked_field_in_nested_models_lists_and_dicts():
 
 KUBE_TOKEN = "kube-token-4f2a9c"
 DATABASE_PASSWORD = "db-pass-7e1b"
+TSIG_SECRET = "dHNpZy1zZWNyZXQtNGE4Yg=="
 KUBECONFIG = yaml.safe_dump({
     "apiVersion": "v1", "kind": "Config", "users": [{"name": "u", "user": {"token": KUBE_TOKEN}}],
     "clusters": [{"name": "c", "cluster": {"server": "https://k"}}],
@@ -117,6 +118,13 @@ CONFIG = textwrap.dedent(f"""\
           run: {{mode: command, start: start, stop: stop}}
           router_host: lb1
           router: {{kind: haproxy}}
+      dns:
+        url: http://app.example.test
+        target:
+          kind: local
+          command: [app, "{{port}}"]
+          addresses: {{blue: 127.0.0.2, green: 127.0.0.3}}
+          router: {{kind: dns, server: "127.0.0.1:53", zone: example.test, tsig_key: k}}
     """)
 
 # Each field marked secret -> (environment, what it holds that must never be shown). A field newly marked secret
@@ -131,6 +139,7 @@ SECRETS = {
     ("SSHSettings", "private_key"): ("servers", ["ssh-key-line-2c8a"]),
     ("SSHSettings", "passphrase"): ("servers", ["ssh-passphrase-9d1f"]),
     ("SSHSettings", "known_hosts"): ("servers", ["app1 ssh-ed25519 known-hosts-0e5b"]),
+    ("DnsRouter", "tsig_secret_env"): ("dns", [TSIG_SECRET]),
 }
 
 
@@ -141,6 +150,7 @@ def test_every_field_marked_secret_is_covered_here():
 @pytest.mark.parametrize("field", sorted(SECRETS), ids="{0[0]}.{0[1]}".format)
 def test_a_secret_is_redacted_from_the_report_and_the_log_lines(field, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DATABASE_URL", f"postgresql://app:{DATABASE_PASSWORD}@db/app")
+    monkeypatch.setenv("BLUEGREEN_TSIG_SECRET", TSIG_SECRET)
     path = tmp_path / "bluegreen.yml"
     path.write_text(CONFIG)
     environment, shown = SECRETS[field]
@@ -174,6 +184,7 @@ LOOKS_SECRET = re.compile(
 NOT_SECRET = {
     ("HAProxyRouter", "key"): "the map key bluegreen owns ({app}), in HAProxy's config too",
     ("EnvoyRouter", "key"): "the runtime key (bluegreen.{app}.green), in Envoy's config too",
+    ("DnsRouter", "tsig_key"): "the TSIG key's name, in the server's config and update-policy (its secret: tsig_secret_env)",
     ("Expect", "headers"): "response headers a check expects from the app; a failure shows what differed",
 }
 

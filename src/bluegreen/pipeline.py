@@ -67,6 +67,7 @@ class Pipeline(DryRunPlan, CanarySteps, SchemaChanges):
 
     def deploy(self, version: str, *, switch: bool = True, dry_run: bool = False) -> Result:
         self._begin("deploy", f"deploy {version} to {self.settings.app}/{self.settings.environment}")
+        self._warn_long_ttl()
         self.result.version = version
         if dry_run:
             return self._plan(version, switch)
@@ -97,6 +98,7 @@ class Pipeline(DryRunPlan, CanarySteps, SchemaChanges):
         """Resume a paused canary at its next step (`full`: straight to 100%), or switch to the colour
         prepared by `deploy --no-switch`."""
         self._begin("promote", f"promote the prepared colour of {self.settings.app}/{self.settings.environment}")
+        self._warn_long_ttl()
         with self._guarded(), self._locked():
             if (paused := self._paused_canary()) is not None:
                 self._resume_canary(paused, full, expect_version)
@@ -123,6 +125,7 @@ class Pipeline(DryRunPlan, CanarySteps, SchemaChanges):
         `force` skips that release's health checks, never that rule (a failed or only prepared release
         on the previous colour was never good; going "back" to it would be an outage)."""
         self._begin("rollback", f"roll back {self.settings.app}/{self.settings.environment}")
+        self._warn_long_ttl()
         with self._guarded(), self._locked():
             self._refuse_during_canary()
             live, live_version = self._resolve_live()

@@ -87,6 +87,7 @@ class Result(BaseModel):
     canary_weight: int | None = None  # a canary: percent of requests on the new colour when the run ended
     canary_step: str | None = None  # a canary: the step reached, e.g. "2/4"
     pending_contract: str | None = None  # the release whose expand still waits for its contract, after this run
+    caches_expire: str | None = None  # a DNS switch: when resolvers' caches of the old answer expire (switch + TTL)
     phases: list[Phase] = Field(default_factory=list)
     checks: list[CheckResult] = Field(default_factory=list)
 
@@ -154,6 +155,8 @@ class Result(BaseModel):
             ("live URL", self.live_url),
             ("preview URL", self.preview_url),
             ("switched", "yes" if self.switched else "no"),
+            ("resolver caches expire", self.caches_expire and f"{self.caches_expire} (switch time + the record's TTL; "
+             "until then some clients still reach the old colour)"),
             ("pending contract", self.pending_contract and f"of release {self.pending_contract}"),
             ("canary", None if self.canary_weight is None else
              f"{self.canary_weight}% on {self.idle_colour if self.status == 'paused' else 'the new colour'}, "

@@ -303,7 +303,7 @@ def test_config_error_is_annotated_on_its_line(step):
     assert result.returncode == 2
     assert result.stdout.strip() == (
         "::error title=bluegreen config,file=deploy/bluegreen.yml,line=7::environments.prod.target.colour: unknown key "
-        "(allowed here: kind, command, ports, host, health_path, env, working_directory, state_dir, router)"
+        "(allowed here: kind, command, ports, host, addresses, health_path, env, working_directory, state_dir, router)"
     )
     assert "Traceback" not in result.stderr
     assert step.outputs()["status"] == "invalid"

@@ -243,7 +243,20 @@ def load_config(path: str | Path, environment: str | None = None) -> Settings:
         raise ConfigErrors([message for _, message in sorted(errors, key=lambda e: e[0])])
     settings = config.settings_for(environment, path)
     _check_strategy(settings, node, path)
+    _check_url(settings, node, path)
     return settings
+
+
+def _check_url(settings: Settings, node: yaml.Node | None, path: Path) -> None:
+    """A router with no address of its own (a DNS record, a cloud load balancer) cannot say where users reach the
+    app: verification needs the environment's `url`."""
+    router = getattr(settings.target, "router", None)
+    if settings.url or not isinstance(router, RouterModel) or router.listen_address() is not None:
+        return
+    where = ("environments", settings.environment, "url")
+    line = _line_of(node, where[:2])
+    raise ConfigError(f"{path}:{line}: {_dotted(where)}: router kind {router.kind} has no address of its own: set "
+                      "the environment's url, where users reach the app (e.g. http://app.example.com:8080)")
 
 
 def _check_strategy(settings: Settings, node: yaml.Node | None, path: Path) -> None:

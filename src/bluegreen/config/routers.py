@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from pydantic import Discriminator, Field, SecretStr, Tag, field_validator, model_validator
 
 from .base import Duration, Model
-from .secrets import CREDENTIAL
+from .secrets import CREDENTIAL, ENVIRONMENT_VARIABLE
 
 
 class RouterModel(Model):
@@ -22,8 +22,8 @@ class RouterModel(Model):
 
     implementation: ClassVar[str]
     weighted: ClassVar[bool] = False
-    needs_url: ClassVar[bool] = False  # no address of its own (a cloud load balancer, a DNS record): `url` is required
-    library: ClassVar[tuple[str, str] | None] = None  # (module, extra) it needs beyond the core
+    # (import name, distribution, extra) of a library beyond the core: without it, a one-line error naming the extra
+    library: ClassVar[tuple[str, str, str] | None] = None
 
     def splits(self) -> bool:
         """Whether this router, as configured, can split requests between the colours (canary steps)."""
@@ -37,6 +37,10 @@ class RouterModel(Model):
     def proxies(self) -> list["ProxyRouter"]:
         """The proxies among this router's parts (`manage` is theirs)."""
         return [self] if isinstance(self, ProxyRouter) else []
+
+    def libraries(self) -> list[tuple[str, str, str]]:
+        """What its kind (or the routers of kind all) need beyond the core."""
+        return [self.library] if self.library else []
 
 
 class ProxyRouter(RouterModel):
@@ -207,8 +211,7 @@ class AlbRouter(RouterModel):
 
     implementation: ClassVar[str] = "bluegreen.routers.alb:AlbRouter"
     weighted: ClassVar[bool] = True
-    needs_url: ClassVar[bool] = True
-    library: ClassVar[tuple[str, str] | None] = ("boto3", "aws")
+    library: ClassVar[tuple[str, str, str] | None] = ("boto3", "boto3", "aws")
 
     kind: Literal["alb"]
     listener_arn: str | None = Field(
@@ -260,8 +263,7 @@ class Route53Router(RouterModel):
 
     implementation: ClassVar[str] = "bluegreen.routers.route53:Route53Router"
     weighted: ClassVar[bool] = True
-    needs_url: ClassVar[bool] = True
-    library: ClassVar[tuple[str, str] | None] = ("boto3", "aws")
+    library: ClassVar[tuple[str, str, str] | None] = ("boto3", "boto3", "aws")
 
     kind: Literal["route53"]
     hosted_zone_id: str = Field(pattern=r"^(/hostedzone/)?[A-Z0-9]{1,32}$", description="The hosted zone's id.")
@@ -280,6 +282,59 @@ class Route53Router(RouterModel):
                               "read); a call is tried at most 3 times.")
 
 
+TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1", "hmac-md5")
+
+
+class DnsRouter(RouterModel):
+    """A DNS record (A, AAAA or CNAME) on an authoritative server that takes RFC 2136 updates signed with TSIG
+    (BIND, PowerDNS, Knot, Windows DNS): it names the live colour's address; switched by one update whose
+    prerequisite is the value read (compare-and-swap). Clients keep the old answer up to the TTL."""
+
+    implementation: ClassVar[str] = "bluegreen.routers.dns:DnsRouter"
+    library: ClassVar[tuple[str, str, str] | None] = ("dns", "dnspython", "dns")
+
+    kind: Literal["dns"]
+    server: str = Field(
+        pattern=r"^(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+)(:\d{1,5})?$",
+        description="The zone's primary authoritative server, host[:port] (port 53 by default; [v6]:port): bluegreen "
+        "reads the record from it, never from a resolver, and sends the update to it.")
+    zone: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="The zone the record is in, e.g. example.com.")
+    name: str = Field(
+        "{app}", pattern=r"^[A-Za-z0-9_.{}*-]+$", description="The record: relative to zone, or absolute with a "
+        "final dot; {app} is filled in. It must be in the zone.")
+    type: Literal["A", "AAAA", "CNAME"] = Field(
+        "A", description="A or AAAA: the record holds the live colour's host addresses (one value per server); "
+        "CNAME: the live colour's host name. Each colour needs its own address: DNS cannot select a port.")
+    ttl: int = Field(
+        60, ge=0, le=604800, description="The record's TTL in seconds: clients may keep the old answer this long "
+        "after a switch, so the old colour keeps serving at least that long (above 300 s a warning names the cost).")
+    tsig_key: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="The TSIG key's name, as in the server's "
+                          "key statement and update-policy.")
+    tsig_algorithm: Literal[TSIG_ALGORITHMS] = Field("hmac-sha256", description="The TSIG key's algorithm.")  # type: ignore[valid-type]
+    tsig_secret_env: Annotated[str, ENVIRONMENT_VARIABLE] = Field(
+        "BLUEGREEN_TSIG_SECRET", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="The NAME of the environment "
+        "variable holding the TSIG secret (base64, as tsig-keygen prints it); the secret is never in the file, "
+        "and never logged.")
+    timeout: Duration = Field(5, gt=0, description="Deadline of one query or update.")
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        if self.server.startswith("["):
+            host, _, rest = self.server[1:].partition("]")
+            return host, int(rest.lstrip(":") or 53)
+        host, _, port = self.server.partition(":")
+        return host, int(port or 53)
+
+    @model_validator(mode="after")
+    def _in_zone(self) -> DnsRouter:
+        name, zone = self.name.lower().rstrip("."), self.zone.lower().rstrip(".")
+        if self.name.endswith(".") and name != zone and not name.endswith("." + zone):
+            raise ValueError(f"name: {self.name!r} is not in zone {self.zone!r}")
+        if self.host_port[1] > 65535:
+            raise ValueError(f"server: port {self.host_port[1]} is above 65535")
+        return self
+
+
 def _router_kind(value: object) -> str:
     """A router without `kind` is Caddy, as before routers had kinds."""
     return (value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)) or "caddy"
@@ -292,7 +347,7 @@ def kind_of(model: type[Model]) -> str:
 # The registry: the routers every runtime with addresses can put in front of its colours, one entry per kind
 # (Caddy first: the kind a router without `kind` is). A new kind is its model above and one entry here.
 ADDRESS_ROUTERS: tuple[type[RouterModel], ...] = (CaddyRouter, HAProxyRouter, EnvoyRouter, TraefikRouter, NginxRouter,
-                                                  AlbRouter, Route53Router)
+                                                  AlbRouter, Route53Router, DnsRouter)
 ROUTER_KINDS = tuple(kind_of(model) for model in ADDRESS_ROUTERS)
 PROXY_KINDS = tuple(kind_of(model) for model in ADDRESS_ROUTERS if issubclass(model, ProxyRouter))  # with `manage`
 OtherRouters = Union[tuple(Annotated[model, Tag(kind_of(model))] for model in ADDRESS_ROUTERS[1:])]  # type: ignore
@@ -319,6 +374,9 @@ class AllRouters(RouterModel):
 
     def proxies(self) -> list[ProxyRouter]:
         return [proxy for router in self.routers for proxy in router.proxies()]
+
+    def libraries(self) -> list[tuple[str, str, str]]:
+        return list(dict.fromkeys(needs for router in self.routers for needs in router.libraries()))
 
 
 RouterConfig = Annotated[

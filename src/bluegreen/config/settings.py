@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from ..errors import ConfigError
 from .base import ENVIRONMENT_NAME, Duration, HttpUrl, Model
@@ -53,13 +53,6 @@ class Environment(Overridable):
         "verification and the canary gates go through it. Default: the router's address."
     )
 
-    @model_validator(mode="after")
-    def _url_for_a_router_without_address(self) -> Environment:
-        router = getattr(self.target, "router", None)
-        if getattr(router, "needs_url", False) and self.url is None:
-            raise ValueError(f"url is required with router kind {router.kind}: it has no address of its own for "
-                             "bluegreen to verify through (set url to the public URL users reach)")
-        return self
 
 
 class Config(Overridable):

@@ -24,15 +24,25 @@ class ColourPorts(Model):
     green: int = Field(ge=1, le=65535)
 
 
+class ColourAddresses(Model):
+    blue: str = Field(pattern=r"^[^\s/:]+$|^[0-9A-Fa-f:]+$")
+    green: str = Field(pattern=r"^[^\s/:]+$|^[0-9A-Fa-f:]+$")
+
+
 class LocalTarget(Model):
     """Each colour is a local process; a real proxy switches between them (the embedded default)."""
 
     kind: Literal["local"]
     command: list[str] = Field(
-        description="argv that starts one colour; {port}, {version} and {colour} are filled in.", min_length=1
+        description="argv that starts one colour; {port}, {host}, {version} and {colour} are filled in.", min_length=1
     )
     ports: ColourPorts = Field(default_factory=lambda: ColourPorts(blue=8081, green=8082))
-    host: str = "127.0.0.1"
+    host: str = Field("127.0.0.1", description="Where the colours listen and are reached (both, unless addresses).")
+    addresses: ColourAddresses | None = Field(
+        None, description="Each colour on its own address, e.g. {blue: 127.0.0.2, green: 127.0.0.3}: the app binds "
+        "it ({host} in command), bluegreen and the router reach it there. A DNS router needs it (a record names a "
+        "host, not a port). Default: host for both."
+    )
     health_path: str = Field("/healthz", description="Readiness: this path answers 2xx.")
     env: dict[str, str] = Field(default_factory=dict)
     working_directory: str | None = Field(None, description="Relative to the config file; default its folder.")

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import sys
 import time
+from urllib.parse import urlsplit
 
 from ..checks import analysis, smoke
 from ..checks.suite import run_test_suite
-from ..config import Colour
+from ..config import Colour, SmokeCheck
 from ..errors import CheckFailed
 from .run import RunContext, _AfterSwitchFailure
 
@@ -105,11 +106,18 @@ class CheckPhases(RunContext):
 
     def _verify(self, colour: Colour, version: str, smoke_window: bool = True) -> None:
         verify = self.settings.verify
-        live_url = self._verify_url()
+        live_url = self._verify_url(colour)
+        version_check, checks = verify.version_check, self.settings.smoke.checks
+        if live_url != self._verify_url():  # behind DNS: the new colour's own address, asked for the public host
+            host = urlsplit(self._public_url()).netloc
+            self.events.log(f"verify: the authoritative record names {colour}; resolvers may still hold the old answer, "
+                            f"so {colour} is checked through its own address, {live_url} (Host: {host})")
+            version_check = version_check and _with_host(version_check, host)
+            checks = [_with_host(c, host) for c in checks]
         values = {"version": version, "colour": colour}
-        if verify.version_check is not None:
+        if version_check is not None:
             check = smoke.run_until_passing(
-                verify.version_check, live_url, values, consecutive=verify.consecutive_successes,
+                version_check, live_url, values, consecutive=verify.consecutive_successes,
                 interval=verify.interval, deadline=time.monotonic() + verify.timeout,
                 request_timeout=self.settings.smoke.request_timeout, kind="verify", label="live",
                 failure_limit=verify.failure_limit, log=self.events.log,
@@ -120,7 +128,7 @@ class CheckPhases(RunContext):
         if not smoke_window:
             return
         results = smoke.hold(
-            self.settings.smoke.checks, live_url, values, window=verify.window, interval=verify.interval,
+            checks, live_url, values, window=verify.window, interval=verify.interval,
             request_timeout=self.settings.smoke.request_timeout,
         )
         self.result.checks.extend(results)
@@ -148,7 +156,18 @@ class CheckPhases(RunContext):
         """Where users reach the app: the environment's `url`, else the router's own address."""
         return self.settings.url or self.target.live_url()
 
-    def _verify_url(self) -> str:
+    def _verify_url(self, colour: Colour | None = None) -> str:
         """Where verification and the canary gates look: what users reach (a CDN, DNS name or load balancer in
-        front of the router), unless `verify.url` asks for another address (the router itself, bypassing a CDN)."""
+        front of the router), unless `verify.url` asks for another address (the router itself, bypassing a CDN).
+        Behind a DNS record, resolvers may keep the old answer: the switch read the authoritative record back,
+        and `colour` is checked through its own address, so a stale cache neither passes nor fails it."""
+        if not self.settings.verify.url and colour is not None and self.target.cache_ttl() is not None:
+            return self.target.preview_url(colour)
         return self.settings.verify.url or self._public_url()
+
+
+def _with_host(check: SmokeCheck, host: str) -> SmokeCheck:
+    """The check sent to a colour's own address as if through the public name (the user's Host header wins)."""
+    if any(name.lower() == "host" for name in check.headers):
+        return check
+    return check.model_copy(update={"headers": {"Host": host, **check.headers}})

@@ -40,10 +40,16 @@ class BlueGreenRelease(CheckPhases, ScaleDown):
                     try:
                         self.target.switch(to, time.monotonic() + self.settings.timeouts.switch)
                         p.detail = self.target.switch_detail() or p.detail
+                        if live is not None:  # clients had an answer to keep
+                            self._note_caches(p)
                     except Exception as exc:  # a bug too: whatever failed, the router says where traffic is
                         # A router that failed mid-change must be read, not assumed: carry on only if it
                         # moved, and let verification through the live URL decide whether it really serves.
-                        if self.target.live() != to:
+                        try:
+                            moved = self.target.live() == to
+                        except BluegreenError:  # unreadable now (a hand edit): the switch's own error says more
+                            moved = False
+                        if not moved:
                             raise
                         p.detail = f"the router points at {to}, but: {exc}"
                         self.events.warning(f"switch: {exc}; the router points at {to}, verifying through the live URL")
@@ -110,8 +116,9 @@ class BlueGreenRelease(CheckPhases, ScaleDown):
         if CANCEL.requested:  # GitHub kills a step 10 s after its first signal: an asynchronous router gets 5 s
             budget = min(budget, CANCELLED_SWITCH_BACK)
         try:
-            with self._phase(f"roll back {to} -> {live}"):
+            with self._phase(f"roll back {to} -> {live}") as p:
                 self.target.switch(live, time.monotonic() + budget)
+                self._note_caches(p)
         except BluegreenError as exc:
             self.result.reason = f"{reason}; switching back to {live} failed too: {exc}"
             self._record(action, outcome_if_stuck, to, version, live, live_version, detail=self.result.reason)

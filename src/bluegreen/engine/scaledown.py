@@ -3,10 +3,20 @@ one switch, then it is scaled down; a short delay is waited out by this run, wit
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
 from ..cancel import CANCEL, Cancelled
 from ..config import Colour
 from ..errors import BluegreenError, LockHeldError
+from ..report import Phase
 from .run import RunContext
+
+LONG_TTL = 300.0  # seconds: above this a record's TTL is a warning (the old colour runs that long after a switch)
+
+
+def cache_margin(ttl: float) -> float:
+    """Beyond the TTL: resolvers that count late, clients that fetched just before the switch."""
+    return max(10.0, 0.1 * ttl)
 
 
 class ScaleDown(RunContext):
@@ -21,6 +31,13 @@ class ScaleDown(RunContext):
             if delay == "never":
                 p.status, p.detail = "skipped", "scale_down_delay: never keeps it running"
                 return
+            ttl = self.target.cache_ttl()
+            if ttl is not None and delay < ttl + cache_margin(ttl):  # clients with the old answer still reach it
+                raised = ttl + cache_margin(ttl)
+                self.events.warning(f"scale_down_delay {delay:g}s raised to {raised:g}s: clients may keep the old DNS "
+                                    f"answer for its TTL ({ttl:g}s), so {old} keeps serving until resolver caches "
+                                    f"expire, plus a {cache_margin(ttl):g}s margin")
+                delay = raised
             try:
                 wait = self.target.schedule_scale_down(old, delay, self.release_id)
             except BluegreenError as exc:  # the release stands; an idle colour left running is cheap
@@ -31,6 +48,24 @@ class ScaleDown(RunContext):
             if wait is not None:
                 self._pending_scale_down = (old, wait)
                 p.detail += " (this run waits, without holding the lock)"
+
+    def _note_caches(self, phase: Phase) -> None:
+        """After a switch of a DNS router: when the resolvers' caches of the old answer expire."""
+        ttl = self.target.cache_ttl()
+        if ttl is None:
+            return
+        at = datetime.now(timezone.utc) + timedelta(seconds=ttl)
+        self.result.caches_expire = at.isoformat(timespec="seconds")
+        phase.detail = (f"{phase.detail}; " if phase.detail else "") + (
+            f"clients may keep the old answer until resolver caches expire at {at.strftime('%H:%M:%S')} UTC "
+            f"(TTL {ttl:g}s)")
+
+    def _warn_long_ttl(self) -> None:
+        ttl = self.target.cache_ttl()
+        if ttl is not None and ttl > LONG_TTL:
+            self.events.warning(f"router {self.target.router.name}: TTL {ttl:g}s is above {LONG_TTL:g}s: after a switch "
+                                f"clients keep the old answer up to {ttl:g}s, so the old colour keeps running that long "
+                                "and a rollback takes as long to reach everyone; lower router.ttl")
 
     def _scale_down_after_wait(self) -> None:
         """Wait out a short scale-down delay with the lock released (a rollback in that window must not

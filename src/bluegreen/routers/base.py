@@ -94,6 +94,11 @@ class Router(ABC):
         nothing). `purge` also removes what it keeps (a volume, a network)."""
         return None
 
+    def cache_ttl(self) -> float | None:
+        """How long clients may keep the old answer after a switch (a DNS record's TTL), in seconds; None: they
+        follow at once. The engine keeps the old colour serving that long and reports when caches expire."""
+        return None
+
     def switch_detail(self) -> str | None:
         """What the last change has to report beyond its duration (several proxies switched: the skew)."""
         return None

@@ -92,6 +92,10 @@ class FanOut(Router):
     def switch_detail(self) -> str | None:
         return self._switch_detail
 
+    def cache_ttl(self) -> float | None:
+        """The longest any of them lets clients keep the old answer (a DNS record among them)."""
+        return max((t for t in (r.cache_ttl() for r in self.routers.values()) if t is not None), default=None)
+
     def raw_switch_command(self, to: Colour) -> str | None:
         commands = []
         for name, router in self.routers.items():

@@ -19,13 +19,19 @@ class HostPortRuntime(Runtime):
         self.config = settings.target  # a LocalTarget or DockerTarget: ports, host, health_path, router, state_dir
         self.state_dir: Path = settings.path(self.config.state_dir)
         self.ports: dict[Colour, int] = {"blue": self.config.ports.blue, "green": self.config.ports.green}
+        own = getattr(self.config, "addresses", None)  # the local target can put each colour on its own address
+        self.hosts: dict[Colour, str] = {c: getattr(own, c) if own else self.config.host for c in self.ports}
+
+    def address(self, colour: Colour) -> str:
+        host = self.hosts[colour]
+        return f"[{host}]:{self.ports[colour]}" if ":" in host else f"{host}:{self.ports[colour]}"
 
     def upstreams(self) -> dict[Colour, list[str]]:
         """What a proxy on this machine dials for each colour."""
-        return {c: [f"{self.config.host}:{p}"] for c, p in self.ports.items()}
+        return {c: [self.address(c)] for c in self.ports}
 
     def preview_url(self, colour: Colour) -> str:
-        return f"http://{self.config.host}:{self.ports[colour]}"
+        return f"http://{self.address(colour)}"
 
     def check_running(self, colour: Colour) -> None:
         """Raise NotReadyError, with the reason and the end of its log, if `colour` has stopped."""

@@ -98,7 +98,8 @@ class LocalRuntime(HostPortRuntime):
     # --- processes ---------------------------------------------------------------------------
 
     def _start(self, colour: Colour, version: str) -> None:
-        values = {"port": self.ports[colour], "version": version, "colour": colour, "python": sys.executable}
+        values = {"port": self.ports[colour], "host": self.hosts[colour], "version": version, "colour": colour,
+                  "python": sys.executable}
         argv = [render(arg, **values) for arg in self.config.command]
         cwd = self.settings.path(self.config.working_directory) if self.config.working_directory else self.settings.base_dir
         env = {**os.environ, **{k: render(v, **values) for k, v in self.config.env.items()}}

@@ -11,7 +11,7 @@ from importlib import import_module
 from importlib.util import find_spec
 from typing import Any
 
-from ..config import Settings
+from ..config import RouterModel, Settings
 from ..errors import ConfigError
 from .target import Target
 
@@ -33,12 +33,11 @@ def check_installed(settings: Settings) -> None:
             f"{settings.source}: target kind {kind!r} needs {library}, which is not installed: "
             f"pip install 'bluegreen[{extra}]'"
         )
-    needs = getattr(settings.target.router, "library", None)  # (module, extra) of a router kind, on its model
-    if needs and find_spec(needs[0]) is None:
-        raise ConfigError(
-            f"{settings.source}: router kind {settings.target.router.kind!r} needs {needs[0]}, which is not "
-            f"installed: pip install 'bluegreen[{needs[1]}]'"
-        )
+    router = getattr(settings.target, "router", None)
+    for module, distribution, extra in router.libraries() if isinstance(router, RouterModel) else []:
+        if find_spec(module) is None:
+            raise ConfigError(f"{settings.source}: router kind {router.kind!r} needs {distribution}, which is not "
+                              f"installed: pip install 'bluegreen[{extra}]'")
 
 
 def make_target(settings: Settings) -> Target:

@@ -84,6 +84,10 @@ class Target:
     def switch_detail(self) -> str | None:
         return self.router.switch_detail()
 
+    def cache_ttl(self) -> float | None:
+        """How long clients may keep the old answer after a switch (a DNS record's TTL); None: they follow at once."""
+        return self.router.cache_ttl()
+
     def router_state(self) -> RouterState:
         return self.router.state()
 
