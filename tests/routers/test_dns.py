@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -317,3 +318,62 @@ def test_a_long_ttl_is_a_warning_naming_the_cost(tmp_path, bind):
     assert "TTL 3600s is above 300s: after a switch clients keep the old answer up to 3600s, so the old colour keeps " \
            "running that long" in result.stderr
     assert bind.query() == []  # a dry run changes nothing
+
+
+def test_all_over_haproxy_and_the_record_one_refuses_the_other_goes_back(local_env, bind):
+    """router.kind all over bluegreen's HAProxy and the BIND record: both switched as one; then the record is
+    changed by hand during a deploy, so it refuses, and HAProxy, which had moved, is switched back: exit 1, and no
+    request through HAProxy fails under load."""
+    env = local_env
+    use_dns(env, bind)
+    text = env.config.read_text()
+    dns_router = text.split("      router: ", 1)[1].split("\n", 1)[0]
+    haproxy = json.dumps({"kind": "haproxy", "listen": f"127.0.0.1:{env.proxy_port}"})
+    env.config.write_text(text.replace("      router: " + dns_router,
+                                       f'      router: {{kind: all, routers: [{haproxy}, {dns_router}]}}'))
+    for version in ("1", "2"):
+        done = env.cli("deploy", "--version", version)
+        assert done.returncode == 0, done.stderr
+    assert "2 routers switched; skew" in done.stderr
+    assert bind.query() == ["127.0.0.3"] and env.live_version() == "2"
+
+    hand = env.dir / "hand.txt"  # the next deploy's test suite edits the record by hand, after the run read it
+    hand.write_text(f"server 127.0.0.1 {bind.port}\nzone {ZONE}.\nupdate delete {NAME}.{ZONE}. A\n"
+                    f"update add {NAME}.{ZONE}. 60 A 127.0.0.9\nsend\n")
+    text = env.config.read_text() + textwrap.dedent(f"""\
+        test_suite:
+          command: [nsupdate, -y, "hmac-sha256:{KEY}:{SECRET}", {json.dumps(str(hand))}]
+          timeout: 30s
+        """)
+    env.config.write_text(text)
+
+    stop, failures, answers = threading.Event(), [], []
+
+    def through_haproxy() -> None:
+        client = httpx.Client(base_url=env.live_url, timeout=5)  # kept-alive connections
+        for _ in range(100_000):  # bounded; ends with the deploy
+            if stop.is_set():
+                break
+            try:
+                response = client.get("/version")
+                (answers if response.status_code == 200 else failures).append(response.text.strip())
+            except httpx.HTTPError as exc:
+                failures.append(repr(exc))
+        client.close()
+
+    clients = [threading.Thread(target=through_haproxy) for _ in range(4)]
+    for client in clients:
+        client.start()
+    try:
+        third = env.cli("deploy", "--version", "3")
+    finally:
+        stop.set()
+        for client in clients:
+            client.join(timeout=30)
+    assert third.returncode == 1, third.stderr
+    line = next(x for x in third.stderr.splitlines() if x.startswith("deploy failed: "))
+    assert "the switch failed on dns" in line and "switched haproxy at" in line and "back" in line, line
+    assert env.live_version() == "2" and bind.query() == ["127.0.0.9"]  # HAProxy back on green; the hand edit stands
+    assert failures == [] and len(answers) > 50, (failures[:5], len(answers))
+    assert SECRET not in third.stderr
+    print(f"{line}\nthrough HAProxy during the refused switch: {len(answers)} answers, {len(failures)} failed")

@@ -83,7 +83,8 @@ class FanOut(Router):
         if failed:
             moved = [n for n, (was, done, _) in outcomes.items() if done is not None and was and was != weights]
             self.each(moved, lambda n: self.routers[n].set_weights(outcomes[n][0], deadline + 5))
-            raise TargetError("the switch failed on " + "; ".join(f"{n}: {why}" for n, why in failed.items())
+            why = {n: text.removeprefix(f"router {self.routers[n].name}: ") for n, text in failed.items()}  # named once
+            raise TargetError("the switch failed on " + "; ".join(f"{n}: {text}" for n, text in why.items())
                               + (f"; switched {', '.join(moved)} back" if moved else "") + "; live routing is unchanged")
         times = [done for _, done, _ in outcomes.values() if done is not None]
         self._switch_detail = (f"{len(times)} {self.members} switched; skew {1000 * (max(times) - min(times)):.1f} ms "
