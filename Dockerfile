@@ -1,8 +1,10 @@
 # The bluegreen GitHub Action's image (action.yml: runs.using docker).
 #
 # Dependencies are pinned with hashes; regenerate both locks after changing pyproject.toml:
-#   uv pip compile pyproject.toml --extra kubernetes --extra servers --generate-hashes --universal --python-version 3.11 -o requirements/action.txt
+#   uv pip compile pyproject.toml --extra kubernetes --extra servers --extra dns --extra aws --generate-hashes --universal --python-version 3.11 -o requirements/action.txt
 #   uv pip compile requirements/build.in --generate-hashes --universal --python-version 3.11 -o requirements/build.txt
+# then write the httpx2 line as `httpx2[http2,ws]==<version>`: lightkube asks for httpx2 with those extras, and
+# pip's hash mode refuses a requirement with extras that the lock does not pin (it would fetch the newest).
 # (--universal: one lock for the python:3.12-slim image and for Python 3.11 elsewhere; every
 # platform's wheel hash is listed, so arm64 runners build it too.)
 #

@@ -160,7 +160,9 @@ def _run(args: argparse.Namespace, adapter: Adapter, subscribers: Sequence[Subsc
     try:
         command = adapter.rollback_command(args) or default_rollback_command(args)
         run_info = RunInfo(rollback_command=command, run_url=adapter.run_url, actor=adapter.actor)
-        report = _report_writer(args, adapter, secret_values(settings))
+        secrets = secret_values(settings)
+        adapter.protect(secrets)
+        report = _report_writer(args, adapter, secrets)
         pipeline = Pipeline(settings, target, Events(adapter.output, *subscribers), run_info, checkpoint=report)
         if args.command == "status":
             return _status(pipeline, args.json)

@@ -27,7 +27,7 @@ def test_image_follows_githubs_rules_for_docker_actions(action_image):
 
 def test_image_holds_the_package_its_extras_and_caddy_but_no_build_tools(action_image):
     script = (
-        "import importlib.util as u, bluegreen, lightkube, asyncssh;"
+        "import importlib.util as u, bluegreen, lightkube, asyncssh, boto3, dns.update;"
         "from bluegreen.routers.caddy import caddy_binary;"
         "print(bluegreen.__version__, caddy_binary());"
         "print([m for m in ('pip', 'setuptools', 'wheel') if u.find_spec(m)])"
@@ -56,6 +56,6 @@ def test_image_size_over_the_base(action_image):
         size = client.get(f"/images/{action_image}/json").json()["Size"]
         base = client.get("/images/python:3.12-slim/json").json()["Size"]
     added = (size - base) / 1e6
-    # About 100 MB: Caddy (50 MB, the docker target's router), cryptography (asyncssh's, for the servers target),
-    # pydantic-core, lightkube, the rest.
-    assert added < 120, f"the image adds {added:.0f} MB to python:3.12-slim"
+    # About 130 MB: Caddy (50 MB, the docker target's router), botocore (30 MB, the alb and route53 routers),
+    # cryptography (asyncssh's, for the servers target), pydantic-core, lightkube, dnspython, the rest.
+    assert added < 150, f"the image adds {added:.0f} MB to python:3.12-slim"

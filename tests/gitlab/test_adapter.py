@@ -127,3 +127,18 @@ def test_the_ssh_secrets_lines_are_redacted_from_everything_the_adapter_writes(m
         for secret in ("b3BlbnNzaC1rZXktdjEAAAAABG5vbmU", "AAAAMwAAAAtzc2gtZW", "pass phrase 42", "AAAAIHost"):
             assert secret not in text, f"{secret} in the {where}"
     assert "***" in written["log"] and "denied with *** for ***" in written["dotenv"]
+
+
+def test_the_configs_secrets_are_redacted_from_the_log_once_protected(monkeypatch, tmp_path) -> None:
+    """A TSIG secret or an AWS secret key reaches the job as a CI/CD variable that a router's config names: once
+    the config is loaded, the CLI hands its secret values to the adapter, which hides them in the log too."""
+    monkeypatch.chdir(tmp_path)
+    adapter = GitLabAdapter()
+    out = io.StringIO()
+    adapter.output.stream = out
+    adapter.output.log("before: dGhlIHRzaWcgc2VjcmV0IQ==")
+    adapter.protect(["dGhlIHRzaWcgc2VjcmV0IQ==", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"])
+    adapter.output.log("a careless suite prints dGhlIHRzaWcgc2VjcmV0IQ== and wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+    before, after = out.getvalue().splitlines()
+    assert "dGhlIHRzaWcgc2VjcmV0IQ==" in before  # not a secret until the config said so
+    assert "dGhlIHRzaWcgc2VjcmV0IQ==" not in after and "EXAMPLEKEY" not in after and after.count("***") == 2

@@ -364,3 +364,19 @@ def test_credentials_from_a_profile_or_a_web_identity(lab, monkeypatch, tmp_path
     monkeypatch.setenv("AWS_WEB_IDENTITY_TOKEN_FILE", str(token))
     monkeypatch.setenv("AWS_ROLE_SESSION_NAME", "bluegreen-ci")
     assert router(lab).read() == {"blue": 100, "green": 0}
+
+
+def test_the_aws_credentials_in_the_environment_are_secrets(monkeypatch):
+    """The action and the component take AWS credentials from the environment (configure-aws-credentials, masked
+    CI variables): the values are on the redaction list of every run whose router reads them."""
+    from bluegreen.config.routers import AlbRouter, Route53Router
+    from bluegreen.config.secrets import secret_values
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "FwoGZXIvYXdzEXAMPLETOKEN")
+    arn = "arn:aws:elasticloadbalancing:eu-west-1:123456789012"
+    alb = AlbRouter(kind="alb", listener_arn=f"{arn}:listener/app/shop/1/2",
+                    target_groups={"blue": f"{arn}:targetgroup/b/1", "green": f"{arn}:targetgroup/g/2"})
+    route53 = Route53Router(kind="route53", hosted_zone_id="Z123EXAMPLE", record_name="shop.example.com")
+    for model in (alb, route53):
+        assert {"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "FwoGZXIvYXdzEXAMPLETOKEN"} <= set(secret_values(model))

@@ -50,6 +50,10 @@ class Adapter:
         """Text written to files (the report), with the secrets this CI masks replaced."""
         return text
 
+    def protect(self, secrets: list[str]) -> None:
+        """The config's secrets (secret_values: marked fields, and the variables a router's library reads), once
+        loaded: a CI that redacts its log itself adds them to what it hides."""
+
 
 # env var that says "you run in this CI" -> "module:Adapter class"
 _DETECT = {

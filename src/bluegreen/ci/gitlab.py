@@ -72,6 +72,10 @@ class GitLabAdapter(Adapter):
     def redact(self, text: str) -> str:
         return self.secrets.redact(text)
 
+    def protect(self, secrets: list[str]) -> None:
+        for value in secrets:
+            self.secrets.add(value)
+
     @property
     def run_url(self) -> str | None:
         return os.environ.get("CI_JOB_URL") or None

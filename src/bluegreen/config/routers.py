@@ -200,6 +200,8 @@ class NginxRouter(ProxyRouter):
     binary: str = Field("nginx", description="manage: true: the nginx executable.")
 
 
+# The credentials boto3 reads from the environment itself: never in the file, and never shown.
+AWS_SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
 AWS_ARN = r"^arn:aws[a-z-]*:elasticloadbalancing:[a-z0-9-]+:[0-9]{12}:"
 
 
@@ -212,6 +214,7 @@ class AlbRouter(RouterModel):
     implementation: ClassVar[str] = "bluegreen.routers.alb:AlbRouter"
     weighted: ClassVar[bool] = True
     library: ClassVar[tuple[str, str, str] | None] = ("boto3", "boto3", "aws")
+    secret_variables: ClassVar[tuple[str, ...]] = AWS_SECRET_VARIABLES  # redacted wherever they would show
 
     kind: Literal["alb"]
     listener_arn: str | None = Field(
@@ -264,6 +267,7 @@ class Route53Router(RouterModel):
     implementation: ClassVar[str] = "bluegreen.routers.route53:Route53Router"
     weighted: ClassVar[bool] = True
     library: ClassVar[tuple[str, str, str] | None] = ("boto3", "boto3", "aws")
+    secret_variables: ClassVar[tuple[str, ...]] = AWS_SECRET_VARIABLES  # redacted wherever they would show
 
     kind: Literal["route53"]
     hosted_zone_id: str = Field(pattern=r"^(/hostedzone/)?[A-Z0-9]{1,32}$", description="The hosted zone's id.")
