@@ -74,7 +74,7 @@ environments:
       ports: {{blue: 9001, green: 9002}}
       router: {{kind: alb, listener_arn: "{listener}", target_groups: {json.dumps(groups)}}}
 """)
-    with pytest.raises(ConfigError, match="url is required with router kind alb") as error:
+    with pytest.raises(ConfigError, match="url: router kind alb has no address of its own") as error:
         load_config(path)
     assert "\n" not in str(error.value)
 
