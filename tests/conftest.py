@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import itertools
 import json
 import os
@@ -11,7 +12,9 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,6 +110,47 @@ def kill_and_wait(leader: subprocess.Popen | int, port: int | None = None, sig: 
         assert time.monotonic() < deadline, f"127.0.0.1:{port} still accepts connections after its process group " \
                                             f"{pgid} is gone"
         time.sleep(0.02)
+
+
+class KeptAliveLoad:
+    """`clients` kept-alive connections to 127.0.0.1:`port` asking GET /version until the block ends (bounded):
+    `served` counts the versions that answered, `failures` lists every error or non-200 answer."""
+
+    def __init__(self, port: int, clients: int = 4, limit: int = 100_000) -> None:
+        self.port, self.limit = port, limit
+        self.served: Counter[str] = Counter()
+        self.failures: list[str] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._client) for _ in range(clients)]
+
+    def _client(self) -> None:  # one kept-alive connection, as a browser or an upstream proxy holds one
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        for _ in range(self.limit):
+            if self.stop.is_set():
+                break
+            try:
+                conn.request("GET", "/version")
+                response = conn.getresponse()
+                body = response.read().decode().strip()
+                if response.status != 200:
+                    self.failures.append(f"{response.status} {body}")
+                else:
+                    self.served[body] += 1
+            except (OSError, http.client.HTTPException) as exc:
+                self.failures.append(repr(exc))
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        conn.close()
+
+    def __enter__(self) -> "KeptAliveLoad":
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
 
 
 @dataclass

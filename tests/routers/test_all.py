@@ -4,13 +4,11 @@ one that moved and came back fails."""
 
 from __future__ import annotations
 
-import http.client
 import json
-import threading
 
 import pytest
 
-from conftest import free_port
+from conftest import KeptAliveLoad, free_port
 from test_haproxy import UserHAProxy, pytestmark, runtime_api  # noqa: F401  (skipped without HAProxy, as there)
 
 
@@ -54,39 +52,14 @@ def test_both_switched_then_one_refuses_and_the_other_goes_back(both):
     haproxy.map.unlink()
     haproxy.map.mkdir()
 
-    stop, failures, answers = threading.Event(), [], []
-
-    def through_caddy() -> None:  # kept-alive requests through the router that moves and must come back
-        conn = http.client.HTTPConnection("127.0.0.1", env.proxy_port, timeout=5)
-        for _ in range(100_000):  # bounded; ends with the deploy
-            if stop.is_set():
-                break
-            try:
-                conn.request("GET", "/version")
-                response = conn.getresponse()
-                body = response.read().decode().strip()
-                (answers if response.status == 200 else failures).append(body or response.status)
-            except (OSError, http.client.HTTPException) as exc:
-                failures.append(repr(exc))
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", env.proxy_port, timeout=5)
-        conn.close()
-
-    clients = [threading.Thread(target=through_caddy) for _ in range(4)]
-    for client in clients:
-        client.start()
-    try:
+    with KeptAliveLoad(env.proxy_port) as load:  # through the router that moves and must come back
         result = env.cli("deploy", "--version", "3")
-    finally:
-        stop.set()
-        for client in clients:
-            client.join(timeout=30)
     assert result.returncode == 1, result.stderr
     assert "the switch failed on haproxy at" in result.stderr and "switched caddy at" in result.stderr, result.stderr
     assert "live routing is unchanged" in result.stderr
     assert env.live_version() == "2" and haproxy_live(haproxy) == "green"  # both on the old colour again
-    assert failures == [] and len(answers) > 50, (failures[:5], len(answers))
-    assert set(answers) <= {"2", "3"}  # the new colour may have answered while it was switched, then no more
+    assert load.failures == [] and sum(load.served.values()) > 50, (load.failures[:5], load.served)
+    assert set(load.served) <= {"2", "3"}  # the new colour may have answered while it was switched, then no more
 
 
 def test_canary_needs_every_router_of_all_to_split(local_env, tmp_path):

@@ -9,14 +9,13 @@ import os
 import socket
 import subprocess
 import textwrap
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import LocalEnv, assert_one_line_error, free_port, kill_and_wait
+from conftest import KeptAliveLoad, LocalEnv, assert_one_line_error, free_port, kill_and_wait
 from dnslab import KEY, NAME, SECRET, ZONE, Bind, named_binary, nsupdate_binary, start_bind
 
 from bluegreen.config.routers import DnsRouter as DnsConfig
@@ -347,33 +346,12 @@ def test_all_over_haproxy_and_the_record_one_refuses_the_other_goes_back(local_e
         """)
     env.config.write_text(text)
 
-    stop, failures, answers = threading.Event(), [], []
-
-    def through_haproxy() -> None:
-        client = httpx.Client(base_url=env.live_url, timeout=5)  # kept-alive connections
-        for _ in range(100_000):  # bounded; ends with the deploy
-            if stop.is_set():
-                break
-            try:
-                response = client.get("/version")
-                (answers if response.status_code == 200 else failures).append(response.text.strip())
-            except httpx.HTTPError as exc:
-                failures.append(repr(exc))
-        client.close()
-
-    clients = [threading.Thread(target=through_haproxy) for _ in range(4)]
-    for client in clients:
-        client.start()
-    try:
+    with KeptAliveLoad(env.proxy_port) as load:  # through HAProxy, which moves and must come back
         third = env.cli("deploy", "--version", "3")
-    finally:
-        stop.set()
-        for client in clients:
-            client.join(timeout=30)
     assert third.returncode == 1, third.stderr
     line = next(x for x in third.stderr.splitlines() if x.startswith("deploy failed: "))
     assert "the switch failed on dns" in line and "switched haproxy at" in line and "back" in line, line
     assert env.live_version() == "2" and bind.query() == ["127.0.0.9"]  # HAProxy back on green; the hand edit stands
-    assert failures == [] and len(answers) > 50, (failures[:5], len(answers))
+    assert load.failures == [] and sum(load.served.values()) > 50, (load.failures[:5], load.served)
     assert SECRET not in third.stderr
-    print(f"{line}\nthrough HAProxy during the refused switch: {len(answers)} answers, {len(failures)} failed")
+    print(f"{line}\nthrough HAProxy during the refused switch: {dict(load.served)}, {len(load.failures)} failed")

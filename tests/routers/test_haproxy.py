@@ -5,7 +5,6 @@ configured with the very snippet the README shows: examples/routers/haproxy/hapr
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
 import os
@@ -19,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ROOT, LocalEnv, accepts, assert_one_line_error, kill_and_wait
+from conftest import ROOT, KeptAliveLoad, LocalEnv, accepts, assert_one_line_error, kill_and_wait
 
 from bluegreen.config import load_config
 from bluegreen.errors import TargetError
@@ -135,41 +134,14 @@ def test_zero_failed_requests_under_load_during_five_switches(managed):
     deploy(env, "1")
     deploy(env, "2")
     router = router_of(env)
-    failures: list[str] = []
-    served = Counter()
-    stop = threading.Event()
-
-    def hammer() -> None:  # one kept-alive connection, as a browser or an upstream proxy holds one
-        conn = http.client.HTTPConnection("127.0.0.1", env.proxy_port, timeout=5)
-        while not stop.is_set():
-            try:
-                conn.request("GET", "/version")
-                response = conn.getresponse()
-                body = response.read().decode().strip()
-                if response.status != 200:
-                    failures.append(f"{response.status} {body}")
-                served[body] += 1
-            except (OSError, http.client.HTTPException) as exc:
-                failures.append(repr(exc))
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", env.proxy_port, timeout=5)
-        conn.close()
-
-    clients = [threading.Thread(target=hammer) for _ in range(4)]
-    for client in clients:
-        client.start()
-    try:
+    with KeptAliveLoad(env.proxy_port) as load:
         time.sleep(0.3)
         for to, version in [("blue", "1"), ("green", "2"), ("blue", "1"), ("green", "2"), ("blue", "1")]:
             router.switch(to, time.monotonic() + 5)
             assert httpx.get(env.live_url + "/version", timeout=5).text.strip() == version  # at once, no settling
             time.sleep(0.3)
-    finally:
-        stop.set()
-        for client in clients:
-            client.join(10)
-    assert failures == []
-    assert served["1"] > 50 and served["2"] > 50, served  # both colours served the kept-alive clients
+    assert load.failures == []
+    assert load.served["1"] > 50 and load.served["2"] > 50, load.served  # both colours served the kept-alive clients
     assert live(env) == "blue"
 
 
