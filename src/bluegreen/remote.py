@@ -29,6 +29,11 @@ def split_host(address: str, default_port: int) -> tuple[str, int]:
     return address, default_port
 
 
+def join_host(host: str, port: int | str) -> str:
+    """(host, port) -> 'host:port' as a URL or a dial string takes it: an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 @dataclass(frozen=True)
 class CommandResult:
     exit_status: int

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Discriminator, Field, SecretStr, Tag, field_validator, model_validator
 
+from ..remote import split_host
 from .base import Duration, Model
 from .secrets import CREDENTIAL, ENVIRONMENT_VARIABLE
 
@@ -32,11 +33,11 @@ class RouterModel(Model):
     def listen_address(self) -> str | None:
         """host:port where live traffic enters through this router; None when it has no address of its own (a
         DNS record, a cloud load balancer: the environment's url says where users enter)."""
-        return getattr(self, "listen", None)
+        return None
 
     def proxies(self) -> list["ProxyRouter"]:
         """The proxies among this router's parts (`manage` is theirs)."""
-        return [self] if isinstance(self, ProxyRouter) else []
+        return []
 
     def libraries(self) -> list[tuple[str, str, str]]:
         """What its kind (or the routers of kind all) need beyond the core."""
@@ -51,6 +52,12 @@ class ProxyRouter(RouterModel):
         True, description="true: bluegreen writes the proxy's config and starts it when it is not running. false: "
         "your own proxy, config and process; bluegreen changes only the one value it owns (README, Routers)."
     )
+
+    def listen_address(self) -> str | None:
+        return self.listen
+
+    def proxies(self) -> list["ProxyRouter"]:
+        return [self]
 
 
 class ColourNames(Model):
@@ -323,11 +330,7 @@ class DnsRouter(RouterModel):
 
     @property
     def host_port(self) -> tuple[str, int]:
-        if self.server.startswith("["):
-            host, _, rest = self.server[1:].partition("]")
-            return host, int(rest.lstrip(":") or 53)
-        host, _, port = self.server.partition(":")
-        return host, int(port or 53)
+        return split_host(self.server, 53)
 
     @model_validator(mode="after")
     def _in_zone(self) -> DnsRouter:

@@ -54,7 +54,6 @@ class Environment(Overridable):
     )
 
 
-
 class Config(Overridable):
     app: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$", description="Lower-case name, DNS-label style.")
     environments: dict[str, Environment] = Field(

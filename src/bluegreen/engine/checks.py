@@ -106,10 +106,13 @@ class CheckPhases(RunContext):
 
     def _verify(self, colour: Colour, version: str, smoke_window: bool = True) -> None:
         verify = self.settings.verify
-        live_url = self._verify_url(colour)
+        live_url = self._verify_url()
         version_check, checks = verify.version_check, self.settings.smoke.checks
-        if live_url != self._verify_url():  # behind DNS: the new colour's own address, asked for the public host
-            host = urlsplit(self._public_url()).netloc
+        if not verify.url and self.target.cache_ttl() is not None:
+            # Behind DNS, resolvers may keep the old answer: the switch read the authoritative record back, and
+            # the colour is checked through its own address, so a stale cache neither passes nor fails it.
+            host = urlsplit(live_url).netloc  # the public name, sent as Host
+            live_url = self.target.preview_url(colour)
             self.events.log(f"verify: the authoritative record names {colour}; resolvers may still hold the old answer, "
                             f"so {colour} is checked through its own address, {live_url} (Host: {host})")
             version_check = version_check and _with_host(version_check, host)
@@ -156,13 +159,9 @@ class CheckPhases(RunContext):
         """Where users reach the app: the environment's `url`, else the router's own address."""
         return self.settings.url or self.target.live_url()
 
-    def _verify_url(self, colour: Colour | None = None) -> str:
+    def _verify_url(self) -> str:
         """Where verification and the canary gates look: what users reach (a CDN, DNS name or load balancer in
-        front of the router), unless `verify.url` asks for another address (the router itself, bypassing a CDN).
-        Behind a DNS record, resolvers may keep the old answer: the switch read the authoritative record back,
-        and `colour` is checked through its own address, so a stale cache neither passes nor fails it."""
-        if not self.settings.verify.url and colour is not None and self.target.cache_ttl() is not None:
-            return self.target.preview_url(colour)
+        front of the router), unless `verify.url` asks for another address (the router itself, bypassing a CDN)."""
         return self.settings.verify.url or self._public_url()
 
 

@@ -32,12 +32,12 @@ class ScaleDown(RunContext):
                 p.status, p.detail = "skipped", "scale_down_delay: never keeps it running"
                 return
             ttl = self.target.cache_ttl()
-            if ttl is not None and delay < ttl + cache_margin(ttl):  # clients with the old answer still reach it
-                raised = ttl + cache_margin(ttl)
-                self.events.warning(f"scale_down_delay {delay:g}s raised to {raised:g}s: clients may keep the old DNS "
-                                    f"answer for its TTL ({ttl:g}s), so {old} keeps serving until resolver caches "
-                                    f"expire, plus a {cache_margin(ttl):g}s margin")
-                delay = raised
+            margin = cache_margin(ttl) if ttl is not None else 0.0
+            if ttl is not None and delay < ttl + margin:  # clients with the old answer still reach it
+                self.events.warning(f"scale_down_delay {delay:g}s raised to {ttl + margin:g}s: clients may keep the old "
+                                    f"DNS answer for its TTL ({ttl:g}s), so {old} keeps serving until resolver caches "
+                                    f"expire, plus a {margin:g}s margin")
+                delay = ttl + margin
             try:
                 wait = self.target.schedule_scale_down(old, delay, self.release_id)
             except BluegreenError as exc:  # the release stands; an idle colour left running is cheap

@@ -32,19 +32,12 @@ import dns.update
 from ..config import COLOURS, Colour
 from ..config.routers import DnsRouter as DnsConfig
 from ..errors import ConfigError, TargetError
-from ..remote import Shell
+from ..remote import Shell, split_host
 from ..traffic import Weights, all_to, larger_share
 from .base import Router
 
 # The update's answers that mean "the prerequisite failed": the record is not what bluegreen read.
 CHANGED = {dns.rcode.NXRRSET, dns.rcode.YXRRSET, dns.rcode.NXDOMAIN, dns.rcode.YXDOMAIN}
-
-
-def host_of(address: str) -> str:
-    """host:port (or [v6]:port) -> host."""
-    if address.startswith("["):
-        return address[1:].partition("]")[0]
-    return address.rpartition(":")[0] if address.count(":") == 1 else address
 
 
 class DnsRouter(Router):
@@ -74,7 +67,7 @@ class DnsRouter(Router):
 
     def _values(self, colour: Colour, addresses: list[str]) -> frozenset[str]:
         """What the record holds when `colour` is live: its servers' hosts, in the record type's form."""
-        hosts = [host_of(a) for a in addresses]
+        hosts = [split_host(a, 0)[0] for a in addresses]  # host:port -> host
         if not hosts:
             raise ConfigError(f"router dns: {colour} has no address")
         if self.config.type == "CNAME":

@@ -25,7 +25,7 @@ import httpx
 from ..config import COLOURS, Colour, render
 from ..config import EnvoyRouter as EnvoyConfig
 from ..errors import TargetError
-from ..remote import Shell
+from ..remote import Shell, join_host
 from ..report import write_atomic
 from ..state.files import state_io
 from ..traffic import Weights
@@ -62,7 +62,7 @@ class EnvoyRouter(ProxyRouter):
                     transport, base = httpx.HTTPTransport(uds=self.dial_unix(self.config.admin)), "http://envoy-admin"
                 else:
                     host, port = self.dial_tcp(*split_address(self.config.admin))
-                    transport, base = None, f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+                    transport, base = None, f"http://{join_host(host, port)}"
                 self._client = httpx.Client(transport=transport, timeout=2.0, base_url=base)
             return self._client.get(path, params=params).raise_for_status()
         except Unreachable as exc:

@@ -22,7 +22,7 @@ from ..cancel import CANCEL
 from ..config import Colour
 from ..config import ProxyRouter as ProxyConfig
 from ..errors import TargetError
-from ..remote import Shell
+from ..remote import Shell, join_host
 from ..state.files import state_io
 from .base import Router
 from .files import Files, LocalFiles, ShellFiles
@@ -89,8 +89,7 @@ class ProxyRouter(Router):
     @property
     def live_url(self) -> str:
         """Where this machine reaches the proxy it runs beside (a remote router's live URL is its target's)."""
-        host = self.host
-        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+        return f"http://{join_host(self.host, self.port)}"
 
     def at(self, path: Path | str) -> str:
         """A file of the router for a message: its path, and its host when that is not this machine."""

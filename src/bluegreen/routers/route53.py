@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from ..config import COLOURS, Colour, render
 from ..config.routers import Route53Router as Route53Config
 from ..errors import TargetError
-from ..remote import Shell
+from ..remote import Shell, split_host
 from ..traffic import Weights, all_to, describe
 from .aws import AwsApi, percent, scaled
 from .base import Router
@@ -48,7 +48,7 @@ class Route53Router(Router):
         if self.ids["blue"] == self.ids["green"]:
             raise TargetError("router.set_identifiers: blue and green must differ")
         self.values = {c: self._values(c, getattr(config.values, c) if config.values else
-                                       [u.rpartition(":")[0].strip("[]") for u in upstreams.get(c, [])])
+                                       [split_host(u, 0)[0] for u in upstreams.get(c, [])])
                        for c in COLOURS}
         self._change: str | None = None  # the last ChangeBatch's id, until it is INSYNC
 

@@ -23,7 +23,7 @@ import yaml
 from ..config import COLOURS, Colour, render
 from ..config import TraefikRouter as TraefikConfig
 from ..errors import TargetError
-from ..remote import Shell
+from ..remote import Shell, join_host
 from ..report import write_atomic
 from ..state.files import state_io
 from ..traffic import Weights, all_to
@@ -185,8 +185,7 @@ class TraefikRouter(ProxyRouter):
         host, port = self.dial_tcp(api.hostname or "", api.port or (443 if api.scheme == "https" else 80))
         if self._client is None:
             self._client = httpx.Client(auth=self._auth, timeout=2.0)  # type: ignore[arg-type]
-        netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        return self._client.get(f"{api.scheme}://{netloc}{api.path}{path}", headers={"Host": api.netloc},
+        return self._client.get(f"{api.scheme}://{join_host(host, port)}{api.path}{path}", headers={"Host": api.netloc},
                                 extensions={"sni_hostname": api.hostname} if api.scheme == "https" else None)
 
     # --- manage: true -------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import httpx
 
 from ..config import Colour, Settings
 from ..errors import NotReadyError
+from ..remote import join_host
 from .base import Runtime
 
 
@@ -23,8 +24,7 @@ class HostPortRuntime(Runtime):
         self.hosts: dict[Colour, str] = {c: getattr(own, c) if own else self.config.host for c in self.ports}
 
     def address(self, colour: Colour) -> str:
-        host = self.hosts[colour]
-        return f"[{host}]:{self.ports[colour]}" if ":" in host else f"{host}:{self.ports[colour]}"
+        return join_host(self.hosts[colour], self.ports[colour])
 
     def upstreams(self) -> dict[Colour, list[str]]:
         """What a proxy on this machine dials for each colour."""

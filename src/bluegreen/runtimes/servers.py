@@ -25,7 +25,7 @@ from ..cancel import CANCEL
 from ..config import COLOURS, Colour, DockerRun, Settings, render
 from ..config import ServersTarget as ServersConfig
 from ..errors import NotReadyError
-from ..remote import CommandResult, Shell, split_host
+from ..remote import CommandResult, Shell, join_host, split_host
 from .base import ColourState, Runtime
 from .server_modes import CommandMode, DockerMode
 
@@ -174,7 +174,7 @@ class ServersRuntime(Runtime):
         host = host.strip("[]")
         if host in ("", "0.0.0.0", "::", "*"):
             host = address(self.router_hosts[0])
-        return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+        return f"http://{join_host(host, port)}"
 
     # --- actions -------------------------------------------------------------------------------
 
