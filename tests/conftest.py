@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import http.server
 import itertools
 import json
 import os
@@ -15,6 +16,7 @@ import textwrap
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,19 +114,62 @@ def kill_and_wait(leader: subprocess.Popen | int, port: int | None = None, sig: 
         time.sleep(0.02)
 
 
+class Forwarder:
+    """A real HTTP server on 127.0.0.1 standing for what users reach (a CDN, a load balancer's data plane): each GET
+    goes to the base URL `route()` names for it, or is answered 503 with `unavailable` when it names none.
+    `paths` counts what it was asked."""
+
+    def __init__(self, route: Callable[[], str | None], unavailable: bytes = b"no upstream\n") -> None:
+        self.paths: Counter[str] = Counter()
+        forwarder = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+                forwarder.paths[self.path] += 1
+                upstream = route()
+                if upstream is None:
+                    status, body, kind = 503, unavailable, "text/plain"
+                else:
+                    try:
+                        answer = httpx.get(upstream + self.path, timeout=5)
+                    except httpx.HTTPError:
+                        self.send_error(502)
+                        return
+                    status, body = answer.status_code, answer.content
+                    kind = answer.headers.get("Content-Type", "text/plain")
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
 class KeptAliveLoad:
-    """`clients` kept-alive connections to 127.0.0.1:`port` asking GET /version until the block ends (bounded):
+    """`clients` kept-alive connections to `host`:`port` asking GET /version until the block ends (bounded):
     `served` counts the versions that answered, `failures` lists every error or non-200 answer."""
 
-    def __init__(self, port: int, clients: int = 4, limit: int = 100_000) -> None:
-        self.port, self.limit = port, limit
+    def __init__(self, port: int, clients: int = 4, limit: int = 1_000_000, host: str = "127.0.0.1") -> None:
+        self.host, self.port, self.limit = host, port, limit
         self.served: Counter[str] = Counter()
         self.failures: list[str] = []
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self._client) for _ in range(clients)]
 
     def _client(self) -> None:  # one kept-alive connection, as a browser or an upstream proxy holds one
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=5)
         for _ in range(self.limit):
             if self.stop.is_set():
                 break
@@ -139,7 +184,7 @@ class KeptAliveLoad:
             except (OSError, http.client.HTTPException) as exc:
                 self.failures.append(repr(exc))
                 conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+                conn = http.client.HTTPConnection(self.host, self.port, timeout=5)
         conn.close()
 
     def __enter__(self) -> "KeptAliveLoad":

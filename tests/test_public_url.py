@@ -7,59 +7,25 @@ and one that answers 503 to everything (the address the run must not trust when 
 
 from __future__ import annotations
 
-import http.server
 import os
-import threading
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from conftest import LocalEnv, free_port
+from conftest import Forwarder, LocalEnv
 
 HAVE_HAPROXY = any(Path(p, "haproxy").exists() for p in [*os.environ.get("PATH", "").split(":"), "/usr/sbin"])
 
 
-class Front:
-    """A real HTTP server on 127.0.0.1: forwards GETs to `upstream`, or answers 503 when it has none.
-    `paths` counts what it was asked."""
-
-    def __init__(self, upstream: str | None = None) -> None:
-        self.paths: Counter[str] = Counter()
-        front = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
-                front.paths[self.path] += 1
-                if upstream is None:
-                    status, body = 503, b"down for maintenance\n"
-                else:
-                    answer = httpx.get(upstream + self.path, timeout=5)
-                    status, body = answer.status_code, answer.content
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
+def Front(upstream: str | None = None) -> Forwarder:  # noqa: N802 (reads as the class it stands for)
+    """Forwards GETs to `upstream` (what users reach), or answers 503 to everything when there is none."""
+    return Forwarder(lambda: upstream, unavailable=b"down for maintenance\n")
 
 
 @pytest.fixture
-def fronts() -> Iterator[list[Front]]:
-    made: list[Front] = []
+def fronts() -> Iterator[list[Forwarder]]:
+    made: list[Forwarder] = []
     yield made
     for front in made:
         front.close()

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from conftest import free_port
+from conftest import Forwarder, free_port
 
 
 def require(module: str) -> None:
@@ -156,54 +156,27 @@ def make_alb_lab() -> AlbLab:
     return AlbLab(elb, ec2, vpc, subnets, listener["Listeners"][0]["ListenerArn"], groups, name)
 
 
-class DataPlane:
+class DataPlane(Forwarder):
     """What moto lacks: the ALB's data plane, on a loopback port. Each request reads the listener's forward action
     and the target group's registered targets from moto (the API bluegreen wrote), and is proxied to one of them."""
 
     def __init__(self, lab: AlbLab) -> None:
-        import http.server
         import random
-        import threading
-        import urllib.request
 
-        elb = lab.elb
+        def route() -> str | None:
+            action = lab.elb.describe_listeners(ListenerArns=[lab.listener_arn])["Listeners"][0]["DefaultActions"][-1]
+            groups = action.get("ForwardConfig", {}).get("TargetGroups", [])
+            if not groups or not sum(g["Weight"] for g in groups):
+                return None
+            group = random.choices(groups, weights=[g["Weight"] for g in groups])[0]["TargetGroupArn"]
+            targets = [t["Target"] for t in lab.elb.describe_target_health(TargetGroupArn=group)[
+                "TargetHealthDescriptions"] if t["TargetHealth"]["State"] == "healthy"]
+            target = random.choice(targets)
+            return f"http://{target['Id']}:{target['Port']}"
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                action = elb.describe_listeners(ListenerArns=[lab.listener_arn])["Listeners"][0]["DefaultActions"][-1]
-                groups = action.get("ForwardConfig", {}).get("TargetGroups", [])
-                if not groups or not sum(g["Weight"] for g in groups):
-                    self.send_error(503, "no release yet")
-                    return
-                group = random.choices(groups, weights=[g["Weight"] for g in groups])[0]["TargetGroupArn"]
-                targets = [t["Target"] for t in elb.describe_target_health(TargetGroupArn=group)[
-                    "TargetHealthDescriptions"] if t["TargetHealth"]["State"] == "healthy"]
-                target = random.choice(targets)
-                try:
-                    with urllib.request.urlopen(f"http://{target['Id']}:{target['Port']}{self.path}", timeout=5) as r:
-                        status, body, kind = r.status, r.read(), r.headers.get("Content-Type", "text/plain")
-                except OSError:
-                    self.send_error(502)
-                    return
-                self.send_response(status)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        super().__init__(route, unavailable=b"no release yet\n")
 
     def version(self) -> str:
         import httpx
 
         return httpx.get(self.url + "/version", timeout=10).text.strip()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()

@@ -7,54 +7,19 @@ of its own, whose app hosts each run a Docker engine."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import signal
 import subprocess
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from conftest import KeptAliveLoad
 from github.support import example_image  # noqa: F401  (a fixture: the example app's image)
 
 from .lab import DOCKER_RUN, Host, Lab, Release, get_version, render_haproxy, start_haproxy
-
-class Load:
-    """Clients on kept-alive connections through the load balancer, counting answers and failures."""
-
-    def __init__(self, host: Host, clients: int = 4) -> None:
-        self.host, self.failures, self.served = host, [], Counter()
-        self.stopping = threading.Event()
-        self.threads = [threading.Thread(target=self.hammer) for _ in range(clients)]
-
-    def hammer(self) -> None:
-        conn = http.client.HTTPConnection(self.host.address, 80, timeout=5)
-        while not self.stopping.is_set():
-            try:
-                conn.request("GET", "/version")
-                response = conn.getresponse()
-                body = response.read().decode().strip()
-                if response.status != 200:
-                    self.failures.append(f"{response.status} {body[:80]}")
-                self.served[body] += 1
-            except (OSError, http.client.HTTPException) as exc:
-                self.failures.append(repr(exc))
-                conn.close()
-                conn = http.client.HTTPConnection(self.host.address, 80, timeout=5)
-        conn.close()
-
-    def __enter__(self) -> "Load":
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *_) -> None:
-        self.stopping.set()
-        for t in self.threads:
-            t.join(10)
 
 
 def secrets_absent(lab: Lab, *texts: str) -> None:
@@ -74,7 +39,7 @@ def end_to_end_under_load(release: Release) -> None:
     first = release.cli("deploy", "--version", "1")
     assert first.returncode == 0, first.stderr
     assert get_version(lab.lb) == "1" and release.map_entry(lab.lb) == f"{release.app}_blue"
-    with Load(lab.lb) as load:
+    with KeptAliveLoad(80, host=lab.lb.address) as load:  # clients through the load balancer
         time.sleep(0.5)
         second = release.cli("deploy", "--version", "2", "--report", "report.json")
         assert second.returncode == 0, second.stderr
