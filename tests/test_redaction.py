@@ -96,6 +96,9 @@ CONFIG = textwrap.dedent(f"""\
       queries: [{{name: errors, query: "up", min: 1}}]
     migrations:
       expand: {{command: [migrate]}}
+    hooks:
+      before_switch:
+        - http: {{url: "https://ops.example.test/go", headers: {{Authorization: "Bearer hook-token-71c2"}}}}
     environments:
       local:
         target:
@@ -140,6 +143,7 @@ SECRETS = {
     ("SSHSettings", "passphrase"): ("servers", ["ssh-passphrase-9d1f"]),
     ("SSHSettings", "known_hosts"): ("servers", ["app1 ssh-ed25519 known-hosts-0e5b"]),
     ("DnsRouter", "tsig_secret_env"): ("dns", [TSIG_SECRET]),
+    ("HttpCall", "headers"): ("local", ["Bearer hook-token-71c2"]),
 }
 
 

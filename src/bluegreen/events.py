@@ -37,8 +37,12 @@ class Subscriber:
     def started(self, title: str) -> None:
         pass
 
+    def reached(self, point: str, result: Result) -> None:
+        """The run reached a hook point (payload.HOOK_POINTS), with the result as it stands there."""
+
     def finished(self, result: Result) -> None:
-        pass
+        """Once per changing command, when its outcome is decided, before the report is written: what a
+        subscriber adds to the result (its deliveries) reaches the report."""
 
 
 class Events:
@@ -91,6 +95,9 @@ class Events:
 
     def started(self, title: str) -> None:
         self._emit("started", title)
+
+    def reached(self, point: str, result: Result) -> None:
+        self._emit("reached", point, result)
 
     def finished(self, result: Result) -> None:
         self._emit("finished", result)

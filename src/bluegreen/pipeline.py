@@ -71,7 +71,7 @@ class Pipeline(DryRunPlan, CanarySteps, SchemaChanges):
         self.result.version = version
         if dry_run:
             return self._plan(version, switch)
-        with self._guarded(), self._locked():
+        with self._guarded(), self._locked(), self._outcome_hooks_after():
             self._refuse_during_canary()
             live, live_version = self._resolve_live()
             idle = other_colour(live) if live else "blue"
@@ -99,7 +99,7 @@ class Pipeline(DryRunPlan, CanarySteps, SchemaChanges):
         prepared by `deploy --no-switch`."""
         self._begin("promote", f"promote the prepared colour of {self.settings.app}/{self.settings.environment}")
         self._warn_long_ttl()
-        with self._guarded(), self._locked():
+        with self._guarded(), self._locked(), self._outcome_hooks_after():
             if (paused := self._paused_canary()) is not None:
                 self._resume_canary(paused, full, expect_version)
             else:
@@ -126,7 +126,7 @@ class Pipeline(DryRunPlan, CanarySteps, SchemaChanges):
         on the previous colour was never good; going "back" to it would be an outage)."""
         self._begin("rollback", f"roll back {self.settings.app}/{self.settings.environment}")
         self._warn_long_ttl()
-        with self._guarded(), self._locked():
+        with self._guarded(), self._locked(), self._outcome_hooks_after():
             self._refuse_during_canary()
             live, live_version = self._resolve_live()
             if live is None:
@@ -156,7 +156,7 @@ class Pipeline(DryRunPlan, CanarySteps, SchemaChanges):
         if migrations is None or migrations.contract is None:
             raise ConfigError(f"{self.settings.source}: migrations.contract is not configured: there is no contract to run")
         self._begin("contract", f"contract the schema of {self.settings.app}/{self.settings.environment}")
-        with self._guarded(), self._locked():
+        with self._guarded(), self._locked(), self._outcome_hooks_after():
             live, live_version = self._resolve_live()
             self.result.idle_colour = other_colour(live) if live else None
             self._contract(live, live_version, retire_previous=retire_previous, required=True)
@@ -166,7 +166,7 @@ class Pipeline(DryRunPlan, CanarySteps, SchemaChanges):
     def abort(self) -> Result:
         """A paused canary's new colour back to 0% in one change; the stable colour never stopped serving."""
         self._begin("abort", f"abort the canary of {self.settings.app}/{self.settings.environment}")
-        with self._guarded(), self._locked():
+        with self._guarded(), self._locked(), self._outcome_hooks_after():
             self._abort_canary()
         return self.result
 

@@ -64,6 +64,27 @@ class CheckResult(BaseModel):
     failures: int | None = None
 
 
+class HookRun(BaseModel):
+    """One hook at one point of the run: what it did (a gate that failed stopped the run)."""
+
+    point: str  # before_switch, after_switch... (payload.HOOK_POINTS)
+    name: str
+    status: Literal["succeeded", "failed", "timed_out", "cancelled"]
+    detail: str = ""  # one line: the exit code or HTTP status, or why it could not run
+    duration: float = 0.0
+
+
+class Delivery(BaseModel):
+    """One message to one channel (Slack, Teams, a webhook, a GitHub deployment): whether it got there."""
+
+    channel: str  # its name in the config, e.g. "slack" or "github deployment"
+    event: str  # the outcome or state it told
+    delivered: bool
+    attempts: int = 0
+    detail: str = ""  # the last answer or error, one line
+    duration: float = 0.0
+
+
 class Result(BaseModel):
     command: str
     status: Status
@@ -88,8 +109,14 @@ class Result(BaseModel):
     canary_step: str | None = None  # a canary: the step reached, e.g. "2/4"
     pending_contract: str | None = None  # the release whose expand still waits for its contract, after this run
     caches_expire: str | None = None  # a DNS switch: when resolvers' caches of the old answer expire (switch + TTL)
+    run_url: str | None = None  # the CI job that ran this
+    actor: str | None = None
+    started_at: datetime | None = None
+    duration: float | None = None  # seconds from the start to the outcome
     phases: list[Phase] = Field(default_factory=list)
     checks: list[CheckResult] = Field(default_factory=list)
+    hooks: list[HookRun] = Field(default_factory=list)
+    notifications: list[Delivery] = Field(default_factory=list)  # and GitHub deployments: what each channel was told
 
     @property
     def exit_code(self) -> ExitCode:

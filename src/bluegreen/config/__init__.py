@@ -37,12 +37,14 @@ from .checks import (
     AnalysisSettings,
     Expect,
     PrometheusSource,
+    RequestHeaders,
     SmokeCheck,
     SmokeSettings,
     TestSuite,
     VerifySettings,
 )
 from .database import DANGEROUS_SQL_RULES, MigrationLint, Migrations, MigrationStep
+from .hooks import Hook, Hooks, HttpCall
 from .loader import MAX_DEPTH, MAX_LINE, MAX_SHOWN, MAX_VALUES, ConfigErrors, json_schema, load_config
 from .routers import (
     HAPROXY_NAME,
@@ -87,9 +89,9 @@ __all__ = [
     "MAX_SHOWN", "MAX_VALUES", "PLAIN_HEADERS", "ROUTER_KINDS", "SCHEMA_URL", "UNTIL_PROMOTED", "WEIGHTED_ROUTERS",
     "AllRouters", "AnalysisQuery", "AnalysisSettings", "CaddyRouter", "CanarySettings", "CanaryStep", "Colour", "ColourNames",
     "ColourPorts", "CommandRun", "Config", "ConfigError", "ConfigErrors", "DockerCaddyRouter", "DockerRouterConfig", "DockerRun",
-    "DockerTarget", "Duration", "EnvoyRouter", "Environment", "Expect", "HAProxyRouter", "HttpUrl",
+    "DockerTarget", "Duration", "EnvoyRouter", "Environment", "Expect", "HAProxyRouter", "Hook", "Hooks", "HttpCall", "HttpUrl",
     "KubernetesRouteRouter", "KubernetesRouterConfig", "KubernetesServiceRouter", "KubernetesTarget", "LocalTarget", "MigrationLint",
-    "MigrationStep", "Migrations", "Model", "NginxRouter", "OtherRouters", "Overridable", "PrometheusSource",
+    "MigrationStep", "Migrations", "Model", "NginxRouter", "OtherRouters", "Overridable", "PrometheusSource", "RequestHeaders",
     "ProxyRouter", "RouterConfig", "RouterModel", "SSHSettings", "Secret", "ServersTarget", "Settings", "SmokeCheck",
     "SmokeSettings", "TargetConfig", "TestSuite", "Timeouts", "TraefikRouter", "VerifySettings", "json_schema",
     "load_config", "other_colour", "parse_duration", "render", "secret_header_values", "secret_values", "shorten",

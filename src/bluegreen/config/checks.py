@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
 
 from .base import Duration, HttpUrl, Model
 from .secrets import CREDENTIAL, HEADER_VALUES
@@ -38,28 +38,32 @@ class Expect(Model):
         return value
 
 
+def _sendable(headers: dict[str, str]) -> dict[str, str]:
+    # Checked here, not left to the HTTP client: its error quotes the value, and header values are secrets
+    # (a token read from a CI variable often ends in a newline). The message never shows the value.
+    for name, value in headers.items():
+        if not (value.isascii() and value.isprintable() and value == value.strip()):
+            raise ValueError(
+                f"the value of header {name!r} must be printable ASCII without leading or trailing spaces or "
+                "line breaks (the value is not shown: header values are secrets)"
+            )
+    return headers
+
+
+# Request headers (a check's, a hook's, a channel's): every value but content negotiation's is a secret, typically
+# '${TOKEN}' from the environment, and refused at load when it could not be sent.
+RequestHeaders = Annotated[dict[str, str], HEADER_VALUES, AfterValidator(_sendable)]
+
+
 class SmokeCheck(Model):
     name: str = Field(description="Shown in logs and reports.")
     path: str = Field("/", description="Request path, appended to the preview or live URL.")
     method: str = Field("GET", pattern=r"^[A-Z]+$")
-    headers: Annotated[dict[str, str], HEADER_VALUES] = Field(
+    headers: RequestHeaders = Field(
         default_factory=dict, description="Request headers. Their values never appear in logs or reports."
     )
     body: str | None = Field(None, description="Request body.")
     expect: Expect = Field(default_factory=Expect)
-
-    @field_validator("headers")
-    @classmethod
-    def _sendable(cls, headers: dict[str, str]) -> dict[str, str]:
-        # Checked here, not left to the HTTP client: its error quotes the value, and header values are secrets
-        # (a token read from a CI variable often ends in a newline). The message never shows the value.
-        for name, value in headers.items():
-            if not (value.isascii() and value.isprintable() and value == value.strip()):
-                raise ValueError(
-                    f"the value of header {name!r} must be printable ASCII without leading or trailing spaces or "
-                    "line breaks (the value is not shown: header values are secrets)"
-                )
-        return headers
 
 
 class SmokeSettings(Model):

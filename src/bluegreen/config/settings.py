@@ -12,6 +12,7 @@ from .base import ENVIRONMENT_NAME, Duration, HttpUrl, Model
 from .canary import CanarySettings
 from .checks import AnalysisSettings, SmokeSettings, TestSuite, VerifySettings
 from .database import Migrations
+from .hooks import Hooks
 from .targets import TargetConfig
 
 
@@ -44,6 +45,7 @@ class Overridable(Model):
         None, description="blue-green (default): one switch. canary: the steps of `canary`, gated at each step."
     )
     canary: CanarySettings | None = None
+    hooks: Hooks | None = Field(None, description="The team's own steps at the points of a release (a gate before the switch).")
 
 
 class Environment(Overridable):

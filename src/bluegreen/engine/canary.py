@@ -29,6 +29,7 @@ class CanarySteps(BlueGreenRelease):
         try:
             if first < len(steps) - 1:  # before the first step, as before a switch
                 self._preflight(to, version, analysed=self.settings.analysis is not None)
+                self._hook("before_switch")
             for index in range(first, len(steps) - 1):
                 self._canary_step(index, to, version, old, old_version)
                 if steps[index].pause == UNTIL_PROMOTED:

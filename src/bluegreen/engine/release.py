@@ -16,14 +16,16 @@ from ..history import served_live, was_live
 from ..migrations import rollback_refusal
 from ..state.base import Release
 from .checks import CheckPhases
+from .hooks import HookPoints
 from .run import _AfterSwitchFailure
 from .scaledown import ScaleDown
 
 CANCELLED_SWITCH_BACK = 5.0  # seconds a cancelled run waits for a router to apply the switch back
 
 
-class BlueGreenRelease(CheckPhases, ScaleDown):
-    """Built on the checks (verify, analysis through the live URL) and the scale-down that follows a release."""
+class BlueGreenRelease(CheckPhases, ScaleDown, HookPoints):
+    """Built on the checks (verify, analysis through the live URL), the scale-down that follows a release and the
+    hook points around the switch."""
 
     def _release(
         self, action: str, to: Colour, version: str, live: Colour | None, live_version: str | None,
@@ -34,6 +36,7 @@ class BlueGreenRelease(CheckPhases, ScaleDown):
         the analysis's queries were checked before (a canary's first step)."""
         analysed = self.settings.analysis is not None and action != "rollback"  # a rollback goes back, fast
         self._preflight(to, version, analysed=analysed and preflight)
+        self._hook("before_switch")  # the gate: its failure stops the run here, live untouched
         try:
             with CANCEL.shielded():  # a switch is never cut in half; a signal meanwhile is raised after it
                 with self._phase(f"switch {live or 'none'} -> {to}") as p:
@@ -55,6 +58,7 @@ class BlueGreenRelease(CheckPhases, ScaleDown):
                         self.events.warning(f"switch: {exc}; the router points at {to}, verifying through the live URL")
                 self.result.switched = True
                 self.result.live_colour, self.result.idle_colour = to, live
+            self._hook("after_switch")
             with self._phase("verify live"):
                 self._verify(to, version, smoke_window)
             if analysed:
@@ -73,6 +77,7 @@ class BlueGreenRelease(CheckPhases, ScaleDown):
             self._finish("succeeded")
             if live is not None:
                 self._plan_scale_down(live)
+        self._hook("after_verify")
 
     def _after_failed_verify(
         self, action: str, to: Colour, version: str, live: Colour | None, live_version: str | None, reason: str

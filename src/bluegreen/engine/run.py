@@ -60,6 +60,7 @@ class RunContext:
     checkpoint: Callable[[Result], None]
     release_id: str
     result: Result  # this command's, from `_begin` on
+    _started: float  # monotonic time of `_begin`: the duration in the report
     _holder: str | None  # our lock's holder id while we hold it
 
     def _begin(self, command: str, title: str) -> None:
@@ -67,13 +68,16 @@ class RunContext:
         self.result = Result(
             command=command, status="running", app=s.app, environment=s.environment,
             rollback_command=self.run.rollback_command, release_id=self.release_id,
-            raw_rollback_command=None,
+            raw_rollback_command=None, run_url=self.run.run_url, actor=self.run.actor,
+            started_at=datetime.now(timezone.utc),
         )
+        self._started = time.monotonic()
         self.events.started(title)
         self.checkpoint(self.result)
 
     def _finish(self, status: str, keep_reason: bool = False) -> Result:
         self.result.status = status  # type: ignore[assignment]
+        self.result.duration = time.monotonic() - self._started
         if not keep_reason:
             self.result.reason = None
         if self.result.switched and self.result.previous_colour:

@@ -77,6 +77,8 @@ class ScaleDown(RunContext):
         self.events.log(f"{colour} is scaled down in {wait:g}s; the lock is free meanwhile (a rollback can run)")
         try:
             CANCEL.wait(wait)
+            if CANCEL.requested:  # cancelled earlier (an after_verify hook stopped): the signal was raised already
+                raise Cancelled(CANCEL.signal_name or "a signal")
         except Cancelled as stop:  # the release stands; the scale-down stays due for the next run
             with self._phase(f"scale down {colour} (due)") as p:
                 p.status, p.detail = "skipped", f"{stop}: the next run applies it"
