@@ -50,7 +50,12 @@ PLAIN_HEADERS = {"accept", "accept-encoding", "accept-language", "content-type",
 
 
 def _header_values(headers: dict[str, str]) -> Iterable[str]:
-    return [value for name, value in headers.items() if name.lower() not in PLAIN_HEADERS]
+    """Each value, and the credential of `<scheme> <credential>` alone ("Bearer abc": abc may be quoted alone)."""
+    values = []
+    for name, value in headers.items():
+        if name.lower() not in PLAIN_HEADERS:
+            values += [value, *value.split(None, 1)[1:]]
+    return values
 
 
 def _environment_values(names: list[str]) -> Iterable[str]:
