@@ -55,8 +55,8 @@ class Hook(Model):
     def label(self) -> str:
         if self.name:
             return self.name
-        if self.http is not None:
-            return f"{self.http.method} {self.http.url}"
+        if self.http is not None:  # without the query string: a token there stays out of the log
+            return f"{self.http.method} {self.http.url.split('?', 1)[0]}"
         return self.command if isinstance(self.command, str) else " ".join(self.command or [])
 
 
