@@ -338,3 +338,27 @@ def test_hooks_are_in_the_schema_and_a_header_secret_is_marked():
     hooks = Hooks.model_validate({"after_verify": [{"http": {"url": "http://x.test/y", "headers": {"X-Key": "k-123456"}}}]})
     assert "k-123456" in secret_values(hooks)
     assert "hooks" in Settings.model_fields
+
+
+def test_a_canary_reaches_the_gate_before_its_first_step_and_after_switch_at_100(env, receiver):
+    """One point, once per run: the gate before any weight moves, after_switch when the 100% step switched; a
+    paused canary runs no more hooks, and its promote is a run with hooks of its own."""
+    from test_canary import canary_env, split
+
+    canary_env(env, "[{weight: 20, pause: until promoted}, {weight: 100}]")
+    assert env.cli("deploy", "--version", "1").returncode == 0
+    canary_env(env, "[{weight: 20, pause: until promoted}, {weight: 100}]",
+               extra=hooks_yaml(receiver, command=False))
+    paused = env.cli("deploy", "--version", "2")
+    assert paused.returncode == 0, paused.stderr
+    assert env.report()["status"] == "paused" and split(env) == {"blue": 80, "green": 20}
+    assert receiver.points() == ["before_switch"]
+    assert receiver.body("before_switch")["switched"] is False  # nothing had moved when the gate ran
+
+    receiver.requests.clear()
+    promoted = env.cli("promote")
+    assert promoted.returncode == 0, promoted.stderr
+    # A run of its own: its gate before the traffic it moves (the 100% step), then the switch and verification.
+    assert receiver.points() == ["before_switch", "after_switch", "after_verify"]
+    assert receiver.body("before_switch")["command"] == "promote"
+    assert receiver.body("after_verify")["live_version"] == "2"
