@@ -362,3 +362,23 @@ def test_a_canary_reaches_the_gate_before_its_first_step_and_after_switch_at_100
     assert receiver.points() == ["before_switch", "after_switch", "after_verify"]
     assert receiver.body("before_switch")["command"] == "promote"
     assert receiver.body("after_verify")["live_version"] == "2"
+
+
+def test_once_cancelled_a_hook_gets_at_most_5_seconds(env, receiver):
+    env.write(test_suite="")
+    assert env.cli("deploy", "--version", "1").returncode == 0
+    slow = '- {name: slow page, command: ["sleep", "60"], timeout: 60s}'
+    env.write(hooks_yaml(receiver, points=["before_switch", "on_cancel"], command=False,
+                         extra={"before_switch": WAIT % sys.executable, "on_cancel": slow}), test_suite="")
+    run = _deploy_in_background(env, "2")
+    try:
+        _wait_for(env.dir / "hook.pid", run)
+        run.send_signal(signal.SIGINT)
+        _, stderr = run.communicate(timeout=30)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+    assert run.returncode == 1, stderr
+    (slow_page,) = [h for h in env.report()["hooks"] if h["point"] == "on_cancel"]
+    assert (slow_page["status"], slow_page["detail"]) == ("timed_out", "timed out after 5s")

@@ -86,5 +86,5 @@ class Hooks(Model):
     )
     on_cancel: list[Hook] = Field(
         default_factory=list, description="The run was cancelled (SIGINT, SIGTERM): after the cancellation rule has "
-        "left live as it should be. Keep it short: CI kills the job seconds later."
+        "left live as it should be. Once a run is cancelled each hook gets at most 5 s: CI kills the job seconds later."
     )

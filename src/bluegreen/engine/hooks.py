@@ -13,7 +13,7 @@ import json
 from contextlib import contextmanager
 from typing import Iterator
 
-from ..cancel import Cancelled
+from ..cancel import CANCEL, Cancelled
 from ..config import Hook, secret_values
 from ..errors import BluegreenError
 from ..hooks import run_hook
@@ -23,8 +23,7 @@ from ..report import HookRun
 from .run import RunContext
 
 GATE = "before_switch"
-# Reached at the end of the run, in this order, when the outcome says so (see _outcome_hooks).
-OUTCOME_POINTS = ("on_switch_back", "on_rollback", "on_failure", "on_cancel")
+CANCELLED_HOOK_TIMEOUT = 5.0  # seconds each hook gets once the run is cancelled (on_cancel, on_switch_back)
 
 
 class HookPoints(RunContext):
@@ -56,6 +55,8 @@ class HookPoints(RunContext):
         reached.add(point)
         self.events.reached(point, self.result)
         hooks = getattr(self.settings.hooks, point, None) or []
+        if CANCEL.requested:  # GitHub kills the job 10 s after its first signal: what runs now must be quick
+            hooks = [h.model_copy(update={"timeout": min(h.timeout, CANCELLED_HOOK_TIMEOUT)}) for h in hooks]
         redactor = Redactor(secret_values(self.settings))
         for hook in hooks:
             data = json.loads(redactor.redact_json(json.dumps(payload(self.result, point))))
