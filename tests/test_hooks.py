@@ -382,3 +382,14 @@ def test_once_cancelled_a_hook_gets_at_most_5_seconds(env, receiver):
     assert run.returncode == 1, stderr
     (slow_page,) = [h for h in env.report()["hooks"] if h["point"] == "on_cancel"]
     assert (slow_page["status"], slow_page["detail"]) == ("timed_out", "timed out after 5s")
+
+
+def test_the_job_summary_lists_each_hook_and_what_each_channel_was_told():
+    from bluegreen.report import Delivery, HookRun, Result
+
+    result = Result(command="deploy", status="succeeded", app="shop", environment="prod", hooks=[
+        HookRun(point="after_verify", name="purge | cdn", status="failed", detail="HTTP 500 from https://cdn/purge")],
+        notifications=[Delivery(channel="slack", event="succeeded", delivered=True, attempts=2, detail="HTTP 200")])
+    summary = result.to_markdown()
+    assert "| purge \\| cdn | after_verify | ❌ failed | HTTP 500 from https://cdn/purge |" in summary
+    assert "| slack | succeeded | ✅ | 2 | HTTP 200 |" in summary

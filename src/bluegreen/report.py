@@ -205,6 +205,14 @@ class Result(BaseModel):
                     f"| {_md_cell(c.name)} | {c.kind} {c.target} | {'✅' if c.passed else '❌'} | {c.attempts} "
                     f"| {_md_cell(c.detail)} |"
                 )
+        if self.hooks:
+            out += ["", "| hook | at | result | detail |", "| --- | --- | --- | --- |"]
+            out += [f"| {_md_cell(h.name)} | {h.point} | {'✅' if h.status == 'succeeded' else '❌'} {h.status} "
+                    f"| {_md_cell(h.detail)} |" for h in self.hooks]
+        if self.notifications:
+            out += ["", "| told | what | delivered | attempts | detail |", "| --- | --- | --- | --- | --- |"]
+            out += [f"| {_md_cell(n.channel)} | {n.event} | {'✅' if n.delivered else '❌'} | {n.attempts} "
+                    f"| {_md_cell(n.detail)} |" for n in self.notifications]
         if self.phases:
             out += ["", "```mermaid", "gantt", "  dateFormat x", "  axisFormat %M:%S", f"  title {self.command} phases"]
             for p in self.phases:
