@@ -41,6 +41,8 @@ from .checks import (
     SmokeSettings,
     TestSuite,
     VerifySettings,
+    WebSource,
+    json_path,
 )
 from .database import DANGEROUS_SQL_RULES, MigrationLint, Migrations, MigrationStep
 from .loader import MAX_DEPTH, MAX_LINE, MAX_SHOWN, MAX_VALUES, ConfigErrors, json_schema, load_config
@@ -89,7 +91,7 @@ __all__ = [
     "ColourPorts", "CommandRun", "Config", "ConfigError", "ConfigErrors", "DockerCaddyRouter", "DockerRouterConfig", "DockerRun",
     "DockerTarget", "Duration", "EnvoyRouter", "Environment", "Expect", "HAProxyRouter", "HttpUrl",
     "KubernetesRouteRouter", "KubernetesRouterConfig", "KubernetesServiceRouter", "KubernetesTarget", "LocalTarget", "MigrationLint",
-    "MigrationStep", "Migrations", "Model", "NginxRouter", "OtherRouters", "Overridable", "PrometheusSource",
+    "MigrationStep", "Migrations", "Model", "NginxRouter", "OtherRouters", "Overridable", "PrometheusSource", "WebSource", "json_path",
     "ProxyRouter", "RouterConfig", "RouterModel", "SSHSettings", "Secret", "ServersTarget", "Settings", "SmokeCheck",
     "SmokeSettings", "TargetConfig", "TestSuite", "Timeouts", "TraefikRouter", "VerifySettings", "json_schema",
     "load_config", "other_colour", "parse_duration", "render", "secret_header_values", "secret_values", "shorten",
