@@ -305,3 +305,20 @@ def test_a_bad_value_counts_only_after_its_for(metrics):
     settings = _settings(metrics.url + "/m", "$.v")
     [result] = analysis.analyse(settings, VALUES, duration=5, log=lambda line: None)
     assert not result.passed and result.attempts == 1 and "last: 50 > max 10" in result.detail, result
+
+
+def test_the_readme_example_is_a_valid_config(tmp_path, monkeypatch):
+    from bluegreen.config import load_config
+    from conftest import ROOT
+
+    section = (ROOT / "README.md").read_text().split("#### From any JSON endpoint: `analysis.web`", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    monkeypatch.setenv("DD_API_KEY", KEY)
+    monkeypatch.setenv("DD_APP_KEY", "dd-app-key-1b7e")
+    (tmp_path / "bluegreen.yml").write_text(
+        example + "app: shop\nenvironments: {production: {target: {kind: local, command: [app, '{port}']}}}\n"
+    )
+    settings = load_config(tmp_path / "bluegreen.yml").analysis
+    assert settings is not None and settings.web is not None and settings.web.headers["DD-API-KEY"] == KEY
+    assert [q.json_path for q in settings.queries] == ["$.series[0].pointlist[-1][1]"] * 2
+    assert settings.queries[1].url and "p99:trace.http.request{service:{app},colour:{colour}}" in settings.queries[1].url
