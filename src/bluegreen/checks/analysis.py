@@ -117,8 +117,7 @@ class WebSource:
 def _where(url: str) -> str:
     """The endpoint named in a message: no query string, no user:password (either may hold a key)."""
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}{parts.path}" \
-        if parts.scheme else shorten(url.split("?")[0], 80)
+    return shorten(f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}", 120)
 
 
 def _render_json(value: Any, values: dict[str, str]) -> Any:
