@@ -93,6 +93,7 @@ CONFIG = textwrap.dedent(f"""\
       version_check: {{name: version, path: /version, headers: {{X-Token: verify-header-8a2f}}}}
     analysis:
       prometheus: {{url: "http://prometheus:9090", bearer_token: prom-token-1c9e, basic_auth: "prom:prom-pass-3b7d"}}
+      web: {{url: "http://metrics:8080/q", headers: {{DD-API-KEY: web-header-4e2a, Accept: application/json}}}}
       queries: [{{name: errors, query: "up", min: 1}}]
     migrations:
       expand: {{command: [migrate]}}
@@ -136,6 +137,7 @@ SECRETS = {
     ("SmokeCheck", "headers"): ("local", ["Bearer smoke-header-5d3c", "verify-header-8a2f"]),
     ("PrometheusSource", "bearer_token"): ("local", ["prom-token-1c9e"]),
     ("PrometheusSource", "basic_auth"): ("local", ["prom:prom-pass-3b7d", "prom-pass-3b7d"]),
+    ("WebSource", "headers"): ("local", ["web-header-4e2a"]),
     ("Migrations", "secret_env"): ("local", [f"postgresql://app:{DATABASE_PASSWORD}@db/app", DATABASE_PASSWORD]),
     ("TraefikRouter", "api_auth"): ("local", ["admin:traefik-pass-6f4e", "traefik-pass-6f4e"]),
     ("KubernetesTarget", "kubeconfig"): ("kube", [KUBE_TOKEN]),

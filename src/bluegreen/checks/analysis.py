@@ -1,11 +1,14 @@
-"""Metric analysis: PromQL queries evaluated against Prometheus's HTTP API, each value held within bounds.
+"""Metric analysis: queries evaluated against their source, each value held within bounds. A PromQL query
+(`query`) goes to Prometheus's HTTP API; a JSON path (`json_path`) reads the answer of any HTTP endpoint that
+speaks JSON (`analysis.web`: Datadog, New Relic, a team's own service), as Argo Rollouts' web metric provider.
 
-Before the switch, `preflight` runs every query once: an unreachable Prometheus, a rejected query or
-bad credentials stop the run while live traffic is untouched (a broken query is a config mistake, not
-a reason to switch back a good release). After the switch, `analyse` evaluates them every interval;
-a query out of bounds for its `for` is a failure, and `failure_limit` failures end the analysis as
-failed (the pipeline switches back). An empty result (no traffic yet) is shown and, by default, not
-counted: an error-rate query over a colour that has had no requests has no value.
+Before the switch, `preflight` runs every query once: an unreachable source, a rejected query, bad
+credentials or an answer that is not JSON stop the run while live traffic is untouched (a broken query
+is a config mistake, not a reason to switch back a good release). After the switch, `analyse` evaluates
+them every interval; a query out of bounds for its `for` is a failure, and `failure_limit` failures end
+the analysis as failed (the pipeline switches back). An empty result (no traffic yet: no series, no match
+at the JSON path) is shown and, by default, not counted: an error-rate query over a colour that has had no
+requests has no value.
 """
 
 from __future__ import annotations
@@ -13,17 +16,20 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 from ..cancel import CANCEL
-from ..config import AnalysisQuery, AnalysisSettings, PrometheusSource, render
+from ..config import AnalysisQuery, AnalysisSettings, PrometheusSource, json_path, render, shorten
+from ..config import WebSource as WebConfig
 from ..errors import CheckFailed
 from ..report import CheckResult
 
 
 class QueryError(Exception):
-    """Prometheus could not answer (unreachable, the query rejected, bad credentials): one line."""
+    """A source could not answer (unreachable, the query rejected, bad credentials, not a number): one line."""
 
 
 class Prometheus:
@@ -38,8 +44,10 @@ class Prometheus:
         self.url = source.url.rstrip("/") + "/api/v1/query"
         self.client = httpx.Client(headers=headers, auth=auth, timeout=source.timeout)
 
-    def query(self, promql: str) -> list[float]:
+    def query(self, query: AnalysisQuery, values: dict[str, str]) -> list[float]:
         """The values of an instant query (one per series; a scalar is one value); NaN is dropped (no data)."""
+        assert query.query is not None
+        promql = render(query.query, **values)
         try:
             response = self.client.get(self.url, params={"query": promql})
         except httpx.HTTPError as exc:
@@ -68,6 +76,77 @@ class Prometheus:
         self.client.close()
 
 
+class WebSource:
+    """An HTTP endpoint answering JSON (analysis.web): one request per evaluation, the values at the query's
+    JSON path. `{now}` and `{start}` (Unix seconds: this request, the analysis's start) join the placeholders."""
+
+    def __init__(self, source: WebConfig) -> None:
+        self.source, self.start = source, int(time.time())
+        # Header values are secrets: never in an error (httpx's own errors name the URL only).
+        self.client = httpx.Client(headers=source.headers, timeout=source.timeout)
+
+    def query(self, query: AnalysisQuery, values: dict[str, str]) -> list[float]:
+        assert query.json_path is not None
+        values = {**values, "now": str(int(time.time())), "start": str(self.start)}
+        url = render(query.url or self.source.url or "", **values)
+        where = _where(url)
+        body = _render_json(self.source.body, values)
+        try:
+            response = self.client.request(self.source.method, url, json=body)
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise QueryError(f"the web endpoint {where} is unreachable: {type(exc).__name__}") from None
+        if response.status_code in (401, 403):
+            raise QueryError(f"the web endpoint {where} refused the credentials (HTTP {response.status_code})")
+        if not 200 <= response.status_code < 300:
+            raise QueryError(f"the web endpoint {where} answered HTTP {response.status_code}: "
+                             f"{shorten(' '.join(response.text.split()), 200)}")
+        try:
+            document = response.json()
+        except ValueError:
+            kind = response.headers.get("content-type", "no content type")
+            raise QueryError(f"the web endpoint {where} did not answer JSON ({kind}): "
+                             f"{shorten(' '.join(response.text.split()), 80)}") from None
+        found = [match.value for match in json_path(query.json_path).find(document)]
+        numbers = [n for value in found for n in _numbers(value, query.json_path)]
+        return [n for n in numbers if not math.isnan(n)]
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _where(url: str) -> str:
+    """The endpoint named in a message: no query string, no user:password (either may hold a key)."""
+    parts = urlsplit(url)
+    return shorten(f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}", 120)
+
+
+def _render_json(value: Any, values: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        return render(value, **values)
+    if isinstance(value, dict):
+        return {k: _render_json(v, values) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_render_json(v, values) for v in value]
+    return value
+
+
+def _numbers(value: Any, path: str, nested: bool = False) -> list[float]:
+    """The numbers a JSON value stands for: a number, a numeric string, a bool (true: 1), null (no data), or a
+    list of those (each one a value, as the series of a Prometheus vector)."""
+    if value is None:
+        return []
+    if isinstance(value, (bool, int, float)):
+        return [float(value)]
+    if isinstance(value, str):
+        try:
+            return [float(value)]
+        except ValueError:
+            pass
+    elif isinstance(value, list) and not nested:
+        return [n for item in value for n in _numbers(item, path, nested=True)]
+    raise QueryError(f"json_path {path} gives {shorten(repr(value), 80)}, not a number or a list of numbers")
+
+
 def out_of_bounds(query: AnalysisQuery, values: list[float]) -> str | None:
     """Why `values` break the query's bounds; None when every value is within them."""
     for value in values:
@@ -81,7 +160,7 @@ def out_of_bounds(query: AnalysisQuery, values: list[float]) -> str | None:
 @dataclass
 class _Tracked:
     query: AnalysisQuery
-    promql: str
+    source: Prometheus | WebSource
     evaluations: int = 0
     failures: int = 0
     bad_since: float | None = None  # when the current run of out-of-bounds evaluations began
@@ -89,39 +168,54 @@ class _Tracked:
     notes: list[str] = field(default_factory=list)
 
 
+class _Sources:
+    """The configured sources, open for one preflight or analysis: each query's own, by its kind."""
+
+    def __init__(self, settings: AnalysisSettings) -> None:
+        self.prometheus = Prometheus(settings.prometheus) if settings.prometheus is not None else None
+        self.web = WebSource(settings.web) if settings.web is not None else None
+
+    def of(self, query: AnalysisQuery) -> Prometheus | WebSource:
+        source = self.prometheus if query.query is not None else self.web
+        assert source is not None  # the config refuses a query whose source is not configured
+        return source
+
+    def __enter__(self) -> "_Sources":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for source in (self.prometheus, self.web):
+            if source is not None:
+                source.close()
+
+
 def preflight(settings: AnalysisSettings, values: dict[str, str]) -> None:
-    """Every query once, before the switch: CheckFailed naming the query when Prometheus cannot answer it."""
-    prometheus = Prometheus(settings.prometheus)
-    try:
+    """Every query once, before the switch: CheckFailed naming the query when its source cannot answer it."""
+    with _Sources(settings) as sources:
         for query in settings.queries:
             try:
-                prometheus.query(render(query.query, **values))
+                sources.of(query).query(query, values)
             except QueryError as exc:
                 raise CheckFailed(f"analysis: query {query.name!r}: {exc}") from None
-    finally:
-        prometheus.close()
 
 
 def analyse(settings: AnalysisSettings, values: dict[str, str], duration: float, log=print) -> list[CheckResult]:
     """Evaluate every query each `interval` for `duration` seconds (at least once); stop early at
     `failure_limit` failures. One CheckResult per query; a failed one names the value and the bound."""
-    prometheus = Prometheus(settings.prometheus)
-    tracked = [_Tracked(q, render(q.query, **values)) for q in settings.queries]
     started = time.monotonic()
     failures = 0
-    try:
+    with _Sources(settings) as sources:
+        tracked = [_Tracked(q, sources.of(q)) for q in settings.queries]
         while True:
             now = time.monotonic()
             for t in tracked:
-                failures += _evaluate(prometheus, t, now)
+                failures += _evaluate(t, values, now)
             if failures >= settings.failure_limit:
                 break
             if time.monotonic() + settings.interval > started + duration:
                 break
             log(f"analysis: {'; '.join(f'{t.query.name} {t.last}' for t in tracked)}")
             CANCEL.wait(settings.interval)
-    finally:
-        prometheus.close()
     elapsed = time.monotonic() - started
     return [
         CheckResult(
@@ -135,11 +229,11 @@ def analyse(settings: AnalysisSettings, values: dict[str, str], duration: float,
     ]
 
 
-def _evaluate(prometheus: Prometheus, t: _Tracked, now: float) -> int:
+def _evaluate(t: _Tracked, placeholders: dict[str, str], now: float) -> int:
     """One evaluation of one query: 1 when it counts as a failure, else 0."""
     t.evaluations += 1
     try:
-        values = prometheus.query(t.promql)
+        values = t.source.query(t.query, placeholders)
     except QueryError as exc:  # after the switch an unanswerable query is a failed gate, not a pass
         t.last, t.bad_since = str(exc), t.bad_since or now
         t.failures += 1

@@ -23,13 +23,26 @@ SSH_SECRET_VARIABLES = ("SSH_PRIVATE_KEY", "SSH_KNOWN_HOSTS", "SSH_KEY_PASSPHRAS
 __all__ = ["SSH_SECRET_VARIABLES", "Adapter", "Redactor", "detect"]
 
 
+class RedactedOutput(Output):
+    """The default output with the config's secrets hidden in every line (a check's detail may quote what an app
+    or a metrics endpoint echoed: a header value)."""
+
+    def __init__(self, secrets: Redactor) -> None:
+        super().__init__()
+        self.secrets = secrets
+
+    def write(self, line: str) -> None:
+        super().write(self.secrets.redact(line))
+
+
 class Adapter:
-    """Plain terminal: human lines on stderr; nothing else to write."""
+    """Plain terminal: human lines on stderr, secrets hidden; nothing else to write."""
 
     name = "plain"
 
     def __init__(self) -> None:
-        self.output = Output()
+        self.secrets = Redactor()
+        self.output: Output = RedactedOutput(self.secrets)
 
     @property
     def run_url(self) -> str | None:
@@ -48,11 +61,13 @@ class Adapter:
 
     def redact(self, text: str) -> str:
         """Text written to files (the report), with the secrets this CI masks replaced."""
-        return text
+        return self.secrets.redact(text)
 
     def protect(self, secrets: list[str]) -> None:
         """The config's secrets (secret_values: marked fields, and the variables a router's library reads), once
-        loaded: a CI that redacts its log itself adds them to what it hides."""
+        loaded: hidden in every line written from then on (a CI that redacts its log itself adds them there too)."""
+        for value in secrets:
+            self.secrets.add(value)
 
 
 # env var that says "you run in this CI" -> "module:Adapter class"

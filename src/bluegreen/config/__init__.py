@@ -42,6 +42,8 @@ from .checks import (
     SmokeSettings,
     TestSuite,
     VerifySettings,
+    WebSource,
+    json_path,
 )
 from .database import DANGEROUS_SQL_RULES, MigrationLint, Migrations, MigrationStep
 from .hooks import Hook, Hooks, HttpCall
@@ -92,6 +94,7 @@ __all__ = [
     "DockerTarget", "Duration", "EnvoyRouter", "Environment", "Expect", "HAProxyRouter", "Hook", "Hooks", "HttpCall", "HttpUrl",
     "KubernetesRouteRouter", "KubernetesRouterConfig", "KubernetesServiceRouter", "KubernetesTarget", "LocalTarget", "MigrationLint",
     "MigrationStep", "Migrations", "Model", "NginxRouter", "OtherRouters", "Overridable", "PrometheusSource", "RequestHeaders",
+    "WebSource", "json_path",
     "ProxyRouter", "RouterConfig", "RouterModel", "SSHSettings", "Secret", "ServersTarget", "Settings", "SmokeCheck",
     "SmokeSettings", "TargetConfig", "TestSuite", "Timeouts", "TraefikRouter", "VerifySettings", "json_schema",
     "load_config", "other_colour", "parse_duration", "render", "secret_header_values", "secret_values", "shorten",

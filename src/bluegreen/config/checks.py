@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
+from jsonpath_ng.exceptions import JSONPathError
+from jsonpath_ng.ext import parse as parse_json_path
+from pydantic import AfterValidator, Field, SecretStr, ValidationInfo, WithJsonSchema, field_validator, model_validator
 
 from .base import Duration, HttpUrl, Model
 from .secrets import CREDENTIAL, HEADER_VALUES
@@ -115,13 +119,67 @@ class PrometheusSource(Model):
     timeout: Duration = Field(5, description="Timeout of one query.")
 
 
+def _endpoint(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("expected an http:// or https:// URL with a host")  # not quoted: it may hold a key
+    return value
+
+
+# An endpoint a web query asks, as written (a trailing slash or a query string may matter to it).
+Endpoint = Annotated[str, AfterValidator(_endpoint), WithJsonSchema({"type": "string", "pattern": "^https?://"})]
+
+
+class WebSource(Model):
+    """Where `json_path` queries go: any HTTP endpoint that answers JSON (Datadog, New Relic, your own service),
+    as Argo Rollouts' web metric provider."""
+
+    url: Endpoint | None = Field(
+        None, description="The endpoint; a query's own `url` replaces it. {colour}, {version}, {app}, {environment}, "
+        "{now} and {start} (Unix seconds: now, and when the analysis began) are filled in."
+    )
+    method: Literal["GET", "POST"] = "GET"
+    headers: RequestHeaders = Field(
+        default_factory=dict, description="Request headers, e.g. {DD-API-KEY: '${DD_API_KEY}'}. Their values never "
+        "appear in logs or reports."
+    )
+    body: dict[str, Any] | list[Any] | None = Field(
+        None, description="With POST: a JSON body (a mapping or a list); placeholders are filled in its strings."
+    )
+    timeout: Duration = Field(10, description="Timeout of one request.")
+
+    @model_validator(mode="after")
+    def _body_with_post(self) -> "WebSource":
+        if self.body is not None and self.method != "POST":
+            raise ValueError("a body is sent with method: POST only")
+        return self
+
+
+@functools.lru_cache(maxsize=256)
+def json_path(text: str) -> Any:
+    """The compiled JSON path (jsonpath-ng's extended syntax: filters too); Argo's `{$.a.b}` is read as `$.a.b`."""
+    text = text.strip()
+    if text.startswith("{") and text.endswith("}"):
+        text = text[1:-1].strip()
+    return parse_json_path(text)
+
+
 class AnalysisQuery(Model):
-    """One PromQL query and the bounds its value must stay within."""
+    """One query and the bounds its value must stay within: PromQL (`query`, to `analysis.prometheus`) or a JSON
+    path into what `analysis.web` answers (`json_path`)."""
 
     name: str = Field(min_length=1)
-    query: str = Field(
-        min_length=1, description="PromQL; {colour}, {version}, {app}, {environment} are filled in. Every series "
-        "of the result must be within the bounds."
+    query: str | None = Field(
+        None, min_length=1, description="PromQL; {colour}, {version}, {app}, {environment} are filled in. Every "
+        "series of the result must be within the bounds. Needs `analysis.prometheus`."
+    )
+    json_path: str | None = Field(
+        None, min_length=1, description="A JSONPath into the web endpoint's answer, e.g. $.series[0].pointlist[-1][1] "
+        "(filters too: $.data[?(@.name == 'errors')].value). The value there is a number, a numeric string, a bool "
+        "(true: 1) or a list of them (each within the bounds); no match is no data. Needs `analysis.web`."
+    )
+    url: Endpoint | None = Field(
+        None, description="With json_path: this query's own URL, in place of analysis.web.url (same placeholders)."
     )
     min: float | None = Field(None, description="The value must be at least this.")
     max: float | None = Field(None, description="The value must be at most this.")
@@ -133,8 +191,22 @@ class AnalysisQuery(Model):
         "ignore", description="An empty result (no traffic yet, a new label): ignore (shown, not counted) or fail."
     )
 
+    @field_validator("json_path")
+    @classmethod
+    def _parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                json_path(value)
+            except JSONPathError as exc:
+                raise ValueError(f"not a valid JSON path: {' '.join(str(exc).split())}") from None
+        return value
+
     @model_validator(mode="after")
     def _bounded(self) -> "AnalysisQuery":
+        if (self.query is None) == (self.json_path is None):
+            raise ValueError("give either query (PromQL, to analysis.prometheus) or json_path (to analysis.web)")
+        if self.url is not None and self.json_path is None:
+            raise ValueError("url is for json_path queries (a PromQL query goes to analysis.prometheus)")
         if self.min is None and self.max is None:
             raise ValueError("give min, max or both: a query without bounds cannot fail")
         return self
@@ -142,15 +214,35 @@ class AnalysisQuery(Model):
 
 class AnalysisSettings(Model):
     """Metric analysis: queries evaluated every `interval`; `failure_limit` failures switch back. Blue-green runs
-    it in `verify`, after the switch (as Argo Rollouts' postPromotionAnalysis)."""
+    it in `verify`, after the switch (as Argo Rollouts' postPromotionAnalysis). Each query goes to its source:
+    PromQL to `prometheus`, a JSON path to `web`; one analysis may mix them."""
 
-    prometheus: PrometheusSource
+    prometheus: PrometheusSource | None = Field(None, description="The source of PromQL queries (`query`).")
+    web: WebSource | None = Field(None, description="The source of JSON-path queries (`json_path`).")
     queries: list[AnalysisQuery] = Field(min_length=1)
     interval: Duration = Field(10, description="Delay between evaluations of every query.")
     duration: Duration = Field(
         60, description="Blue-green: how long `verify` analyses after the switch (the old colour keeps running)."
     )
     failure_limit: int = Field(1, ge=1, description="Failed evaluations (over all queries) that switch back.")
+
+    @field_validator("queries")
+    @classmethod
+    def _have_sources(cls, queries: list[AnalysisQuery], info: ValidationInfo) -> list[AnalysisQuery]:
+        # A source that failed its own validation is missing from info.data: its own error says why.
+        if "prometheus" not in info.data or "web" not in info.data:
+            return queries
+        prometheus, web = info.data["prometheus"], info.data["web"]
+        if prometheus is None and web is None:
+            raise ValueError("no source: configure analysis.prometheus (for query) or analysis.web (for json_path)")
+        for q in queries:
+            if q.query is not None and prometheus is None:
+                raise ValueError(f"query {q.name!r} is PromQL (query), which needs analysis.prometheus: not configured")
+            if q.json_path is not None and web is None:
+                raise ValueError(f"query {q.name!r} has a json_path, which needs analysis.web: not configured")
+            if q.json_path is not None and q.url is None and web is not None and web.url is None:
+                raise ValueError(f"query {q.name!r} has no URL: give analysis.web.url or the query's own url")
+        return queries
 
 
 class TestSuite(Model):

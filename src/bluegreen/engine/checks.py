@@ -98,7 +98,7 @@ class CheckPhases(RunContext):
         answer; the router serves."""
         if analysed:
             assert self.settings.analysis is not None
-            with self._phase("analysis preflight") as p:  # a query Prometheus cannot answer: live untouched
+            with self._phase("analysis preflight") as p:  # a query its source cannot answer: live untouched
                 analysis.preflight(self.settings.analysis, self._query_values(to, version))
                 p.detail = f"{len(self.settings.analysis.queries)} queries answered"
         if note := self.target.check_router():  # raises when the router is down for good: live untouched
