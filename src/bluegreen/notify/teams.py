@@ -45,7 +45,6 @@ def card(data: dict[str, Any]) -> dict[str, Any]:
         "version": CARD_VERSION,
         "fallbackText": headline(data, unicode=True),
         "body": body,
-        "msteams": {"width": "Full"},
     }
     if data.get("run_url"):
         content["actions"] = [{"type": "Action.OpenUrl", "title": "Open the CI run", "url": data["run_url"]}]
