@@ -100,6 +100,13 @@ CONFIG = textwrap.dedent(f"""\
     hooks:
       before_switch:
         - http: {{url: "https://ops.example.test/go", headers: {{Authorization: "Bearer hook-token-71c2"}}}}
+    notifications:
+      - {{kind: slack, url: "https://hooks.slack.test/services/T0/B0/slack-token-3e9d"}}
+      - {{kind: teams, url: "https://flows.example.test/workflows/1/triggers/manual?sig=teams-sig-5a1c"}}
+      - kind: webhook
+        url: "https://ops.example.test/events/webhook-path-8c4e"
+        secret: webhook-secret-2d7f
+        headers: {{Authorization: "Bearer webhook-token-6b0a"}}
     environments:
       local:
         target:
@@ -146,6 +153,12 @@ SECRETS = {
     ("SSHSettings", "known_hosts"): ("servers", ["app1 ssh-ed25519 known-hosts-0e5b"]),
     ("DnsRouter", "tsig_secret_env"): ("dns", [TSIG_SECRET]),
     ("HttpCall", "headers"): ("local", ["Bearer hook-token-71c2"]),
+    ("SlackChannel", "url"): ("local", ["https://hooks.slack.test/services/T0/B0/slack-token-3e9d",
+                                        "/services/T0/B0/slack-token-3e9d"]),
+    ("TeamsChannel", "url"): ("local", ["teams-sig-5a1c", "/workflows/1/triggers/manual?sig=teams-sig-5a1c"]),
+    ("WebhookChannel", "url"): ("local", ["/events/webhook-path-8c4e"]),
+    ("WebhookChannel", "secret"): ("local", ["webhook-secret-2d7f"]),
+    ("WebhookChannel", "headers"): ("local", ["Bearer webhook-token-6b0a"]),
 }
 
 

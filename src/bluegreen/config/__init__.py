@@ -47,6 +47,7 @@ from .checks import (
 )
 from .database import DANGEROUS_SQL_RULES, MigrationLint, Migrations, MigrationStep
 from .hooks import Hook, Hooks, HttpCall
+from .notifications import NotificationChannel, SlackChannel, TeamsChannel, WebhookChannel
 from .loader import MAX_DEPTH, MAX_LINE, MAX_SHOWN, MAX_VALUES, ConfigErrors, json_schema, load_config
 from .routers import (
     HAPROXY_NAME,
@@ -93,8 +94,8 @@ __all__ = [
     "ColourPorts", "CommandRun", "Config", "ConfigError", "ConfigErrors", "DockerCaddyRouter", "DockerRouterConfig", "DockerRun",
     "DockerTarget", "Duration", "EnvoyRouter", "Environment", "Expect", "HAProxyRouter", "Hook", "Hooks", "HttpCall", "HttpUrl",
     "KubernetesRouteRouter", "KubernetesRouterConfig", "KubernetesServiceRouter", "KubernetesTarget", "LocalTarget", "MigrationLint",
-    "MigrationStep", "Migrations", "Model", "NginxRouter", "OtherRouters", "Overridable", "PrometheusSource", "RequestHeaders",
-    "WebSource", "json_path",
+    "MigrationStep", "Migrations", "Model", "NginxRouter", "NotificationChannel", "OtherRouters", "Overridable",
+    "PrometheusSource", "RequestHeaders", "SlackChannel", "TeamsChannel", "WebSource", "WebhookChannel", "json_path",
     "ProxyRouter", "RouterConfig", "RouterModel", "SSHSettings", "Secret", "ServersTarget", "Settings", "SmokeCheck",
     "SmokeSettings", "TargetConfig", "TestSuite", "Timeouts", "TraefikRouter", "VerifySettings", "json_schema",
     "load_config", "other_colour", "parse_duration", "render", "secret_header_values", "secret_values", "shorten",

@@ -76,6 +76,18 @@ def _environment_values(names: list[str]) -> Iterable[str]:
     return values
 
 
+def _url(value: Any) -> Iterable[str]:
+    """A webhook URL is a secret whole, and so are its path and query (Slack's token is the path, a Teams
+    Workflows URL signs its query): an error or an echo may quote them without the host. Short paths ("/hook")
+    are left alone: hiding them would blank common words."""
+    url = _text(value)
+    parts = urlsplit(url)
+    rest = parts.path + (f"?{parts.query}" if parts.query else "")
+    values = [url, rest] if len(rest) >= 12 else [url]
+    values += [v for pair in parts.query.split("&") for v in pair.split("=", 1)[1:] if len(v) >= 8]
+    return values
+
+
 def _kubeconfig(value: Any) -> Iterable[str]:
     """The credentials in a kubeconfig's content, not its every line ("kind: Config" is no secret)."""
     try:
@@ -91,6 +103,7 @@ HEADER_VALUES = Secret(_header_values)  # request headers: every value but conte
 ENVIRONMENT_VALUES = Secret(_environment_values)  # names of variables whose values are secrets
 ENVIRONMENT_VARIABLE = Secret(lambda name: _environment_values([name]))  # the name of one such variable
 KUBECONFIG = Secret(_kubeconfig)  # kubeconfig content: its users' credentials
+SECRET_URL = Secret(_url)  # a URL whose path or query is a token (an incoming webhook)
 
 
 def secret_values(model: BaseModel) -> list[str]:

@@ -13,6 +13,7 @@ from .canary import CanarySettings
 from .checks import AnalysisSettings, SmokeSettings, TestSuite, VerifySettings
 from .database import Migrations
 from .hooks import Hooks
+from .notifications import NotificationChannel
 from .targets import TargetConfig
 
 
@@ -46,6 +47,10 @@ class Overridable(Model):
     )
     canary: CanarySettings | None = None
     hooks: Hooks | None = Field(None, description="The team's own steps at the points of a release (a gate before the switch).")
+    notifications: list[NotificationChannel] | None = Field(
+        None, description="Channels told how a run ended (Slack, Teams, a signed CloudEvent webhook); an environment's "
+        "list replaces the top level's."
+    )
 
 
 class Environment(Overridable):
@@ -124,6 +129,7 @@ class Settings(Overridable):
     scale_down_delay: float | Literal["never"] = 30.0
     history_limit: int = 50
     strategy: Literal["blue-green", "canary"] = "blue-green"
+    notifications: list[NotificationChannel] = Field(default_factory=list)
 
     @property
     def base_dir(self) -> Path:
