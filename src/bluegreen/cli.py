@@ -163,7 +163,8 @@ def _run(args: argparse.Namespace, adapter: Adapter, subscribers: Sequence[Subsc
         secrets = secret_values(settings)
         adapter.protect(secrets)
         report = _report_writer(args, adapter, secrets)
-        pipeline = Pipeline(settings, target, Events(adapter.output, *subscribers), run_info, checkpoint=report)
+        events = Events(adapter.output, *adapter.subscribers(), *subscribers)
+        pipeline = Pipeline(settings, target, events, run_info, checkpoint=report)
         if args.command == "status":
             return _status(pipeline, args.json)
         if args.command == "down":
