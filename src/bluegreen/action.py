@@ -130,10 +130,10 @@ def load_github_inputs(secrets_: Secrets, environ: dict[str, str] | None = None)
         given = environ.pop(key, None)
         token = given.strip() if given and given.strip() else token
     secrets_.add(token or None)
-    enabled = read_input("github-deployments", "true").lower()
-    if enabled not in ("true", "false"):
-        raise InputError(f"input github-deployments must be true or false, got {enabled!r}")
-    enabled = enabled == "true"
+    switch = read_input("github-deployments", "true").lower()
+    if switch not in ("true", "false"):
+        raise InputError(f"input github-deployments must be true or false, got {switch!r}")
+    enabled = switch == "true"
     if token and enabled:
         environ[TOKEN_VARIABLE] = token
     elif not enabled:

@@ -191,3 +191,65 @@ def test_the_action_input_names_the_environment_and_can_turn_it_off(ws, api):
     assert WRITE not in done.stdout.replace(f"::add-mask::{WRITE}", "") + done.stderr
     off = action(version="2", github_token=WRITE, github_deployments="false")
     assert off.returncode == 0 and len(api.deployments) == 1
+
+
+def canary(ws: Workspace) -> None:
+    """HAProxy splits the traffic; the first step waits for `promote`."""
+    config = ws.root / "bluegreen.yml"
+    text = config.read_text()
+    old = f'router: {{listen: "{ws.live_url.removeprefix("http://")}"}}'
+    assert old in text
+    config.write_text(text.replace(old, old.replace("{listen", "{kind: haproxy, listen"))
+                      + "strategy: canary\ncanary:\n  steps: [{weight: 25, pause: until promoted}]\n")
+
+
+needs_haproxy = pytest.mark.skipif(
+    not any(Path(p, "haproxy").exists() for p in [*os.environ.get("PATH", "").split(":"), "/usr/sbin"]),
+    reason="HAProxy is not installed (run .ci/setup-packages.sh)")
+
+
+@needs_haproxy
+def test_a_paused_canary_stays_in_progress_and_its_promote_leaves_nothing_in_progress(ws, api):
+    canary(ws)
+    assert ws.deploy("1").returncode == 0
+    paused = ws.deploy("2")
+    assert paused.returncode == 0 and ws.report()["status"] == "paused", paused.stdout + paused.stderr
+    assert api.history("prod") == [("1", "success"), ("2", "in_progress")]
+    held = api.statuses[api.deployments[1]["id"]][-1]["description"]
+    assert held == "canary paused at step 1/2 (25% on green): promote or abort"
+    assert ws.delivery()["event"] == "in_progress"
+    promoted = ws.run("promote")
+    assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+    assert api.history("prod") == [("1", "inactive"), ("2", "inactive"), ("2", "success")]
+    assert api.statuses[api.deployments[1]["id"]][-1]["description"] == "superseded by promote 2; green is live"
+
+
+@needs_haproxy
+def test_an_aborted_canary_leaves_the_stable_version_active(ws, api):
+    canary(ws)
+    assert ws.deploy("1").returncode == 0
+    assert ws.deploy("2").returncode == 0
+    aborted = ws.run("abort")
+    assert aborted.returncode == 0, aborted.stdout + aborted.stderr
+    assert api.history("prod") == [("1", "success"), ("2", "inactive")]
+    assert api.active("prod")["payload"]["version"] == "1"
+    assert ws.delivery()["event"] == "inactive"
+
+
+def test_the_fake_refuses_what_githubs_description_refuses(api):
+    import httpx
+
+    headers = {"Authorization": f"Bearer {WRITE}", "Accept": "application/vnd.github+json"}
+    wrong = httpx.post(f"{api.url}/repos/octo/shop/deployments", json={"ref": 42}, headers=headers, timeout=10)
+    assert wrong.status_code == 400 and "42 is not of type 'string'" in api.invalid[0]
+    api.invalid.clear()
+    created = httpx.post(f"{api.url}/repos/octo/shop/deployments", headers=headers, timeout=10,
+                         json={"ref": RUN_SHA, "auto_merge": False, "required_contexts": []})
+    assert created.status_code == 201
+    bad_state = httpx.post(f"{created.json()['statuses_url'].replace('https://api.github.com', api.url)}",
+                           json={"state": "done"}, headers=headers, timeout=10)
+    assert bad_state.status_code == 400 and "'done' is not one of" in api.invalid[0]
+    api.invalid.clear()
+    merged = httpx.post(f"{api.url}/repos/octo/shop/deployments", json={"ref": RUN_SHA}, headers=headers, timeout=10)
+    assert merged.status_code == 202  # GitHub's default auto_merge, on a branch behind the default one
+    assert api.invalid == []
