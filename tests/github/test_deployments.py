@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -61,13 +63,13 @@ def api():
 
 
 @pytest.fixture
-def ws(tmp_path, api):
-    root = tmp_path / "ws"
-    root.mkdir()
+def ws(api):
+    root = Path(tempfile.mkdtemp(prefix="ghd-"))  # short: HAProxy's socket path in it has a length limit
     workspace = Workspace(root, api)
     yield workspace
     subprocess.run([sys.executable, "-m", "bluegreen", "down", "-c", "bluegreen.yml"], cwd=root,
                    capture_output=True, env={**os.environ, "BLUEGREEN_CI": "plain"}, timeout=60)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def test_a_deploy_is_a_deployment_of_its_commit_that_succeeds_with_the_live_url(ws, api):
@@ -211,7 +213,8 @@ needs_haproxy = pytest.mark.skipif(
 @needs_haproxy
 def test_a_paused_canary_stays_in_progress_and_its_promote_leaves_nothing_in_progress(ws, api):
     canary(ws)
-    assert ws.deploy("1").returncode == 0
+    first = ws.deploy("1")
+    assert first.returncode == 0, first.stdout + first.stderr
     paused = ws.deploy("2")
     assert paused.returncode == 0 and ws.report()["status"] == "paused", paused.stdout + paused.stderr
     assert api.history("prod") == [("1", "success"), ("2", "in_progress")]
@@ -227,7 +230,8 @@ def test_a_paused_canary_stays_in_progress_and_its_promote_leaves_nothing_in_pro
 @needs_haproxy
 def test_an_aborted_canary_leaves_the_stable_version_active(ws, api):
     canary(ws)
-    assert ws.deploy("1").returncode == 0
+    first = ws.deploy("1")
+    assert first.returncode == 0, first.stdout + first.stderr
     assert ws.deploy("2").returncode == 0
     aborted = ws.run("abort")
     assert aborted.returncode == 0, aborted.stdout + aborted.stderr
