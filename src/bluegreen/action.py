@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .ci import SSH_SECRET_VARIABLES
-from .ci.github import GitHubAdapter, Secrets, command, in_action_terms, workspace_relative
+from .ci.github import (ENVIRONMENT_VARIABLE, TOKEN_VARIABLE, GitHubAdapter, Secrets, command, in_action_terms,
+                        workspace_relative)
 from .redaction import kubeconfig_credentials
 
 if TYPE_CHECKING:
@@ -34,7 +35,8 @@ if TYPE_CHECKING:
 # The action's inputs, as action.yml and prebuilt/action.yml declare them (a test keeps the three equal):
 # the entrypoint refuses any other INPUT_*, so a misspelt input fails instead of being ignored.
 INPUTS = ("command", "config", "environment", "version", "no-switch", "dry-run", "force", "retire-previous",
-          "full", "kubeconfig", "ssh-private-key", "ssh-known-hosts", "ssh-passphrase", "working-directory")
+          "full", "kubeconfig", "ssh-private-key", "ssh-known-hosts", "ssh-passphrase", "github-token",
+          "github-environment", "github-deployments", "working-directory")
 # The servers target's secrets: input -> the variable the config reads (`ssh.private_key: ${SSH_PRIVATE_KEY}`).
 SSH_INPUTS = dict(zip(("ssh-private-key", "ssh-known-hosts", "ssh-passphrase"), SSH_SECRET_VARIABLES))
 COMMANDS = ("deploy", "promote", "rollback", "contract", "abort", "status")
@@ -118,6 +120,29 @@ def load_ssh_inputs(secrets_: Secrets, environ: dict[str, str] | None = None) ->
         secrets_.add(environ.get(variable))
 
 
+def load_github_inputs(secrets_: Secrets, environ: dict[str, str] | None = None) -> None:
+    """github-token -> BLUEGREEN_GITHUB_TOKEN (masked first), github-environment -> BLUEGREEN_GITHUB_ENVIRONMENT;
+    github-deployments: false leaves no token, so no deployment is recorded. The INPUT_* copy of the token is
+    dropped: one place holds it, and the adapter takes it from there."""
+    environ = os.environ if environ is None else environ
+    token = ""
+    for key in ("INPUT_GITHUB-TOKEN", "INPUT_GITHUB_TOKEN"):
+        given = environ.pop(key, None)
+        token = given.strip() if given and given.strip() else token
+    secrets_.add(token or None)
+    switch = read_input("github-deployments", "true").lower()
+    if switch not in ("true", "false"):
+        raise InputError(f"input github-deployments must be true or false, got {switch!r}")
+    enabled = switch == "true"
+    if token and enabled:
+        environ[TOKEN_VARIABLE] = token
+    elif not enabled:
+        environ.pop(TOKEN_VARIABLE, None)
+    name = read_input("github-environment")
+    if name:
+        environ[ENVIRONMENT_VARIABLE] = name
+
+
 def mask_config(config: str, environment: str | None, secrets_: Secrets) -> None:
     """Load the config quietly and mask its secrets (every field the config models mark secret: smoke check
     headers, router and metrics credentials, the servers target's SSH key, passphrase and known_hosts, the
@@ -168,6 +193,7 @@ def main() -> int:
     try:
         # 1. Masks first: nothing is printed before every secret input is masked.
         load_ssh_inputs(secrets_)
+        load_github_inputs(secrets_)
         kubeconfig = os.environ.get("INPUT_KUBECONFIG", "").strip()
         if kubeconfig:
             text = mask_kubeconfig(kubeconfig, secrets_)

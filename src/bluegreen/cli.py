@@ -163,7 +163,7 @@ def _run(args: argparse.Namespace, adapter: Adapter, subscribers: Sequence[Subsc
         secrets = secret_values(settings)
         adapter.protect(secrets)
         report = _report_writer(args, adapter, secrets)
-        events = Events(adapter.output, *subscribers)
+        events = Events(adapter.output, *adapter.subscribers(), *subscribers)
         if settings.notifications:  # told in `finished`, before the report is written: their deliveries reach it
             from .notify import Notifier
             from .redaction import Redactor

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -179,6 +180,15 @@ def caddy_as_nobody(listen_port: int, upstream: Path, scratch: Path) -> subproce
         assert caddy.poll() is None and time.monotonic() < deadline, "caddy as nobody did not start"
         time.sleep(0.05)
     return caddy
+
+
+def for_act(workflow: str) -> str:
+    """An example workflow as act runs it: the action from the workspace (`uses: ./`), and without the job
+    environment's `deployment: false`, which act's workflow schema (0.2.89) does not know yet (GitHub's does, and
+    actionlint checks the examples as they are: tests/github/test_lint.py)."""
+    assert "uses: bluegreen-dev/bluegreen@v1" in workflow
+    workflow = workflow.replace("uses: bluegreen-dev/bluegreen@v1", "uses: ./")
+    return re.sub(r"(?m)^ +deployment: false\n", "", workflow)
 
 
 def copy_action(root: Path) -> None:

@@ -27,7 +27,7 @@ import httpx
 import pytest
 import yaml
 
-from .support import (ACT_JOB_IMAGE, ROOT, copy_action, docker, docker_client, free_port, need_act, remove_act_containers,
+from .support import (ACT_JOB_IMAGE, ROOT, copy_action, docker, for_act, docker_client, free_port, need_act, remove_act_containers,
                       remove_containers, tag_example, unique)
 
 ENVIRONMENT = "production"  # the example workflows deploy this environment
@@ -100,7 +100,7 @@ def ws(tmp_path_factory, example_image):
     for name in ("deploy.yml", "rollback.yml", "promote.yml", "deploy-with-tests.yml"):
         text = (ROOT / "examples" / "workflows" / name).read_text()
         assert "uses: bluegreen-dev/bluegreen@v1" in text
-        (workflows / name).write_text(text.replace("uses: bluegreen-dev/bluegreen@v1", "uses: ./"))
+        (workflows / name).write_text(for_act(text))
 
     space = Workspace(root, act, app=unique("e2e"), repository=unique("bluegreen-example-"),
                       proxy=free_port(), ports={"blue": free_port(), "green": free_port()})

@@ -29,7 +29,7 @@ import yaml
 from servers.example import ENVIRONMENT, LEAKY_SUITE, example_config, example_ports
 from servers.lab import Lab, get_version, start_lab
 
-from .support import ACT_JOB_IMAGE, ROOT, copy_action, need_act, remove_act_containers, unique
+from .support import ACT_JOB_IMAGE, ROOT, copy_action, for_act, need_act, remove_act_containers, unique
 from .test_act_e2e import log_lines
 
 PASSPHRASE = "act-secret passphrase 5f0c2e"
@@ -97,7 +97,7 @@ def repo(tmp_path_factory):
         workflows.mkdir(parents=True)
         text = (ROOT / "examples" / "workflows" / "servers.yml").read_text()
         assert "uses: bluegreen-dev/bluegreen@v1" in text
-        (workflows / "servers.yml").write_text(text.replace("uses: bluegreen-dev/bluegreen@v1", "uses: ./"))
+        (workflows / "servers.yml").write_text(for_act(text))
 
         app = unique("act")
         (root / ".bluegreen.yml").write_text(yaml.safe_dump({**example_config(lab, app), "test_suite": LEAKY_SUITE}, sort_keys=False))

@@ -271,7 +271,8 @@ def test_a_misspelt_input_fails_with_a_suggestion(step):
     assert result.returncode == 2
     expected = ("input enviroment is not an input of this action (did you mean environment? its inputs: command, config, "
                 "environment, version, no-switch, dry-run, force, retire-previous, full, kubeconfig, ssh-private-key, "
-                "ssh-known-hosts, ssh-passphrase, working-directory)")
+                "ssh-known-hosts, ssh-passphrase, github-token, github-environment, github-deployments, "
+                "working-directory)")
     assert result.stdout == f"::error title=bluegreen%3A wrong input::{expected}\n"
     assert step.outputs() == {"status": "invalid", "reason": expected}
     # The underscore spelling of a declared input is that input; an unrelated name gets no guess.

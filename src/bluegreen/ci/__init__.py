@@ -12,7 +12,7 @@ import argparse
 import os
 from importlib import import_module
 
-from ..events import Output
+from ..events import Output, Subscriber
 from ..redaction import Redactor
 from ..report import Result
 
@@ -55,6 +55,10 @@ class Adapter:
     def rollback_command(self, args: argparse.Namespace) -> str | None:
         """None: the CLI's own `bluegreen rollback -c ... -e ...`."""
         return None
+
+    def subscribers(self) -> list[Subscriber]:
+        """What this CI adds beside its output (GitHub: its deployments), heard after the output."""
+        return []
 
     def publish(self, result: Result, args: argparse.Namespace) -> None:
         """Write the result where this CI reads it."""

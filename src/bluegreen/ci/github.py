@@ -16,10 +16,15 @@ import secrets
 import sys
 from pathlib import Path
 
-from ..events import Output, outcome
+from ..events import Output, Subscriber, outcome
 from ..report import Phase, Result
 from . import Adapter, Redactor
 
+
+# GitHub deployments: the token (the action's github-token input, or set in a `run:` step's env) and the name
+# of the GitHub environment (default: the bluegreen environment's).
+TOKEN_VARIABLE = "BLUEGREEN_GITHUB_TOKEN"
+ENVIRONMENT_VARIABLE = "BLUEGREEN_GITHUB_ENVIRONMENT"
 
 # The engine's messages name the CLI's options; in the action the user sets inputs instead.
 CLI_TERMS = (
@@ -146,6 +151,26 @@ class GitHubAdapter(Adapter):
     @property
     def actor(self) -> str | None:
         return os.environ.get("GITHUB_ACTOR") or None
+
+    def subscribers(self) -> list[Subscriber]:
+        """GitHub deployments (github_deployments.py) when a token is given: BLUEGREEN_GITHUB_TOKEN (the action's
+        github-token input sets it). Taken out of the environment and masked: the test suite and the hooks, which
+        inherit the environment, never get it."""
+        token = os.environ.pop(TOKEN_VARIABLE, "").strip()
+        repository = os.environ.get("GITHUB_REPOSITORY", "")
+        if not token:
+            return []
+        self.secrets.add(token)
+        if not repository:
+            self.output.warning(f"{TOKEN_VARIABLE} is set but GITHUB_REPOSITORY is not: no GitHub deployment")
+            return []
+        from .github_deployments import GitHubDeployments
+
+        return [GitHubDeployments(
+            api_url=os.environ.get("GITHUB_API_URL") or "https://api.github.com", repository=repository,
+            token=token, sha=os.environ.get("GITHUB_SHA") or None, log_url=self.run_url, warn=self.output.warning,
+            environment=os.environ.get(ENVIRONMENT_VARIABLE, "").strip() or None,
+        )]
 
     def publish(self, result: Result, args: argparse.Namespace) -> None:
         self.published = True
