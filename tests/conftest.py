@@ -114,7 +114,37 @@ def kill_and_wait(leader: subprocess.Popen | int, port: int | None = None, sig: 
         time.sleep(0.02)
 
 
-class Forwarder:
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    """A test server's request handler: no access log on stderr."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class LocalHTTPServer:
+    """A real HTTP server on 127.0.0.1 in a thread, serving a test's own handler; `close` stops it (and
+    `released`, set first, ends any request a handler holds open)."""
+
+    def __init__(self, handler: type[http.server.BaseHTTPRequestHandler]) -> None:
+        self.released = threading.Event()
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return self.base_url
+
+    def close(self) -> None:
+        self.released.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+class Forwarder(LocalHTTPServer):
     """A real HTTP server on 127.0.0.1 standing for what users reach (a CDN, a load balancer's data plane): each GET
     goes to the base URL `route()` names for it, or is answered 503 with `unavailable` when it names none.
     `paths` counts what it was asked."""
@@ -123,7 +153,7 @@ class Forwarder:
         self.paths: Counter[str] = Counter()
         forwarder = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
                 forwarder.paths[self.path] += 1
                 upstream = route()
@@ -143,18 +173,7 @@ class Forwarder:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
+        super().__init__(Handler)
 
 
 class KeptAliveLoad:

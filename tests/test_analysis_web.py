@@ -9,9 +9,7 @@ bad one after the switch switches back (exit 4), an endpoint that cannot answer 
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 import time
 from urllib.parse import parse_qs, urlsplit
 
@@ -20,14 +18,14 @@ import pytest
 from bluegreen.checks import analysis
 from bluegreen.config import AnalysisSettings
 from bluegreen.errors import CheckFailed
-from conftest import assert_one_line_error, free_port
+from conftest import LocalHTTPServer, QuietHandler, assert_one_line_error, free_port
 from test_analysis import prometheus  # noqa: F401  (a fixture: a real Prometheus)
 
 KEY = "dd-api-key-s3cret-9f2c"
 VALUES = {"colour": "green", "version": "2", "app": "testapp", "environment": "test"}
 
 
-class MetricServer:
+class MetricServer(LocalHTTPServer):
     """JSON metrics on 127.0.0.1. `error_rate[version]` is what GET /api/v1/query?version=V answers, as Datadog's
     query API does: `{"series": [{"pointlist": [[ts, value]]}]}`; `answer`, when set, replaces every answer with
     (status, content type, body). `requests` records (method, path, headers, body) of each request."""
@@ -38,7 +36,7 @@ class MetricServer:
         self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
         server = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def _serve(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 server.requests.append((self.command, self.path, dict(self.headers), body))
@@ -59,21 +57,10 @@ class MetricServer:
 
             do_GET = do_POST = _serve  # noqa: N815 (the stdlib's names)
 
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        super().__init__(Handler)
 
     def serve(self, status: int, body: object, kind: str = "application/json") -> None:
         self.answer = (status, kind, body.encode() if isinstance(body, str) else json.dumps(body).encode())
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
 
 
 @pytest.fixture

@@ -9,50 +9,40 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from conftest import assert_one_line_error
+from conftest import LocalHTTPServer, QuietHandler, assert_one_line_error
 
 POINTS = ["before_switch", "after_switch", "after_verify", "on_switch_back", "on_rollback", "on_failure", "on_cancel"]
 TOKEN = "hook-token-5e9a1c"
 
 
-class Receiver:
+class Receiver(LocalHTTPServer):
     """Records each request (path, headers, JSON body); answers `status[path]` (default 200), or never (`hang`)."""
 
     def __init__(self) -> None:
         self.requests: list[dict] = []
         self.status: dict[str, int] = {}
         self.hang: set[str] = set()
-        self._release = threading.Event()
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
+        class Handler(QuietHandler):
+            def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"null")
                 receiver.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
                 if self.path in receiver.hang:
-                    receiver._release.wait(30)  # bounded: the test's teardown releases it at once
+                    receiver.released.wait(30)  # bounded: the test's teardown releases it at once
                     return
                 self.send_response(receiver.status.get(self.path, 200))
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok")
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        super().__init__(Handler)
 
     def points(self) -> list[str]:
         return [r["path"].strip("/") for r in self.requests]
@@ -60,11 +50,6 @@ class Receiver:
     def body(self, point: str) -> dict:
         (only,) = [r["body"] for r in self.requests if r["path"] == f"/{point}"]
         return only
-
-    def close(self) -> None:
-        self._release.set()
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import http.server
 import importlib.resources
 import json
 import textwrap
@@ -20,7 +19,7 @@ from typing import Any, ClassVar
 import jsonschema
 import pytest
 from cloudevents.core.bindings.http import HTTPMessage, from_http_event
-from conftest import free_port
+from conftest import LocalHTTPServer, QuietHandler, free_port
 from slack_sdk.models.blocks import Block
 
 from bluegreen.config import ConfigError, WebhookChannel, load_config
@@ -45,7 +44,7 @@ class Request:
     at: float  # time.monotonic() when it arrived
 
 
-class Receiver:
+class Receiver(LocalHTTPServer):
     """A webhook endpoint on 127.0.0.1 whose URL holds a secret token in its path. It answers the n-th POST with
     answers[n] (the last repeats): a status, (status, headers, body), or HANG."""
 
@@ -53,11 +52,10 @@ class Receiver:
         self.answers = list(answers) or [200]
         self.token = token
         self.requests: list[Request] = []
-        self.stop = threading.Event()
         lock = threading.Lock()
         receiver = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
 
             def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
@@ -67,7 +65,7 @@ class Receiver:
                     status = None if answer == HANG else answer if isinstance(answer, int) else answer[0]
                     receiver.requests.append(Request(self.path, dict(self.headers), body, status, time.monotonic()))
                 if answer == HANG:
-                    receiver.stop.wait(60)  # until the test ends: the client must give up by itself
+                    receiver.released.wait(60)  # until the test ends: the client must give up by itself
                     self.close_connection = True
                     return
                 status, headers, text = (answer, {}, b"") if isinstance(answer, int) else answer
@@ -78,27 +76,15 @@ class Receiver:
                 self.end_headers()
                 self.wfile.write(text)
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
+        super().__init__(Handler)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hooks/{self.token}"
+        return f"{self.base_url}/hooks/{self.token}"
 
     @property
     def accepted(self) -> list[Request]:
         return [r for r in self.requests if r.status is not None and 200 <= r.status < 300]
-
-    def close(self) -> None:
-        self.stop.set()
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture
