@@ -4,8 +4,8 @@ As GitLab's lib/api/deployments.rb, app/services/deployments/create_service.rb a
 environment.rb answer: a CI/CD job token in the JOB-TOKEN header (none or an unknown one: 401 "401 Unauthorized",
 before anything else), the five required parameters (Grape: 400 {"error": "sha is missing"}), `tag` a Boolean and
 `status` one of running, success, failed, canceled (400 "... is invalid" / "... does not have a valid value"), the
-project by ID or URL-encoded path (404 "404 Project Not Found"), the job's user allowed to create deployments (a Reporter: 403
-"403 Forbidden"), `ref` a branch, tag or commit of the project and `sha` a commit of it (400 with the validation
+project by ID or URL-encoded path (404 "404 Project Not Found"), the job's user allowed to create deployments (a
+Reporter: 403 "403 Forbidden"), `ref` a branch, tag or commit of the project and `sha` a commit of it (400 with the validation
 errors), the environment created by name when missing, the environment's latest successful deployment returned
 instead of a new one when it has the same sha, ref, tag and status, 201 with the deployment. It keeps each
 environment's deployments (those of the deploy jobs too, added by `job_deployment` as GitLab adds them when a job

@@ -117,6 +117,8 @@ def test_after_a_rollback_the_environments_latest_deployment_is_the_version_live
     assert delivery["delivered"] and delivery["event"] == "success" and delivery["attempts"] == 1
     assert delivery["detail"] == f"deployment {api.latest('production')['id']} of {V1} to environment production"
     assert job.warnings(back) == []
+    assert f"GitLab environment production: deployment {api.latest('production')['id']} of {V1} recorded as live" \
+        in back.stderr
     written = back.stdout + back.stderr + (job.root / "bluegreen-report.json").read_text()
     written += (job.root / "bluegreen.env").read_text() + (job.root / "bluegreen-junit.xml").read_text()
     assert TOKEN not in written

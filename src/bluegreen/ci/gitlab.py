@@ -99,7 +99,7 @@ class GitLabAdapter(Adapter):
         if not (token and api_url and project) or env.get(SWITCH_VARIABLE, "").strip().lower() in ("false", "0", "no"):
             return []
         return [GitLabDeployments(
-            api_url=api_url, project_id=project, token=token, warn=self.output.warning,
+            api_url=api_url, project_id=project, token=token, warn=self.output.warning, say=self.output.write,
             environment=env.get("CI_ENVIRONMENT_NAME", "").strip() or None,
             ref=env.get("CI_COMMIT_REF_NAME", "").strip() or None, tag=bool(env.get("CI_COMMIT_TAG", "").strip()),
         )]

@@ -70,10 +70,11 @@ def explain(response: httpx.Response) -> str:
 class GitLabDeployments(Subscriber):
     def __init__(
         self, *, api_url: str, project_id: str, token: str, warn: Callable[[str], None],
-        environment: str | None = None, ref: str | None = None, tag: bool = False,
+        say: Callable[[str], None] | None = None, environment: str | None = None, ref: str | None = None,
+        tag: bool = False,
         timeout: float = 10.0, budget: float = 30.0,
     ) -> None:
-        self.api_url, self.project_id, self.warn = api_url.rstrip("/"), project_id, warn
+        self.api_url, self.project_id, self.warn, self.say = api_url.rstrip("/"), project_id, warn, say
         self.environment_name, self.ref, self.tag = environment, ref, tag
         self.timeout, self.budget = timeout, budget
         self._token = token
@@ -87,7 +88,8 @@ class GitLabDeployments(Subscriber):
         sha = commit_sha(result.version)
         if sha is None:
             why = (f"version {result.version!r} is no commit SHA, so GitLab cannot record it as a deployment: the "
-                   f"environment {environment} keeps showing the version rolled back from until the next deploy")
+                   f"environment {environment} keeps showing the version rolled back from until the next deploy (the "
+                   f"component's default version, $CI_COMMIT_SHA, is a commit SHA)")
             self.warn(f"GitLab deployment: {why}")
             result.notifications.append(Delivery(channel=CHANNEL, event="skipped", delivered=False, detail=why))
             return
@@ -99,6 +101,8 @@ class GitLabDeployments(Subscriber):
         except (DeploymentError, KeyError, TypeError, ValueError) as exc:
             error = f"GitLab deployment: {exc}"
             self.warn(error + "; the rollback itself is not affected")
+        if error is None and self.say:
+            self.say(f"GitLab environment {environment}: deployment {self.deployment_id} of {sha} recorded as live")
         result.notifications.append(Delivery(
             channel=CHANNEL, event="success", delivered=error is None, attempts=self.attempts,
             duration=round(self.elapsed, 3),
