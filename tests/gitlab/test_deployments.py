@@ -218,3 +218,35 @@ def test_the_fake_answers_as_gitlab(api):
     assert again.status_code == 201 and len(api.deployments) == 1  # the same as the last: no second deployment
     form = httpx.post(url, data={**body, "tag": "false", "sha": V2}, headers={"JOB-TOKEN": TOKEN}, timeout=10)
     assert form.status_code == 201 and api.latest("production")["sha"] == V2
+
+
+def test_the_components_rollback_job_leaves_the_version_live_again_on_top(project, gitlab_ci_local):
+    """The component's jobs under gitlab-ci-local, its rollback job's bluegreen against the local GitLab API."""
+    project.use_pipeline("deploy-rollback.yml")
+    first = project.commit("first release")
+    project.write("CHANGELOG", "second release\n")
+    second = project.commit("second release")
+    api = FakeGitLab(project_id=1217, tokens={TOKEN: "developer"}, commits=[first, second])  # gitlab-ci-local's id
+    try:
+        project.variables.update(CI_JOB_TOKEN=TOKEN, CI_API_V4_URL=api.url)
+        project.git("checkout", "-q", first)
+        run1 = project.gcl("bluegreen-deploy")
+        assert run1.returncode == 0, run1.output
+        api.job_deployment("staging", first)  # as GitLab records the deploy job's `environment: action: start`
+        project.git("checkout", "-q", "main")
+        run2 = project.gcl("bluegreen-deploy")
+        assert run2.returncode == 0, run2.output
+        api.job_deployment("staging", second)
+        assert api.requests == []  # a deploy job's deployment is GitLab's own
+
+        back = project.gcl("--manual", "bluegreen-rollback", "bluegreen-rollback")
+        assert "rollback succeeded: blue is live with version " + first in back.output, back.output
+        [request] = api.requests
+        assert request["status"] == 201 and request["path"] == "/api/v4/projects/1217/deployments"
+        assert request["body"] == {"environment": "staging", "sha": first, "ref": "main", "tag": False,
+                                   "status": "success"}
+        assert api.latest("staging")["sha"] == first
+        assert "GitLab environment staging: deployment" in back.output
+        assert TOKEN not in run1.output + run2.output + back.output
+    finally:
+        api.close()
