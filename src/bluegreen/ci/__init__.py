@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from importlib import import_module
 
 from ..events import Output, Subscriber
@@ -20,7 +21,16 @@ from ..report import Result
 # the GitHub action's ssh-* inputs and the GitLab component's jobs put the secrets there.
 SSH_SECRET_VARIABLES = ("SSH_PRIVATE_KEY", "SSH_KNOWN_HOSTS", "SSH_KEY_PASSPHRASE")
 
-__all__ = ["SSH_SECRET_VARIABLES", "Adapter", "Redactor", "detect"]
+# A version that names a commit (the component's default version is $CI_COMMIT_SHA; a workflow's is often github.sha):
+# a CI's deployment records it as the commit that is live. Lowercase hex, abbreviated (7) up to a full SHA-1.
+COMMIT_SHA = re.compile(r"[0-9a-f]{7,40}")
+
+__all__ = ["COMMIT_SHA", "SSH_SECRET_VARIABLES", "Adapter", "Redactor", "commit_sha", "detect"]
+
+
+def commit_sha(version: str | None) -> str | None:
+    """The version itself when it is a commit SHA, else None."""
+    return version if version and COMMIT_SHA.fullmatch(version) else None
 
 
 class RedactedOutput(Output):

@@ -18,7 +18,6 @@ outcome is one Delivery in the report (channel "github deployment") and one warn
 
 from __future__ import annotations
 
-import re
 import time
 from datetime import datetime
 from typing import Any, Callable
@@ -29,9 +28,9 @@ from ..config import other_colour
 from ..events import Subscriber
 from ..payload import outcome_of
 from ..report import Delivery, Result
+from . import commit_sha
 
 CHANNEL = "github deployment"
-SHA = re.compile(r"[0-9a-f]{7,40}")
 PENDING = ("in_progress", "queued", "pending")  # a deployment in one of these has not ended
 DESCRIPTION_MAX = 140  # GitHub refuses a longer status description (422)
 SWEEP = 10  # the most recent deployments of the environment looked at for one left in progress
@@ -107,7 +106,7 @@ class GitHubDeployments(Subscriber):
     def _create(self, result: Result) -> None:
         environment = self.environment_name or result.environment
         version = result.version or ""
-        ref = version if SHA.fullmatch(version) else self.sha
+        ref = commit_sha(version) or self.sha
         if not ref:
             raise DeploymentError(f"version {version!r} is no commit SHA and GITHUB_SHA is not set: no ref to deploy")
         colour = result.idle_colour or (other_colour(result.live_colour) if result.live_colour else "blue")

@@ -16,7 +16,7 @@ import re
 import time
 from pathlib import Path
 
-from ..events import Output, phase_line
+from ..events import Output, Subscriber, phase_line
 from ..report import Phase, Result, write_atomic
 from . import SSH_SECRET_VARIABLES, Adapter, Redactor
 
@@ -67,6 +67,7 @@ class GitLabAdapter(Adapter):
         self.secrets = Redactor()
         for variable in SSH_SECRET_VARIABLES:
             self.secrets.add(os.environ.get(variable))
+        self.secrets.add(os.environ.get("CI_JOB_TOKEN"))  # GitLab masks it in the log; our report too
         self.output = GitLabSections(self.secrets)
 
     def redact(self, text: str) -> str:
@@ -86,6 +87,22 @@ class GitLabAdapter(Adapter):
 
     def rollback_command(self, args: argparse.Namespace) -> str | None:
         return None  # the CLI line, copy-pasteable; the manual job is named in the log (publish)
+
+    def subscribers(self) -> list[Subscriber]:
+        """After a rollback, a deployment of the version that is live again (gitlab_deployments.py), with the job's
+        CI_JOB_TOKEN, hidden from then on in every text we write. BLUEGREEN_GITLAB_DEPLOYMENTS=false: none."""
+        from .gitlab_deployments import SWITCH_VARIABLE, GitLabDeployments
+
+        env = os.environ
+        token = env.get("CI_JOB_TOKEN", "").strip()  # hidden since __init__
+        api_url, project = env.get("CI_API_V4_URL", "").strip(), env.get("CI_PROJECT_ID", "").strip()
+        if not (token and api_url and project) or env.get(SWITCH_VARIABLE, "").strip().lower() in ("false", "0", "no"):
+            return []
+        return [GitLabDeployments(
+            api_url=api_url, project_id=project, token=token, warn=self.output.warning, say=self.output.write,
+            environment=env.get("CI_ENVIRONMENT_NAME", "").strip() or None,
+            ref=env.get("CI_COMMIT_REF_NAME", "").strip() or None, tag=bool(env.get("CI_COMMIT_TAG", "").strip()),
+        )]
 
     def publish(self, result: Result, args: argparse.Namespace) -> None:
         write_atomic(Path(DOTENV_FILE), self.redact(result.to_dotenv()))
