@@ -18,12 +18,12 @@ import json
 import os
 import threading
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from conftest import LocalHTTPServer, QuietHandler
 
 PACKAGE = "@octokit/openapi"
 SPEC_VARIABLE = "BLUEGREEN_GITHUB_OPENAPI"
@@ -64,7 +64,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class FakeGitHub:
+class FakeGitHub(LocalHTTPServer):
     def __init__(self, repository: str = "octo/shop", *, tokens: dict[str, str] | None = None,
                  refs: list[str] | None = None) -> None:
         self.validator, self.spec = openapi(need_spec())
@@ -78,19 +78,11 @@ class FakeGitHub:
         self.fail_next: list[int] = []  # statuses to answer the next requests with (e.g. 502)
         self._ids = iter(range(101, 10**9))
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
+        super().__init__(self._handler())
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{PREFIX}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(10)
+        return f"{self.base_url}{PREFIX}"
 
     # --- what a test reads ---------------------------------------------------------------------
 
@@ -113,11 +105,8 @@ class FakeGitHub:
     def _handler(self):  # type: ignore[no-untyped-def]
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
 
             def do_GET(self) -> None:
                 self._serve()

@@ -19,9 +19,10 @@ import itertools
 import json
 import threading
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from conftest import LocalHTTPServer, QuietHandler
 
 PREFIX = "/api/v4"
 REQUIRED = ("environment", "sha", "ref", "tag", "status")
@@ -29,7 +30,7 @@ STATUSES = ("running", "success", "failed", "canceled")
 FINISHED = ("success", "failed", "canceled")
 
 
-class FakeGitLab:
+class FakeGitLab(LocalHTTPServer):
     def __init__(self, *, project_id: int = 42, path: str = "shop/web", tokens: dict[str, str] | None = None,
                  commits: list[str] | None = None, branches: tuple[str, ...] = ("main",),
                  tags: tuple[str, ...] = ()) -> None:
@@ -43,19 +44,11 @@ class FakeGitLab:
         self._ids = itertools.count(101)
         self._clock = itertools.count(1)  # finished_at ticks: one deployment after another, never a tie
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
+        super().__init__(self._handler())
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{PREFIX}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(10)
+        return f"{self.base_url}{PREFIX}"
 
     # --- what a test reads or does as GitLab ---------------------------------------------------
 
@@ -136,11 +129,8 @@ class FakeGitLab:
     def _handler(self):  # type: ignore[no-untyped-def]
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
 
             def _answer(self, status: int, data: Any) -> None:
                 body = json.dumps({k: v for k, v in data.items() if not k.startswith("_")}

@@ -17,36 +17,12 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import free_port
+from github.test_adapter import local_config
 
 from .fakegitlab import FakeGitLab
 
 TOKEN, REPORTER = "glcbt-64_jobtokenDEVELOPERnever-printed", "glcbt-64_jobtokenREPORTERnever-printed"
 V1, V2 = "1111111aaaaaaabbbbbbbcccccccdddddddeeeee", "2222222aaaaaaabbbbbbbcccccccdddddddeeeee"
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE_APP = ROOT / "examples" / "app" / "app.py"
-
-
-def config(proxy: int, blue: int, green: int) -> str:
-    return f"""\
-app: gltest
-environments:
-  production:
-    target:
-      kind: local
-      command: ["{{python}}", "{EXAMPLE_APP}", "--port", "{{port}}", "--version", "{{version}}"]
-      ports: {{blue: {blue}, green: {green}}}
-      router: {{listen: "127.0.0.1:{proxy}"}}
-timeouts: {{ready: 10s}}
-smoke:
-  timeout: 5s
-  interval: 0.1
-  checks:
-    - name: version
-      path: /version
-      expect: {{body_contains: "{{version}}"}}
-verify: {{consecutive_successes: 2, window: 0.3s, interval: 0.1}}
-scale_down_delay: never
-"""
 
 
 class Job:
@@ -54,7 +30,7 @@ class Job:
 
     def __init__(self, root: Path, api: FakeGitLab) -> None:
         self.root, self.api = root, api
-        (root / "bluegreen.yml").write_text(config(free_port(), free_port(), free_port()))
+        (root / "bluegreen.yml").write_text(local_config(root, free_port(), free_port(), free_port()))
 
     def run(self, *argv: str, **env: str) -> subprocess.CompletedProcess:
         base = {k: v for k, v in os.environ.items() if not k.startswith(("CI_", "GITLAB_", "BLUEGREEN_"))}
@@ -130,9 +106,9 @@ def test_a_tag_pipeline_records_its_tag_and_the_bluegreen_environment_when_the_j
     job.deploy(V2)
     back = job.run("rollback", CI_COMMIT_REF_NAME="v1.0.0", CI_COMMIT_TAG="v1.0.0", CI_ENVIRONMENT_NAME="<unset>")
     assert back.returncode == 0, back.stdout + back.stderr
-    assert api.requests[-1]["body"] == {"environment": "production", "sha": V1, "ref": "v1.0.0", "tag": True,
-                                        "status": "success"}
-    assert api.latest("production")["sha"] == V1
+    assert api.requests[-1]["body"] == {"environment": "prod", "sha": V1, "ref": "v1.0.0", "tag": True,
+                                        "status": "success"}  # the config's environment: the job named none
+    assert api.latest("prod")["sha"] == V1
 
 
 def test_a_deploy_and_a_failed_rollback_record_nothing(job, api):

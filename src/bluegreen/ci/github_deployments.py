@@ -18,7 +18,6 @@ outcome is one Delivery in the report (channel "github deployment") and one warn
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 from typing import Any, Callable
 
@@ -28,6 +27,7 @@ from ..config import other_colour
 from ..events import Subscriber
 from ..payload import outcome_of
 from ..report import Delivery, Result
+from .api import ApiError, BoundedApi, user_agent
 from . import commit_sha
 
 CHANNEL = "github deployment"
@@ -35,10 +35,6 @@ PENDING = ("in_progress", "queued", "pending")  # a deployment in one of these h
 DESCRIPTION_MAX = 140  # GitHub refuses a longer status description (422)
 SWEEP = 10  # the most recent deployments of the environment looked at for one left in progress
 API_VERSION = "2022-11-28"
-
-
-class DeploymentError(Exception):
-    """A request that did not get the answer it needed: one line saying why."""
 
 
 def describe(text: str) -> str:
@@ -70,36 +66,36 @@ class GitHubDeployments(Subscriber):
         self.api_url, self.repository, self.sha, self.log_url = api_url.rstrip("/"), repository, sha, log_url
         self.environment_name, self.warn, self.timeout, self.budget = environment, warn, timeout, budget
         self._token = token
-        self._client: httpx.Client | None = None
+        self._api: BoundedApi | None = None
         self.deployment_id: int | None = None
-        self.attempts, self.elapsed = 0, 0.0
         self.error: str | None = None  # the first failure: once in the report, once as a warning
         self.told: list[str] = []  # the states told, in order
-        self._deadline = 0.0
 
     # --- the events -----------------------------------------------------------------------------
 
     def reached(self, point: str, result: Result) -> None:
         if point != "before_switch" or self.deployment_id is not None or self.error:
             return
-        self._deadline = time.monotonic() + self.budget
+        self.api.restart()
         self._call(self._create, result)
 
     def finished(self, result: Result) -> None:
-        self._deadline = time.monotonic() + self.budget
-        outcome = outcome_of(result)
-        if self.deployment_id is not None and not self.error:
-            self._call(self._conclude, result, outcome)
-        if not self.error and (result.switched or result.switched_back or (result.command == "abort" and outcome)):
-            self._call(self._sweep, result)
-        if self.deployment_id is None and not self.error and not self.told:
-            return  # nothing went live, nothing was in progress: nothing to tell
-        result.notifications.append(Delivery(
-            channel=CHANNEL, event=self.told[-1] if self.told else "created", delivered=self.error is None,
-            attempts=self.attempts, duration=round(self.elapsed, 3),
-            detail=self.error or self._detail(result),
-        ))
-        self.close()
+        try:
+            self.api.restart()
+            outcome = outcome_of(result)
+            if self.deployment_id is not None and not self.error:
+                self._call(self._conclude, result, outcome)
+            if not self.error and (result.switched or result.switched_back or (result.command == "abort" and outcome)):
+                self._call(self._sweep, result)
+            if self.deployment_id is None and not self.error and not self.told:
+                return  # nothing went live, nothing was in progress: nothing to tell
+            result.notifications.append(Delivery(
+                channel=CHANNEL, event=self.told[-1] if self.told else "created", delivered=self.error is None,
+                attempts=self.api.attempts, duration=round(self.api.elapsed, 3),
+                detail=self.error or self._detail(result),
+            ))
+        finally:
+            self.close()
 
     # --- what is told ---------------------------------------------------------------------------
 
@@ -108,7 +104,7 @@ class GitHubDeployments(Subscriber):
         version = result.version or ""
         ref = commit_sha(version) or self.sha
         if not ref:
-            raise DeploymentError(f"version {version!r} is no commit SHA and GITHUB_SHA is not set: no ref to deploy")
+            raise ApiError(f"version {version!r} is no commit SHA and GITHUB_SHA is not set: no ref to deploy")
         colour = result.idle_colour or (other_colour(result.live_colour) if result.live_colour else "blue")
         created = self._request("POST", "deployments", {
             "ref": ref,
@@ -176,59 +172,32 @@ class GitHubDeployments(Subscriber):
     def _call(self, step: Callable[..., None], *args: Any) -> None:
         try:
             step(*args)
-        except DeploymentError as exc:
+        except ApiError as exc:
             self.error = f"GitHub deployment: {exc}"
             self.warn(self.error + "; the release itself is not affected")
 
     def _request(self, method: str, path: str, body: dict | None = None, *, params: dict | None = None,
                  expect: int = 200) -> Any:
-        url = f"repos/{self.repository}/{path}"
-        for attempt in (1, 2):
-            if time.monotonic() > self._deadline:
-                raise DeploymentError(f"gave up: the requests to GitHub took over {self.budget:.0f} s in all")
-            self.attempts += 1
-            started = time.monotonic()
-            try:
-                response = self.client.request(method, url, json=body, params=params)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # never sent: safe to send again
-                if attempt == 1:
-                    continue
-                raise DeploymentError(f"{method} {self.api_url}/{url}: cannot connect: {exc}") from None
-            except httpx.HTTPError as exc:  # sent, no answer: a second POST could create a second deployment
-                raise DeploymentError(f"{method} {self.api_url}/{url}: {type(exc).__name__}: {exc}") from None
-            finally:
-                self.elapsed += time.monotonic() - started
-            if response.status_code >= 500 and attempt == 1:
-                time.sleep(min(1.0, max(0.0, self._deadline - time.monotonic())))
-                continue
-            if response.status_code != expect:
-                raise DeploymentError(f"{method} {url}: {explain(response)}")
-            try:
-                return response.json()
-            except ValueError:
-                raise DeploymentError(f"{method} {url}: the answer is not JSON") from None
-        raise AssertionError("unreachable")
+        return self.api.request(method, f"repos/{self.repository}/{path}", body, params=params, expect=expect)
 
     @property
-    def client(self) -> httpx.Client:
-        if self._client is None:
-            from .. import __version__
-
-            self._client = httpx.Client(
+    def api(self) -> BoundedApi:
+        if self._api is None:
+            self._api = BoundedApi(httpx.Client(
                 base_url=self.api_url + "/", timeout=self.timeout, follow_redirects=False,
                 headers={
                     "Accept": "application/vnd.github+json",
                     "Authorization": f"Bearer {self._token}",
                     "X-GitHub-Api-Version": API_VERSION,
-                    "User-Agent": f"bluegreen/{__version__}",
+                    "User-Agent": user_agent(),
                 },
-            )
-        return self._client
+            ), self.budget, "GitHub", explain)
+        return self._api
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        if self._api is not None:
+            self._api.close()
+            self._api = None
 
 
 def _when(text: str) -> datetime:

@@ -26,7 +26,6 @@ turns this off.
 
 from __future__ import annotations
 
-import time
 from typing import Any, Callable
 from urllib.parse import quote
 
@@ -36,13 +35,10 @@ from ..events import Subscriber
 from ..payload import outcome_of
 from ..report import Delivery, Result
 from . import commit_sha
+from .api import ApiError, BoundedApi, user_agent
 
 CHANNEL = "gitlab deployment"
 SWITCH_VARIABLE = "BLUEGREEN_GITLAB_DEPLOYMENTS"  # false: no deployment after a rollback
-
-
-class DeploymentError(Exception):
-    """A request that did not get the answer it needed: one line saying why."""
 
 
 def explain(response: httpx.Response) -> str:
@@ -78,7 +74,7 @@ class GitLabDeployments(Subscriber):
         self.environment_name, self.ref, self.tag = environment, ref, tag
         self.timeout, self.budget = timeout, budget
         self._token = token
-        self.attempts, self.elapsed = 0, 0.0
+        self.api: BoundedApi | None = None
         self.deployment_id: int | None = None
 
     def finished(self, result: Result) -> None:
@@ -98,46 +94,23 @@ class GitLabDeployments(Subscriber):
         try:
             created = self._post(body)
             self.deployment_id = int(created["id"])
-        except (DeploymentError, KeyError, TypeError, ValueError) as exc:
+        except (ApiError, KeyError, TypeError, ValueError) as exc:
             error = f"GitLab deployment: {exc}"
             self.warn(error + "; the rollback itself is not affected")
         if error is None and self.say:
             self.say(f"GitLab environment {environment}: deployment {self.deployment_id} of {sha} recorded as live")
         result.notifications.append(Delivery(
-            channel=CHANNEL, event="success", delivered=error is None, attempts=self.attempts,
-            duration=round(self.elapsed, 3),
+            channel=CHANNEL, event="success", delivered=error is None, attempts=self.api.attempts if self.api else 0,
+            duration=round(self.api.elapsed, 3) if self.api else 0.0,
             detail=error or f"deployment {self.deployment_id} of {sha} to environment {environment}",
         ))
 
     def _post(self, body: dict[str, Any]) -> Any:
         url = f"{self.api_url}/projects/{quote(self.project_id, safe='')}/deployments"
-        deadline = time.monotonic() + self.budget
-        from .. import __version__
-
-        headers = {"JOB-TOKEN": self._token, "User-Agent": f"bluegreen/{__version__}"}
-        with httpx.Client(timeout=self.timeout, follow_redirects=False, headers=headers) as client:
-            for attempt in (1, 2):
-                if time.monotonic() > deadline:
-                    raise DeploymentError(f"gave up: the requests to GitLab took over {self.budget:.0f} s in all")
-                self.attempts += 1
-                started = time.monotonic()
-                try:
-                    response = client.post(url, json=body)
-                except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # never sent: safe to send again
-                    if attempt == 1:
-                        continue
-                    raise DeploymentError(f"POST {url}: cannot connect: {exc}") from None
-                except httpx.HTTPError as exc:  # sent, no answer: it may have landed
-                    raise DeploymentError(f"POST {url}: {type(exc).__name__}: {exc}") from None
-                finally:
-                    self.elapsed += time.monotonic() - started
-                if response.status_code >= 500 and attempt == 1:
-                    time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
-                    continue
-                if response.status_code != 201:
-                    raise DeploymentError(f"POST {url}: {explain(response)}")
-                try:
-                    return response.json()
-                except ValueError:
-                    raise DeploymentError(f"POST {url}: the answer is not JSON") from None
-        raise AssertionError("unreachable")
+        headers = {"JOB-TOKEN": self._token, "User-Agent": user_agent()}
+        self.api = BoundedApi(httpx.Client(timeout=self.timeout, follow_redirects=False, headers=headers),
+                              self.budget, "GitLab", explain)
+        try:
+            return self.api.request("POST", url, body, expect=201)
+        finally:
+            self.api.close()
