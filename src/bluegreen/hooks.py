@@ -12,7 +12,7 @@ from typing import Any, Callable
 import httpx
 
 from .checks.suite import exit_detail, run_process
-from .config import Hook, render
+from .config import Hook, render, shown_url
 from .payload import environment
 from .report import HookRun
 
@@ -48,16 +48,11 @@ def _call(hook: Hook, data: dict[str, Any]) -> tuple[Any, str]:
         with httpx.Client(timeout=hook.timeout) as client:
             response = client.request(http.method, http.url, headers=http.headers, json=body)
     except httpx.TimeoutException:
-        return "timed_out", f"no answer from {_where(http.url)} within {hook.timeout:g}s"
+        return "timed_out", f"no answer from {shown_url(http.url)} within {hook.timeout:g}s"
     except httpx.HTTPError as exc:
-        return "failed", f"{_where(http.url)} is unreachable: {type(exc).__name__}"
-    detail = f"HTTP {response.status_code} from {_where(http.url)}"
+        return "failed", f"{shown_url(http.url)} is unreachable: {type(exc).__name__}"
+    detail = f"HTTP {response.status_code} from {shown_url(http.url)}"
     if response.is_success:
         return "succeeded", detail
     text = " ".join(response.text.split())[:200]
     return "failed", detail + (f": {text}" if text else "")
-
-
-def _where(url: str) -> str:
-    """The URL without its query: a token in a query string stays out of the report."""
-    return httpx.URL(url).copy_with(query=None, fragment=None).__str__()

@@ -9,16 +9,17 @@ and an outcome sees the final state: never a state cached earlier.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, get_args
 
 from .config import Hooks
+from .config.notifications import Outcome
 from .report import Result
 
 # The points of a release where hooks run, in the order a run can reach them (the fields of `hooks:`).
 HOOK_POINTS = tuple(Hooks.model_fields)
 
 # What a finished run amounts to for the people told about it: one outcome per run (None: nothing to tell).
-OUTCOMES = ("succeeded", "failed", "rolled_back", "switched_back", "cancelled", "paused")
+OUTCOMES: tuple[str, ...] = get_args(Outcome)
 
 
 def outcome_of(result: Result) -> str | None:
@@ -40,7 +41,6 @@ def outcome_of(result: Result) -> str | None:
 
 def payload(result: Result, event: str) -> dict[str, Any]:
     """The run now: `event` is the hook point or the outcome this is sent for."""
-    live_version = result.version if result.switched else result.previous_version
     return {
         "event": event,
         "outcome": outcome_of(result) if result.status != "running" else None,
@@ -50,7 +50,7 @@ def payload(result: Result, event: str) -> dict[str, Any]:
         "environment": result.environment,
         "version": result.version,
         "previous_version": result.previous_version,
-        "live_version": live_version,
+        "live_version": result.live_version,
         "live_colour": result.live_colour,
         "previous_colour": result.previous_colour,
         "idle_colour": result.idle_colour,
@@ -59,7 +59,7 @@ def payload(result: Result, event: str) -> dict[str, Any]:
         "switched": result.switched,
         "switched_back": result.switched_back,
         "reason": result.reason,
-        "rollback_command": result.rollback_command if result.switched and result.previous_colour else None,
+        "rollback_command": result.rollback_command if result.can_roll_back() else None,
         "release_id": result.release_id,
         "run_url": result.run_url,
         "actor": result.actor,

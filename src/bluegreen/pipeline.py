@@ -62,6 +62,7 @@ class Pipeline(DryRunPlan, CanarySteps, SchemaChanges):
         self.release_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
         self._holder = None
         self._pending_scale_down = None
+        self._points_reached = set()
 
     # --- commands --------------------------------------------------------------------------
 

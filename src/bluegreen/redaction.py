@@ -14,6 +14,7 @@ import base64
 import binascii
 import json
 from collections.abc import Iterable
+from typing import Any
 
 MIN_SECRET = 4
 MASK = "***"
@@ -44,6 +45,10 @@ class Redactor:
         for value in self.values:
             text = text.replace(value, MASK)
         return text
+
+    def redact_data(self, data: Any) -> Any:
+        """A JSON-able value (a payload) with every secret replaced, wherever it stands in it."""
+        return json.loads(self.redact_json(json.dumps(data)))
 
     def redact_json(self, text: str) -> str:
         """`text` is JSON: each secret as it stands inside a JSON string (quotes and backslashes escaped)."""

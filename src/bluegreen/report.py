@@ -140,7 +140,7 @@ class Result(BaseModel):
         return {
             "status": self.status,
             "live-colour": self.live_colour or "",
-            "live-version": (self.version if self.switched else self.previous_version) or "",
+            "live-version": self.live_version or "",
             "previous-colour": self.previous_colour or "",
             "idle-colour": self.idle_colour or "",
             "version": self.version or "",
@@ -148,7 +148,7 @@ class Result(BaseModel):
             "preview-url": self.preview_url or "",
             "live-url": self.live_url or "",
             "switched": "true" if self.switched else "false",
-            "rollback-command": (self.rollback_command or "") if self._can_roll_back() else "",
+            "rollback-command": (self.rollback_command or "") if self.can_roll_back() else "",
             "reason": self.reason or "",
             "plan": self.plan or "",
             "pending-contract": self.pending_contract or "",
@@ -156,7 +156,12 @@ class Result(BaseModel):
             "canary-step": self.canary_step or "",
         }
 
-    def _can_roll_back(self) -> bool:
+    @property
+    def live_version(self) -> str | None:
+        """The version live when the run ended: the new one if the switch stands, else the one before."""
+        return self.version if self.switched else self.previous_version
+
+    def can_roll_back(self) -> bool:
         """Traffic moved in this run and stayed moved, and a colour was live before it: a rollback has somewhere
         to go. Not on a first release, not when nothing switched."""
         return self.switched and self.previous_colour is not None
@@ -196,7 +201,7 @@ class Result(BaseModel):
             out += [f"> **{self.reason}**", ""]
         out += ["| | |", "| --- | --- |"]
         out += [f"| {k} | {_md_cell(v)} |" for k, v in rows if v is not None]
-        if self.rollback_command and self._can_roll_back():
+        if self.rollback_command and self.can_roll_back():
             out += ["", "Roll back:", "", "```sh", self.rollback_command, "```"]
         if self.checks:
             out += ["", "| check | on | result | attempts | detail |", "| --- | --- | --- | --- | --- |"]

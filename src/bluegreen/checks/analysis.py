@@ -17,12 +17,11 @@ import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
 from ..cancel import CANCEL
-from ..config import AnalysisQuery, AnalysisSettings, PrometheusSource, json_path, render, shorten
+from ..config import AnalysisQuery, AnalysisSettings, PrometheusSource, json_path, render, shorten, shown_url
 from ..config import WebSource as WebConfig
 from ..errors import CheckFailed
 from ..report import CheckResult
@@ -89,7 +88,7 @@ class WebSource:
         assert query.json_path is not None
         values = {**values, "now": str(int(time.time())), "start": str(self.start)}
         url = render(query.url or self.source.url or "", **values)
-        where = _where(url)
+        where = shorten(shown_url(url), 120)
         body = _render_json(self.source.body, values)
         try:
             response = self.client.request(self.source.method, url, json=body)
@@ -112,12 +111,6 @@ class WebSource:
 
     def close(self) -> None:
         self.client.close()
-
-
-def _where(url: str) -> str:
-    """The endpoint named in a message: no query string, no user:password (either may hold a key)."""
-    parts = urlsplit(url)
-    return shorten(f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}", 120)
 
 
 def _render_json(value: Any, values: dict[str, str]) -> Any:

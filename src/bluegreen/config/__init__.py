@@ -30,6 +30,7 @@ from .base import (
     parse_duration,
     render,
     shorten,
+    shown_url,
 )
 from .canary import UNTIL_PROMOTED, CanarySettings, CanaryStep
 from .checks import (
@@ -98,5 +99,5 @@ __all__ = [
     "PrometheusSource", "RequestHeaders", "SlackChannel", "TeamsChannel", "WebSource", "WebhookChannel", "json_path",
     "ProxyRouter", "RouterConfig", "RouterModel", "SSHSettings", "Secret", "ServersTarget", "Settings", "SmokeCheck",
     "SmokeSettings", "TargetConfig", "TestSuite", "Timeouts", "TraefikRouter", "VerifySettings", "json_schema",
-    "load_config", "other_colour", "parse_duration", "render", "secret_header_values", "secret_values", "shorten",
+    "load_config", "other_colour", "parse_duration", "render", "secret_header_values", "secret_values", "shorten", "shown_url",
 ]

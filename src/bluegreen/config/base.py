@@ -59,6 +59,12 @@ Duration = Annotated[
 ]
 
 
+def shown_url(url: str) -> str:
+    """A URL as a message or a label shows it: no query string, no user:password (either may hold a key)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+
+
 def _http_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from .base import Duration, HttpUrl, Model
+from .base import Duration, HttpUrl, Model, shown_url
 from .checks import RequestHeaders
 
 
@@ -55,8 +55,8 @@ class Hook(Model):
     def label(self) -> str:
         if self.name:
             return self.name
-        if self.http is not None:  # without the query string: a token there stays out of the log
-            return f"{self.http.method} {self.http.url.split('?', 1)[0]}"
+        if self.http is not None:  # without a query string or user:password: a token there stays out of the log
+            return f"{self.http.method} {shown_url(self.http.url)}"
         return self.command if isinstance(self.command, str) else " ".join(self.command or [])
 
 

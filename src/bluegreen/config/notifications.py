@@ -12,7 +12,7 @@ from .base import Duration, HttpUrl, Model
 from .checks import RequestHeaders
 from .secrets import SECRET, SECRET_URL
 
-# The outcomes a run can be told as (payload.OUTCOMES, kept equal by tests/test_notifications.py).
+# The outcomes a run can be told as (payload.outcome_of says which; payload.OUTCOMES is this list).
 Outcome = Literal["succeeded", "failed", "rolled_back", "switched_back", "cancelled", "paused"]
 ALL_OUTCOMES: list[Any] = list(Outcome.__args__)  # type: ignore[attr-defined]
 

@@ -9,7 +9,6 @@ cancellation stops it and the hooks after it, leaving the outcome as it was deci
 
 from __future__ import annotations
 
-import json
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -27,6 +26,7 @@ CANCELLED_HOOK_TIMEOUT = 5.0  # seconds each hook gets once the run is cancelled
 
 
 class HookPoints(RunContext):
+    _points_reached: set[str]  # the points this run reached: each once (set by `Pipeline.__init__`)
 
     @contextmanager
     def _outcome_hooks_after(self) -> Iterator[None]:
@@ -49,17 +49,18 @@ class HookPoints(RunContext):
 
     def _hook(self, point: str) -> None:
         """Reach `point` once per run: tell the subscribers, then run its hooks in order."""
-        reached = self.__dict__.setdefault("_points_reached", set())
-        if point in reached:
+        if point in self._points_reached:
             return  # a canary's 100% step is a release too: its gate ran before the first step
-        reached.add(point)
+        self._points_reached.add(point)
         self.events.reached(point, self.result)
         hooks = getattr(self.settings.hooks, point, None) or []
+        if not hooks:
+            return
         if CANCEL.requested:  # GitHub kills the job 10 s after its first signal: what runs now must be quick
             hooks = [h.model_copy(update={"timeout": min(h.timeout, CANCELLED_HOOK_TIMEOUT)}) for h in hooks]
         redactor = Redactor(secret_values(self.settings))
+        data = redactor.redact_data(payload(self.result, point))  # the run stands still while its hooks run
         for hook in hooks:
-            data = json.loads(redactor.redact_json(json.dumps(payload(self.result, point))))
             try:
                 with self._phase(f"hook {point}: {hook.label}") as phase:
                     run = self._run_hook(hook, point, data, redactor)

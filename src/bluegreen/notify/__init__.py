@@ -11,7 +11,6 @@ undelivered one a warning line. Nothing here raises or changes the run's outcome
 from __future__ import annotations
 
 import importlib
-import json
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -42,7 +41,7 @@ class Notifier(Subscriber):
         chosen = [(label, channel) for label, channel in self.channels if outcome in channel.on]
         if not chosen:
             return
-        data = json.loads(self.redactor.redact_json(json.dumps(payload(result, outcome))))
+        data = self.redactor.redact_data(payload(result, outcome))
         deliveries = notify_all(chosen, outcome, data)
         for delivery in deliveries:
             delivery.detail = self.redactor.redact(delivery.detail)
